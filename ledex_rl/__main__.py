@@ -1,0 +1,3 @@
+from ledex_rl.cli import main
+
+main()

@@ -1,0 +1,114 @@
+"""`ledex-rl`: one command per stage, plus helpers. `python -m ledex_rl.train` runs them all."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from ledex_rl.config import ConfigError, LedexConfig, load_config
+
+CONFIG_HELP = "YAML config (see configs/); defaults are the embedded SmolLM2 run."
+OVERRIDES_HELP = "Dotted overrides after the options, e.g. rl.ppo.kl_coef=0.05 data.train.0.limit=5"
+
+
+def config_options(func):
+    func = click.option("--config", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)(func)
+    func = click.argument("overrides", nargs=-1)(func)
+    return func
+
+
+def load_or_exit(config_path: str | None, overrides: tuple[str, ...]) -> LedexConfig:
+    try:
+        return load_config(config_path, overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def fail_cleanly(func):
+    """Known user-facing failures become one line on stderr and exit code 2; bugs keep tracebacks."""
+    import functools
+
+    from ledex_rl.models import ModelUnavailable
+    from ledex_rl.pipeline import StageNotBuilt
+    from ledex_rl.problems.base import SourceUnavailable
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except (ConfigError, ModelUnavailable, SourceUnavailable, StageNotBuilt) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """LeDex on Ray: collect -> sft -> rl -> eval."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+
+def _stage_command(name: str, summary: str):
+    @main.command(name=name, help=f"{summary}\n\n{OVERRIDES_HELP}")
+    @config_options
+    @click.option("--force", is_flag=True, help="Redo the stage even if its output exists.")
+    @fail_cleanly
+    def command(config_path, overrides, force):
+        from ledex_rl.pipeline import run_stage
+
+        cfg = load_or_exit(config_path, overrides)
+        ran = run_stage(name, cfg, force=force)
+        if not ran:
+            click.echo(f"{name}: output already in {cfg.run_dir}/{name}; use --force to redo it")
+
+    return command
+
+
+_stage_command("collect", "Sample first attempts, execute them, and collect verified explanations and refinements.")
+_stage_command("sft", "Fine-tune the policy on the collected trajectories.")
+_stage_command("rl", "PPO with the LeDex code and explanation rewards.")
+_stage_command("eval", "pass@k of first attempts and refinements, and iterative refinement.")
+
+
+@main.command(name="config", help=f"Print the resolved config as YAML.\n\n{OVERRIDES_HELP}")
+@config_options
+def show_config(config_path, overrides):
+    click.echo(load_or_exit(config_path, overrides).to_yaml(), nl=False)
+
+
+@main.command(name="prepare-model")
+@click.argument("name", default="smollm2-135m-instruct")
+@fail_cleanly
+def prepare_model(name: str) -> None:
+    """Convert or build a built-in model (smollm2-135m-instruct, tiny) once; print its folder."""
+    from ledex_rl.models import resolve_model
+
+    click.echo(resolve_model(name))
+
+
+@main.command(name="problems")
+@click.argument("source")
+@click.option("--path", default="", help="Local file; default: package data or the hub.")
+@click.option("--split", default="test", show_default=True)
+@click.option("--limit", default=0, help="0 = all.")
+@fail_cleanly
+def list_problems(source: str, path: str, split: str, limit: int) -> None:
+    """Load a problem SOURCE (humaneval, mbpp, mbpp-plus, apps, ...) and summarise it."""
+    from ledex_rl.config import ProblemSourceConfig
+    from ledex_rl.config_schema import build
+    from ledex_rl.problems import load_problems
+
+    cfg = build(ProblemSourceConfig, {"name": source, "path": path, "split": split, "limit": limit}, "source")
+    problems, report = load_problems(cfg)
+    tests = sum(len(p.tests) for p in problems)
+    click.echo(f"{source} [{split}]: {len(problems)} problems, {tests} tests, {len(report.skipped)} rows skipped")
+    for line in report.skipped[:20]:
+        click.echo(f"  {line}")
+
+
+if __name__ == "__main__":
+    main()

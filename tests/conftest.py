@@ -1,0 +1,31 @@
+"""Shared test fixtures. Expensive things (tiny model, Ray cluster) are built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+FIXTURES = Path(__file__).parent / "fixtures"
+
+# Tests never reach the network: a hub lookup fails at once instead of retrying for 20 s.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """MBPP and MBPP+ from ../shared/data (present for developers and CI, never copied in)."""
+    if not (SHARED_DATA / "mbpp" / "mbpp.jsonl").is_file():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from ledex_rl.models import build_tiny_model
+
+    return build_tiny_model(target=tmp_path_factory.mktemp("models") / "tiny")

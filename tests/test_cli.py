@@ -1,0 +1,40 @@
+"""The command line as a user meets it: one-line errors, clear messages for stages not built yet."""
+
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from ledex_rl.cli import main
+from ledex_rl.train import train
+
+
+def test_config_command_prints_resolved_yaml():
+    result = CliRunner().invoke(main, ["config", "--config", "configs/tiny.yaml", "rl.ppo.kl_coef=0.07"])
+    assert result.exit_code == 0 and "kl_coef: 0.07" in result.output
+
+
+def test_bad_key_is_one_line_error():
+    result = subprocess.run([sys.executable, "-m", "ledex_rl.train", "rl.ppo.kl_coeff=0.1"], capture_output=True, text=True)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "unknown config key 'rl.ppo.kl_coeff'" in errors[0]
+
+
+def test_train_reports_stage_not_built(tmp_path, tiny_model):
+    result = CliRunner().invoke(train, ["--config", "configs/tiny.yaml", f"run_dir={tmp_path}", f"model.name_or_path={tiny_model}"])
+    assert result.exit_code == 2
+    assert "train data humaneval [test]: 4 problems" in result.output
+    assert (tmp_path / "config.yaml").is_file()
+
+
+def test_stage_skipped_when_output_exists(tmp_path):
+    (tmp_path / "collect").mkdir()
+    (tmp_path / "collect" / "DONE").write_text("{}")
+    result = CliRunner().invoke(main, ["collect", f"run_dir={tmp_path}"])
+    assert result.exit_code == 0 and "use --force to redo it" in result.output
+
+
+def test_problems_command_summarises_a_source():
+    result = CliRunner().invoke(main, ["problems", "apps", "--path", "tests/fixtures/apps.jsonl", "--split", "train"])
+    assert result.exit_code == 0 and "apps [train]: 2 problems, 4 tests, 3 rows skipped" in result.output
