@@ -26,6 +26,8 @@ TestKind = Literal["assert", "call", "io", "script"]
 
 @dataclass(frozen=True)
 class TestCase:
+    __test__ = False  # not a pytest class
+
     kind: TestKind
     source: str = ""  # assert / script: Python source
     args: tuple = ()  # call: positional arguments

@@ -1,0 +1,344 @@
+"""The trusted side of the sandbox: execution slots (one zygote each), a batch API, and the verdicts.
+
+    with Sandbox(slots=2) as sandbox:
+        results = sandbox.run([Job.for_problem(problem, code) for code in candidates])
+
+Jobs run in parallel across slots and come back in order. Each slot's zygote lives in the strongest
+isolation tier the host allows (see isolation.py); the tier is chosen once, at start-up, and logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import signal
+import struct
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from ledex_rl.problems.base import Problem, TestCase
+from sandbox import isolation
+from sandbox.plans import Plan, judge, make_plan
+from sandbox.results import ExecutionResult, TestResult
+
+log = logging.getLogger(__name__)
+
+
+class SandboxUnavailable(RuntimeError):
+    """No isolation tier could start here; the message lists what each tier said."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    test_timeout_s: float = 3.0
+    job_timeout_s: float = 30.0
+    memory_mb: int = 1024
+    max_output_bytes: int = 1 << 20
+    max_file_bytes: int = 16 << 20
+    max_processes: int = 32
+    tmpfs_mb: int = 64
+
+
+@dataclass(frozen=True)
+class Job:
+    """One program and the tests it must pass. `preamble` goes before the program (a task's imports)."""
+
+    program: str
+    tests: tuple[TestCase, ...]
+    entry_point: str = ""
+    preamble: str = ""
+    test_setup: str = ""
+    metadata: dict = field(default_factory=dict)
+
+    @classmethod
+    def for_problem(cls, problem: Problem, program: str, tests: Sequence[TestCase] | None = None, **metadata) -> "Job":
+        return cls(
+            program=program,
+            tests=tuple(problem.tests if tests is None else tests),
+            entry_point=problem.entry_point,
+            preamble=problem.preamble,
+            test_setup=problem.test_setup,
+            metadata={"task_id": problem.task_id, **metadata},
+        )
+
+
+class _Slot:
+    """One zygote process and the pipe to it."""
+
+    def __init__(self, index: int, tier: str, limits: Limits, python: str | None = None, start_timeout: float = 30.0):
+        self.index, self.tier, self.limits, self.python = index, tier, limits, python
+        self.launch = isolation.launch(tier, index, limits.tmpfs_mb, python)
+        self.proc = subprocess.Popen(
+            self.launch.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        )
+        ready = self._read(timeout=start_timeout)
+        if not ready or not ready.get("ready"):
+            err = self._stderr_tail()
+            self.close()
+            raise SandboxUnavailable(f"{tier}: the zygote did not start ({err or 'no output'})")
+        self.zygote_uid = ready.get("uid")
+        if not ready.get("stdlib_readable", True):
+            self.close()
+            raise SandboxUnavailable(
+                f"{tier}: jobs run as an unprivileged uid that cannot read Python's standard library at "
+                f"{ready.get('stdlib')}; install bubblewrap (strongest tier), or use a Python installed "
+                f"where other users can read it (/usr, /opt)"
+            )
+
+    def _read(self, timeout: float) -> dict | None:
+        stdout = self.proc.stdout
+        result: list = []
+
+        def reader():
+            try:
+                header = stdout.read(4)
+                if len(header) == 4:
+                    (size,) = struct.unpack("!I", header)
+                    result.append(json.loads(stdout.read(size)))
+            except Exception as exc:  # noqa: BLE001
+                result.append(exc)
+
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if thread.is_alive() or not result or isinstance(result[0], Exception):
+            return None
+        return result[0]
+
+    def _stderr_tail(self) -> str:
+        try:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            data = self.proc.stderr.read() or b""
+        except Exception:  # noqa: BLE001
+            return ""
+        return " ".join(data.decode(errors="replace").split())[-300:]
+
+    def execute(self, message: dict) -> dict | None:
+        data = json.dumps(message).encode()
+        try:
+            self.proc.stdin.write(struct.pack("!I", len(data)) + data)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            return None
+        # The zygote enforces the job's deadline itself; this is the backstop if the zygote is stuck.
+        return self._read(timeout=self.limits.job_timeout_s + 15)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=2)
+            except Exception:  # noqa: BLE001
+                try:
+                    import os
+
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except Exception:  # noqa: BLE001
+                    self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
+        if self.launch.host_scratch:
+            import shutil
+
+            shutil.rmtree(self.launch.host_scratch, ignore_errors=True)
+
+
+class Sandbox:
+    """A set of execution slots. Thread-safe: `run` may be called from several threads."""
+
+    def __init__(self, slots: int = 2, isolation_tier: str = "auto", allow_unsafe: bool = False, limits: Limits | None = None):
+        if isolation_tier == "none" and not allow_unsafe:
+            raise ValueError("isolation 'none' runs model code unconfined; pass allow_unsafe=True to mean it")
+        self.limits = limits or Limits()
+        self.python: str | None = None  # None: this process's own interpreter
+        self.tier = self._choose_tier(isolation_tier)
+        self._slots = [_Slot(i, self.tier, self.limits, self.python) for i in range(slots)]
+        self._idle: queue.Queue[_Slot] = queue.Queue()
+        for slot in self._slots:
+            self._idle.put(slot)
+        self._next_id = 0
+        self._id_lock = threading.Lock()
+        log.info("sandbox: %d slots, isolation tier '%s'%s", slots, self.tier, f" (jobs run on {self.python})" if self.python else "")
+
+    def _choose_tier(self, requested: str) -> str:
+        candidates = isolation.TIERS if requested == "auto" else (requested,)
+        reasons = []
+        fallback_python = isolation.system_python()
+        for tier in candidates:
+            for python in (None, fallback_python) if tier != "bwrap" and fallback_python else (None,):
+                try:
+                    probe = _Slot(0, tier, self.limits, python, start_timeout=20.0)
+                except (SandboxUnavailable, OSError) as exc:
+                    reasons.append(str(exc))
+                    log.info("sandbox: tier %s unavailable%s: %s", tier, f" with {python}" if python else "", exc)
+                    continue
+                probe.close()
+                self.python = python
+                return tier
+        raise SandboxUnavailable("no isolation tier works here: " + "; ".join(reasons))
+
+    # --- public API ---------------------------------------------------------------------------------
+
+    def run(self, jobs: Sequence[Job]) -> list[ExecutionResult]:
+        """Execute every job; results come back in the order of `jobs`."""
+        results: list[ExecutionResult | None] = [None] * len(jobs)
+        if not jobs:
+            return []
+        work: queue.Queue[int] = queue.Queue()
+        for i in range(len(jobs)):
+            work.put(i)
+
+        def worker():
+            while True:
+                try:
+                    i = work.get_nowait()
+                except queue.Empty:
+                    return
+                results[i] = self.run_one(jobs[i])
+
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(len(self._slots), len(jobs)))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return results  # type: ignore[return-value]
+
+    def run_one(self, job: Job) -> ExecutionResult:
+        plans = [make_plan(t) for t in job.tests]
+        with self._id_lock:
+            self._next_id += 1
+            job_id = self._next_id
+        message = {
+            "id": job_id,
+            "program": (job.preamble + "\n" if job.preamble else "") + job.program,
+            "test_setup": job.test_setup,
+            "entry_point": job.entry_point,
+            "plans": [p.wire for p in plans],
+            "test_timeout_s": self.limits.test_timeout_s,
+            "job_timeout_s": self.limits.job_timeout_s,
+            "memory_mb": self.limits.memory_mb,
+            "max_output_bytes": self.limits.max_output_bytes,
+            "max_file_bytes": self.limits.max_file_bytes,
+            "max_processes": self.limits.max_processes,
+        }
+        slot = self._idle.get()
+        try:
+            report = slot.execute(message)
+            if report is None or report.get("id") != job_id:
+                slot = self._replace(slot)
+                return ExecutionResult("sandbox_error", message="the execution slot failed and was restarted", tier=self.tier, metadata=job.metadata)
+        finally:
+            self._idle.put(slot)
+        return to_result(report, plans, job, self.tier)
+
+    def _replace(self, slot: _Slot) -> _Slot:
+        log.warning("sandbox: slot %d failed; restarting it", slot.index)
+        slot.close()
+        fresh = _Slot(slot.index, self.tier, self.limits, self.python)
+        self._slots[slot.index] = fresh
+        return fresh
+
+    def close(self) -> None:
+        for slot in self._slots:
+            slot.close()
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# --- verdicts ------------------------------------------------------------------------------------------
+
+SIGNAL_TEXT = {
+    signal.SIGKILL: "killed (memory, CPU or process limit)",
+    signal.SIGXCPU: "killed: CPU time limit",
+    signal.SIGSEGV: "crashed: segmentation fault",
+    signal.SIGXFSZ: "killed: file size limit",
+    signal.SIGABRT: "crashed: aborted",
+    signal.SIGSYS: "killed: forbidden system call",
+}
+
+
+def to_result(report: dict, plans: list[Plan], job: Job, tier: str) -> ExecutionResult:
+    """The whole verdict, computed here from the child's values; a missing record is never a pass."""
+    common = dict(stdout=report.get("stdout", ""), stderr=report.get("stderr", ""), wall_ms=report.get("wall_ms", 0.0), tier=tier, metadata=job.metadata)
+    if report.get("status") == "sandbox_error":
+        return ExecutionResult("sandbox_error", message=report.get("message", ""), **common)
+    records: dict[int, dict] = {}
+    stages: list[dict] = []
+    tampered = ""
+    for line in report.get("record", "").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            tampered = "the result channel carried something that is not a result"
+            break
+        if not isinstance(record, dict):
+            tampered = "the result channel carried something that is not a result"
+            break
+        if "stage" in record:
+            stages.append(record)
+        elif isinstance(record.get("i"), int) and 0 <= record["i"] < len(plans):
+            if record["i"] in records:
+                tampered = "a test was reported twice (forged results)"
+                break
+            records[record["i"]] = record
+        else:
+            tampered = "the result channel carried an unknown record"
+            break
+    entry = job.entry_point or "candidate"
+    if tampered:
+        tests = tuple(TestResult("error", f"not judged: {tampered}") for _ in plans)
+        return ExecutionResult("error", tests, message=f"error: {tampered}", **common)
+    load_error = next((s for s in stages if s.get("stage") == "load_error"), None)
+    if load_error is not None:
+        text = f"the program failed before any test ran: {load_error.get('message') or load_error.get('error')}"
+        tests = tuple(TestResult("error", "not run: the program failed to load") for _ in plans)
+        status = "timeout" if load_error.get("error") == "timeout" else "error"
+        return ExecutionResult(status, tests, message=text, **common)
+    tests = []
+    for i, plan in enumerate(plans):
+        verdict = judge(plan, records.get(i), entry)
+        tests.append(TestResult(verdict.status, verdict.message, float(records.get(i, {}).get("ms", 0.0) or 0.0), plan.verdict_inside))
+    done = any(s.get("stage") == "done" and s.get("n") == len(plans) for s in stages)
+    message = ""
+    status_word = report.get("status")
+    if status_word == "timeout":
+        message = f"timed out: the program ran past {job_timeout_text(report)}"
+        status = "timeout"
+    elif status_word == "output_limit":
+        message = "killed: the program printed more output than allowed"
+        status = "killed"
+    elif report.get("signal"):
+        message = SIGNAL_TEXT.get(report["signal"], f"killed by signal {report['signal']}")
+        status = "killed"
+    elif all(t.status == "passed" for t in tests) and done:
+        status = "passed"
+    elif not done:
+        message = "the program exited before finishing the tests"
+        status = "error"
+    elif any(t.status == "error" for t in tests):
+        status = "error"
+    elif any(t.status == "timeout" for t in tests) and not any(t.status == "failed" for t in tests):
+        status = "timeout"
+    else:
+        status = "failed"
+    if status != "passed" and tests and all(t.status == "passed" for t in tests):
+        status = "error"  # every value was right but the run did not end cleanly: still not a pass
+    return ExecutionResult(status, tuple(tests), message=message, **common)
+
+
+def job_timeout_text(report: dict) -> str:
+    return f"its time limit ({report.get('wall_ms', 0) / 1000:.1f}s)"

@@ -1,0 +1,111 @@
+"""Isolation tiers, strongest first, and the command that starts a zygote in each.
+
+- bwrap:   bubblewrap namespaces (pid, net, ipc, uts), a read-only /usr and Python, a size-capped tmpfs
+           /tmp, nothing else of the host (no /etc, /home, /root, /tmp/ray). Inside: uid drop (as root)
+           or no-fork seccomp (unprivileged), rlimits, seccomp.
+- unshare: pid/net/ipc/uts namespaces through util-linux `unshare` (root); the host file system stays
+           visible but read-only to the slot's uid, and scratch space is on the host.
+- process: no namespaces (a managed cluster without CAP_SYS_ADMIN): uid drop or no-fork, rlimits, seccomp.
+- none:    a plain fork server; only when the user sets sandbox.isolation=none and allow_unsafe.
+
+`auto` tries them in that order (except none) and keeps the first whose zygote starts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ZYGOTE = Path(__file__).with_name("zygote.py")
+ZYGOTE_IN_SANDBOX = "/opt/ledex_sandbox/zygote.py"
+TIERS = ("bwrap", "unshare", "process")
+SLOT_UID_BASE = 61000
+
+
+@dataclass(frozen=True)
+class Launch:
+    tier: str
+    argv: list[str]
+    scratch: str  # where job directories go (inside the sandbox for bwrap)
+    host_scratch: str | None  # a host directory to delete at shutdown, if any
+
+
+def python_executable() -> str:
+    """The real interpreter (not the venv's symlink): the sandbox sees only its install prefix."""
+    return os.path.realpath(sys.executable)
+
+
+def system_python() -> str | None:
+    """A Python 3 under /usr, readable by every uid: the fallback tiers' interpreter when ours lives in
+    a private home (the zygote needs only the standard library)."""
+    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.access(candidate, os.X_OK):
+            return os.path.realpath(candidate)
+    return None
+
+
+def slot_uid(slot: int) -> int:
+    """A distinct unprivileged uid per slot, so RLIMIT_NPROC and kill(-1) reach only that slot's jobs."""
+    return SLOT_UID_BASE + (os.getpid() % 250) * 16 + slot % 16 if os.getuid() == 0 else 0
+
+
+def launch(tier: str, slot: int, tmpfs_mb: int, python: str | None = None) -> Launch:
+    python = python or python_executable()
+    uid = slot_uid(slot)
+    no_fork = "0" if uid else "1"  # without a uid of its own, only seccomp can stop a fork bomb
+    if tier == "bwrap":
+        argv = [shutil.which("bwrap") or "bwrap", *_bwrap_args(python, tmpfs_mb)]
+        argv += [python, "-I", "-S", ZYGOTE_IN_SANDBOX, str(uid), no_fork, "1", "/tmp/jobs", "1"]
+        return Launch(tier, argv, "/tmp/jobs", None)
+    scratch = tempfile.mkdtemp(prefix=f"ledex-sandbox-{slot}-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    if uid:
+        os.chmod(scratch, 0o711)  # the slot uid may enter its job dir, not list the others
+    if tier == "unshare":
+        unshare = shutil.which("unshare") or "unshare"
+        argv = [unshare, "--pid", "--net", "--ipc", "--uts", "--mount", "--fork", "--kill-child", "--mount-proc"]
+        argv += [python, "-I", "-S", str(ZYGOTE), str(uid), no_fork, "1", scratch, "1"]
+    elif tier == "process":
+        argv = [python, "-I", "-S", str(ZYGOTE), str(uid), no_fork, "0", scratch, "1"]
+    elif tier == "none":
+        argv = [python, "-I", "-S", str(ZYGOTE), "0", "0", "0", scratch, "0"]
+    else:
+        raise ValueError(f"unknown isolation tier {tier!r}; accepted: {', '.join(TIERS + ('none',))}")
+    return Launch(tier, argv, scratch, scratch)
+
+
+def _bwrap_args(python: str, tmpfs_mb: int) -> list[str]:
+    args = [
+        "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+        "--die-with-parent", "--new-session",
+        "--ro-bind", "/usr", "/usr",
+        "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
+        "--proc", "/proc", "--dev", "/dev",
+        "--size", str(tmpfs_mb << 20), "--tmpfs", "/tmp",
+        "--perms", "1777", "--size", str(16 << 20), "--tmpfs", "/dev/shm",
+        "--ro-bind", str(ZYGOTE), ZYGOTE_IN_SANDBOX,
+        "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", "/usr/bin",
+    ]
+    for top in ("/bin", "/lib", "/lib64", "/lib32", "/sbin"):
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    prefix = str(Path(python).parent.parent)  # <prefix>/bin/python3.x
+    if not prefix.startswith("/usr"):
+        # bwrap would create the mount point's parents (e.g. /root/.pyenv) as 0700, which a slot's
+        # uid cannot traverse to reach the standard library; create them world-traversable first.
+        for parent in reversed(Path(prefix).parents[:-1]):
+            args += ["--perms", "0755", "--dir", str(parent)]
+        args += ["--ro-bind", prefix, prefix]
+    if os.getuid() == 0:
+        # Stay real root inside (no user namespace) so that jobs can drop to a real unprivileged uid;
+        # keep only the capabilities the zygote needs for that and for cleaning up after jobs.
+        for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER"):
+            args += ["--cap-add", cap]
+    else:
+        args += ["--unshare-user"]
+    return args

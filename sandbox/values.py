@@ -1,0 +1,89 @@
+"""Decode the values a sandboxed child returned, and compare them with expected values.
+
+This runs in the trusted parent. Decoding builds only exact builtin types from JSON (never pickle),
+so whatever a candidate returns, the comparison below is plain Python equality on plain data.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+class MalformedValue(ValueError):
+    """A value record that does not follow the encoding: the child was tampered with."""
+
+
+def decode(obj: Any) -> Any:
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, list):
+        return [decode(v) for v in obj]
+    if isinstance(obj, dict) and set(obj) == {"t", "v"}:
+        tag, raw = obj["t"], obj["v"]
+        if tag == "tuple" and isinstance(raw, list):
+            return tuple(decode(v) for v in raw)
+        if tag in ("set", "frozenset") and isinstance(raw, list):
+            try:
+                items = [decode(v) for v in raw]
+                return set(items) if tag == "set" else frozenset(items)
+            except TypeError as exc:
+                raise MalformedValue(f"unhashable set member: {exc}") from None
+        if tag == "dict" and isinstance(raw, list) and all(isinstance(p, list) and len(p) == 2 for p in raw):
+            try:
+                return {decode(k): decode(v) for k, v in raw}
+            except TypeError as exc:
+                raise MalformedValue(f"unhashable dict key: {exc}") from None
+        if tag == "float" and raw in ("nan", "inf", "-inf"):
+            return float(raw)
+        if tag == "bytes" and isinstance(raw, str):
+            try:
+                return bytes.fromhex(raw)
+            except ValueError:
+                raise MalformedValue("bad bytes value") from None
+        if tag == "deque" and isinstance(raw, list):
+            import collections
+
+            return collections.deque(decode(v) for v in raw)
+        if tag == "complex" and isinstance(raw, list) and len(raw) == 2:
+            return complex(*raw)
+    raise MalformedValue(f"not a value record: {str(obj)[:80]}")
+
+
+def contains_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(contains_float(v) for v in value)
+    if isinstance(value, dict):
+        return any(contains_float(v) for v in value.values())
+    return False
+
+
+def equal(got: Any, expected: Any, atol: float = 0.0) -> bool:
+    """Python equality, except that floats (anywhere inside) may differ by `atol`.
+
+    As EvalPlus does, an expected value containing floats is compared with atol 1e-6 when none is given.
+    """
+    if atol == 0.0 and contains_float(expected):
+        atol = 1e-6
+    return _equal(got, expected, atol)
+
+
+def _equal(got: Any, expected: Any, atol: float) -> bool:
+    if isinstance(expected, float) and isinstance(got, (int, float)) and not isinstance(got, bool):
+        if math.isnan(expected):
+            return isinstance(got, float) and math.isnan(got)
+        return got == expected or (atol > 0 and abs(got - expected) <= atol)
+    if type(got) is not type(expected) and not (isinstance(got, (int, float)) and isinstance(expected, (int, float))):
+        return got == expected
+    if isinstance(expected, (list, tuple)):
+        return len(got) == len(expected) and all(_equal(g, e, atol) for g, e in zip(got, expected))
+    if isinstance(expected, dict):
+        return got.keys() == expected.keys() and all(_equal(got[k], expected[k], atol) for k in expected)
+    return got == expected
+
+
+def show(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,530 @@
+"""The fork server ("zygote") that runs inside the sandbox, one per execution slot.
+
+Standard library only, started as `python -I -S zygote.py SLOT_UID NO_FORK PIDNS SCRATCH SECCOMP` in bubblewrap
+(or directly, in weaker tiers). It reads jobs from stdin and writes reports to stdout, one
+length-prefixed JSON message each. For every job it forks a child that hardens itself (new session,
+rlimits, uid drop, closed fds, empty environment, seccomp) and then runs the candidate and the
+per-test expressions, writing one JSON line per test to fd 3. It holds no expected value and
+decides nothing: the trusted parent (sandbox/executor.py) compares the returned values.
+
+Why a fork server: forking a warm interpreter costs ~1 ms; starting Python costs ~35 ms.
+"""
+
+import ctypes
+import io
+import json
+import os
+import resource
+import select
+import shutil
+import signal
+import struct
+import sys
+import time
+
+# Warm the modules candidates commonly import, so the fork inherits them already loaded.
+import bisect, collections, copy, decimal, fractions, functools, heapq, itertools, math, operator  # noqa: E401,F401
+import random, re, statistics, string, traceback, typing  # noqa: E401,F401
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+LIBC.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+MAX_RECORD_BYTES = 8 << 20
+
+# --- messages ------------------------------------------------------------------------------------
+
+
+def read_message(stream):
+    header = stream.read(4)
+    if len(header) < 4:
+        return None
+    (size,) = struct.unpack("!I", header)
+    return json.loads(stream.read(size))
+
+
+def write_message(stream, obj):
+    data = json.dumps(obj).encode()
+    stream.write(struct.pack("!I", len(data)) + data)
+    stream.flush()
+
+
+# --- strict value encoding (the child side; sandbox/values.py decodes) -------------------------------
+
+
+class Unserializable(Exception):
+    pass
+
+
+_BASES = (bool, int, float, str, bytes, complex, list, tuple, set, frozenset, dict)
+
+
+# Exact standard-library types whose own __eq__ is trusted, compared as the builtin they extend.
+_TRUSTED = {collections.Counter: dict, collections.OrderedDict: dict, collections.defaultdict: dict}
+
+
+def _plain_base(t):
+    """The builtin base of a subclass that keeps the base's equality (Counter, OrderedDict, a
+    namedtuple, an IntEnum): Python compares it as that base, so it may be encoded as one. A class
+    that overrides __eq__ or __ne__ (an always-equal object) has no such base."""
+    for base in _BASES:
+        if issubclass(t, base):
+            if t.__eq__ is base.__eq__ and t.__ne__ is base.__ne__:
+                return base
+            return None
+    return None
+
+
+def encode(value, depth=0):
+    """Exact builtin types (or subclasses that keep their equality), read through the base type's own
+    methods so that an overridden __iter__ or __getitem__ cannot change what is reported."""
+    if depth > 64:
+        raise Unserializable("value nested too deeply")
+    t = type(value)
+    if value is None:
+        return None
+    base = t if t in _BASES else _TRUSTED.get(t) or _plain_base(t)
+    if t.__name__ == "deque" and t.__module__ == "collections":
+        return {"t": "deque", "v": [encode(v, depth + 1) for v in list(value)]}
+    if base is None:
+        raise Unserializable(f"a {t.__module__}.{t.__qualname__} object cannot be compared outside the sandbox")
+    if base is bool:
+        return bool(value)
+    if base is int:
+        value = int.__index__(value)
+        if abs(value) >= 1 << 4000:
+            raise Unserializable("int too large")
+        return value
+    if base is float:
+        value = float.__float__(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            return {"t": "float", "v": repr(value)}
+        return value
+    if base is str:
+        return str.__str__(value)
+    if base is list:
+        return [encode(v, depth + 1) for v in list.__iter__(value)]
+    if base is tuple:
+        return {"t": "tuple", "v": [encode(v, depth + 1) for v in tuple.__iter__(value)]}
+    if base is set or base is frozenset:
+        return {"t": base.__name__, "v": [encode(v, depth + 1) for v in base.__iter__(value)]}
+    if base is dict:
+        return {"t": "dict", "v": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in dict.items(value)]}
+    if base is bytes:
+        return {"t": "bytes", "v": bytes.hex(value)}
+    return {"t": "complex", "v": [complex.real.__get__(value), complex.imag.__get__(value)]}
+
+
+# --- seccomp (x86_64; raw BPF through prctl) -----------------------------------------------------------
+
+EPERM, ENOSYS = 1, 38
+RET_ALLOW, RET_KILL = 0x7FFF0000, 0x80000000
+AUDIT_ARCH_X86_64 = 0xC000003E
+DENIED = {  # name: number, x86_64
+    "connect": 42, "accept": 43, "bind": 49, "listen": 50, "accept4": 288, "ptrace": 101, "setsid": 112,
+    "setpgid": 109, "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161, "unshare": 272,
+    "setns": 308, "bpf": 321, "perf_event_open": 298, "keyctl": 250, "add_key": 248, "request_key": 249,
+    "personality": 135, "process_vm_readv": 310, "process_vm_writev": 311, "userfaultfd": 323,
+    "init_module": 175, "finit_module": 313, "delete_module": 176, "kexec_load": 246, "reboot": 169,
+    "swapon": 167, "swapoff": 168, "iopl": 172, "ioperm": 173, "io_uring_setup": 425, "tkill": 200,
+    "pidfd_getfd": 438, "process_madvise": 440, "open_by_handle_at": 304, "name_to_handle_at": 303,
+    "quotactl": 179, "acct": 163, "settimeofday": 164, "clock_settime": 227, "adjtimex": 159,
+    "sethostname": 170, "setdomainname": 171, "syslog": 103, "vhangup": 153, "fanotify_init": 300,
+    "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "mount_setattr": 442,
+    "pidfd_send_signal": 424,
+}
+SYS_SOCKET, SYS_KILL, SYS_TGKILL = 41, 62, 234
+SYS_CLONE, SYS_FORK, SYS_VFORK, SYS_CLONE3 = 56, 57, 58, 435
+AF_UNIX, CLONE_THREAD = 1, 0x00010000
+
+
+def _stmt(code, k):
+    return (code, 0, 0, k)
+
+
+def _jump(code, k, jt, jf):
+    return (code, jt, jf, k)
+
+
+LD_W_ABS, JEQ, JSET, JGE, RET = 0x20, 0x15, 0x45, 0x35, 0x06
+
+
+def seccomp_program(own_pid, no_fork):
+    errno = lambda e: 0x00050000 | e  # noqa: E731
+    prog = [
+        _stmt(LD_W_ABS, 4),  # arch
+        _jump(JEQ, AUDIT_ARCH_X86_64, 1, 0),
+        _stmt(RET, RET_KILL),
+        _stmt(LD_W_ABS, 0),  # syscall number
+        _jump(JGE, 0x40000000, 0, 1),  # x32 ABI: refuse
+        _stmt(RET, errno(EPERM)),
+    ]
+
+    def block(nr, body):
+        prog.append(_stmt(LD_W_ABS, 0))
+        prog.append(_jump(JEQ, nr, 0, len(body)))
+        prog.extend(body)
+
+    for nr in DENIED.values():
+        block(nr, [_stmt(RET, errno(EPERM))])
+    # socket(): only AF_UNIX (socketpair and multiprocessing need it; there is nothing to connect to).
+    block(SYS_SOCKET, [_stmt(LD_W_ABS, 16), _jump(JEQ, AF_UNIX, 0, 1), _stmt(RET, RET_ALLOW), _stmt(RET, errno(EPERM))])
+    # kill()/tgkill(): only to itself or its own group (pid 0), never the zygote or the host.
+    for nr in (SYS_KILL, SYS_TGKILL):
+        block(nr, [_stmt(LD_W_ABS, 16), _jump(JEQ, own_pid, 2, 0), _jump(JEQ, 0, 1, 0),
+                   _stmt(RET, errno(EPERM)), _stmt(RET, RET_ALLOW)])
+    if no_fork:  # without a uid of its own, RLIMIT_NPROC cannot bound a fork bomb: forbid forking
+        block(SYS_CLONE, [_stmt(LD_W_ABS, 16), _jump(JSET, CLONE_THREAD, 0, 1), _stmt(RET, RET_ALLOW), _stmt(RET, errno(EPERM))])
+        block(SYS_FORK, [_stmt(RET, errno(EPERM))])
+        block(SYS_VFORK, [_stmt(RET, errno(EPERM))])
+    block(SYS_CLONE3, [_stmt(RET, errno(ENOSYS))])  # its flags live in memory BPF cannot read; glibc falls back to clone
+    prog.append(_stmt(RET, RET_ALLOW))
+    return prog
+
+
+def install_seccomp(own_pid, no_fork):
+    if os.uname().machine != "x86_64":
+        return False
+    prog = seccomp_program(own_pid, no_fork)
+    buf = b"".join(struct.pack("HBBI", *ins) for ins in prog)
+    filt = ctypes.create_string_buffer(buf)
+    fprog = struct.pack("HxxxxxxQ", len(prog), ctypes.addressof(filt))
+    fprog_buf = ctypes.create_string_buffer(fprog)
+    if LIBC.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+        raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")
+    if LIBC.prctl(22, 2, ctypes.addressof(fprog_buf), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+        raise OSError(ctypes.get_errno(), "PR_SET_SECCOMP failed")
+    return True
+
+
+# --- the child: harden, then run the candidate and the test expressions ---------------------------------
+
+
+class TestTimeout(BaseException):
+    """Raised by SIGALRM when one test runs past its time; a BaseException so `except Exception` in
+    candidate code cannot swallow it."""
+
+
+def _alarm(signum, frame):
+    raise TestTimeout()
+
+
+def harden(job, slot_uid, no_fork, workdir, use_seccomp):
+    os.chdir(workdir)
+    mem = job["memory_mb"] << 20
+    limits = [
+        (resource.RLIMIT_AS, mem),
+        (resource.RLIMIT_DATA, mem),
+        (resource.RLIMIT_CPU, int(job["job_timeout_s"]) + 1),
+        (resource.RLIMIT_FSIZE, job["max_file_bytes"]),
+        (resource.RLIMIT_NOFILE, 64),
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_NPROC, job["max_processes"]),
+    ]
+    for which, value in limits:
+        resource.setrlimit(which, (value, value))
+    if slot_uid and os.getuid() == 0:
+        os.setgroups([])
+        os.setgid(slot_uid)
+        os.setuid(slot_uid)
+    os.environ.clear()
+    os.environ.update({"PATH": "/usr/bin:/bin", "HOME": workdir, "LANG": "C.UTF-8"})
+    if use_seccomp:
+        install_seccomp(os.getpid(), no_fork)
+
+
+def run_child(job, result_fd):
+    """Runs in the hardened child. Everything it writes to `result_fd` is data for the parent."""
+    out = os.fdopen(result_fd, "w", buffering=1)
+
+    def emit(record):
+        out.write(json.dumps(record) + "\n")
+
+    signal.signal(signal.SIGALRM, _alarm)
+    test_timeout = float(job["test_timeout_s"])
+
+    def timed(fn):
+        signal.setitimer(signal.ITIMER_REAL, test_timeout)
+        try:
+            return fn()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    program_lines = job["program"].splitlines()
+
+    def error_text(exc):
+        """`ValueError: bad input (line 3: x = int(s))`, pointing at the candidate's own line."""
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == "<candidate>"]
+        if isinstance(exc, SyntaxError) and exc.filename == "<candidate>" and exc.lineno:
+            frames, lineno = [], exc.lineno
+        else:
+            lineno = frames[-1].lineno if frames else 0
+        where = ""
+        if lineno and 0 < lineno <= len(program_lines):
+            where = f" (line {lineno}: {program_lines[lineno - 1].strip()[:120]})"
+        text = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+        return f"{type(exc).__name__}: {text[:300]}{where}"
+
+    def load_program(stdin_text=None):
+        module = type(sys)("__main__")
+        module.__dict__["__builtins__"] = __builtins__
+        sys.modules["__main__"] = module
+        code = compile(job["program"], "<candidate>", "exec")
+        exec(code, module.__dict__)
+        if job.get("test_setup"):
+            exec(compile(job["test_setup"], "<test>", "exec"), module.__dict__)
+        entry = job.get("entry_point")
+        if entry:
+            fn = module.__dict__.get(entry)
+            if fn is None and isinstance(module.__dict__.get("Solution"), type):
+                fn = getattr(module.__dict__["Solution"](), entry, None)  # APPS call-based
+            if fn is not None:
+                module.__dict__["candidate"] = fn
+        return module.__dict__
+
+    plans = job["plans"]
+    io_mode = any(p["kind"] == "io" for p in plans)
+    namespace = None
+    if not io_mode:
+        try:
+            namespace = timed(load_program)
+            emit({"stage": "loaded"})
+        except TestTimeout:
+            emit({"stage": "load_error", "error": "timeout", "message": f"loading the program took over {test_timeout:g}s"})
+            return
+        except BaseException as exc:  # noqa: BLE001 - the candidate's failure is data
+            emit({"stage": "load_error", "error": type(exc).__name__, "message": error_text(exc)})
+            return
+
+    for i, plan in enumerate(plans):
+        started = time.perf_counter()
+        record = {"i": i}
+        try:
+            if plan["kind"] == "eval":
+                exprs = [compile(src, "<test>", "eval") for src in plan["exprs"]]
+                values = timed(lambda: [eval(c, namespace) for c in exprs])
+                record["values"] = [encode(v) for v in values]
+            elif plan["kind"] == "call":
+                args = plan["args"]
+                value = timed(lambda: namespace["candidate"](*args))
+                record["values"] = [encode(value)]
+            elif plan["kind"] == "script":
+                timed(lambda: exec(compile(plan["source"], "<test>", "exec"), dict(namespace)))
+                record["ok"] = True
+            elif plan["kind"] == "io":
+                captured = io.StringIO()
+                sys.stdin, sys.stdout = io.StringIO(plan["stdin"]), captured
+                try:
+                    timed(load_program)
+                except SystemExit:
+                    pass
+                finally:
+                    sys.stdin, sys.stdout = sys.__stdin__, sys.__stdout__
+                record["values"] = [captured.getvalue()[: 1 << 20]]
+        except TestTimeout:
+            record["error"] = "timeout"
+        except Unserializable as exc:
+            record["error"] = "unserializable"
+            record["message"] = str(exc)
+        except BaseException as exc:  # noqa: BLE001
+            record["error"] = type(exc).__name__
+            record["message"] = error_text(exc)
+        record["ms"] = round((time.perf_counter() - started) * 1000, 2)
+        emit(record)
+    emit({"stage": "done", "n": len(plans)})
+
+
+# --- the zygote: fork, watch, kill, reap, report -------------------------------------------------------
+
+
+def _read_some(fd, cap, buffers, key):
+    try:
+        chunk = os.read(fd, 65536)
+    except BlockingIOError:
+        return True
+    if not chunk:
+        return False
+    buffers[key] += chunk
+    return True
+
+
+def kill_everything(pgid, slot_uid, pid_namespace):
+    """Nothing the job started may survive it: its group, then every process of the slot."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    if pid_namespace:
+        # In our own pid namespace this reaches every process but the zygote and bwrap's init.
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    elif slot_uid and os.getuid() == 0:
+        helper = os.fork()
+        if helper == 0:  # become the slot uid and kill everything that uid owns
+            try:
+                os.setgid(slot_uid)
+                os.setuid(slot_uid)
+                os.kill(-1, signal.SIGKILL)
+            finally:
+                os._exit(0)
+        os.waitpid(helper, 0)
+
+
+def reap_all(deadline):
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if pid == 0:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
+
+
+def remove_tree(path):
+    """Wipe a job's scratch dir, even where the candidate made its files unreadable to their owner."""
+    shutil.rmtree(path, ignore_errors=True)
+    if os.path.exists(path):
+        for root, dirs, _files in os.walk(path):
+            for name in dirs:
+                try:
+                    os.chmod(os.path.join(root, name), 0o700)
+                except OSError:
+                    pass
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def run_job(job, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
+    workdir = os.path.join(scratch_root, f"job{job['id']}")
+    os.mkdir(workdir, 0o700)
+    if slot_uid and os.getuid() == 0:
+        os.chown(workdir, slot_uid, slot_uid)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    res_r, res_w = os.pipe()
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            os.dup2(res_w, 3)
+            os.closerange(4, 65536)
+            sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True)
+            sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True)
+            harden(job, slot_uid, no_fork, workdir, use_seccomp)
+            run_child(job, 3)
+        except BaseException:  # noqa: BLE001 - a harness failure: say so on stderr, never a verdict
+            try:
+                traceback.print_exc()
+                sys.stderr.flush()
+            finally:
+                os._exit(0)
+        finally:
+            os._exit(0)  # the child must never fall through into the zygote's loop
+    for fd in (out_w, err_w, res_w):
+        os.close(fd)
+    for fd in (out_r, err_r, res_r):
+        os.set_blocking(fd, False)
+    pidfd = os.pidfd_open(pid)
+    buffers = {"stdout": b"", "stderr": b"", "record": b""}
+    open_fds = {out_r: "stdout", err_r: "stderr", res_r: "record"}
+    deadline = started + float(job["job_timeout_s"])
+    status = "exited"
+    leader_gone = False
+    while open_fds:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            status = "timeout"
+            break
+        watch = list(open_fds) + ([] if leader_gone else [pidfd])
+        ready, _, _ = select.select(watch, [], [], min(remaining, 0.5))
+        for fd in ready:
+            if fd == pidfd:
+                # The candidate exited: kill at once anything it left behind holding the pipes open.
+                leader_gone = True
+                kill_everything(pid, slot_uid, pid_namespace)
+                continue
+            if not _read_some(fd, 0, buffers, open_fds[fd]):
+                os.close(fd)
+                del open_fds[fd]
+        if len(buffers["stdout"]) + len(buffers["stderr"]) > job["max_output_bytes"]:
+            status = "output_limit"
+            break
+        if len(buffers["record"]) > MAX_RECORD_BYTES:
+            status = "output_limit"
+            break
+    kill_everything(pid, slot_uid, pid_namespace)
+    for fd in list(open_fds):
+        os.close(fd)
+    _, wait_status = os.waitpid(pid, 0)
+    os.close(pidfd)
+    reaped = reap_all(time.monotonic() + 2.0)
+    remove_tree(workdir)
+    report = {
+        "id": job["id"],
+        "status": status,
+        "signal": os.WTERMSIG(wait_status) if os.WIFSIGNALED(wait_status) else 0,
+        "exit_code": os.WEXITSTATUS(wait_status) if os.WIFEXITED(wait_status) else None,
+        "wall_ms": round((time.monotonic() - started) * 1000, 2),
+        "reaped": reaped,
+    }
+    cap = job["max_output_bytes"]
+    for key in ("stdout", "stderr"):
+        report[key] = buffers[key][:cap].decode("utf-8", "replace")
+    report["record"] = buffers["record"][:MAX_RECORD_BYTES].decode("utf-8", "replace")
+    return report
+
+
+def stdlib_readable_by(slot_uid):
+    """Can a job that dropped to `slot_uid` import the standard library? (Not where Python lives
+    under a 0700 home such as /root and the host file system is visible.)"""
+    if not slot_uid or os.getuid() != 0:
+        return True
+    probe = os.fork()
+    if probe == 0:
+        try:
+            os.setgid(slot_uid)
+            os.setuid(slot_uid)
+            os._exit(0 if os.access(os.path.join(os.path.dirname(os.__file__), "socket.py"), os.R_OK) else 1)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(probe, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def main():
+    slot_uid = int(sys.argv[1])
+    no_fork = sys.argv[2] == "1"
+    pid_namespace = sys.argv[3] == "1"
+    scratch_root = sys.argv[4]
+    use_seccomp = sys.argv[5] == "1"
+    os.makedirs(scratch_root, exist_ok=True)
+    try:  # orphans of a job re-parent to us, so that we can reap them
+        LIBC.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except Exception:  # noqa: BLE001
+        pass
+    # Warm the compiler and the encoder so the first job in every child costs what the others do.
+    compile("def f(x):\n    return [i for i in range(x)]\n", "<warm>", "exec")
+    json.dumps(encode({"a": (1, 2.5, {3}), "b": [None, True, b"x"]}))
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing but messages may reach the protocol pipe
+    write_message(stdout, {"ready": True, "pid": os.getpid(), "uid": os.getuid(), "stdlib": os.path.dirname(os.__file__),
+                           "stdlib_readable": stdlib_readable_by(slot_uid)})
+    while True:
+        job = read_message(stdin)
+        if job is None:
+            return
+        try:
+            report = run_job(job, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp)
+        except Exception as exc:  # noqa: BLE001 - report, keep serving
+            report = {"id": job.get("id"), "status": "sandbox_error", "message": f"{type(exc).__name__}: {exc}"}
+        write_message(stdout, report)
+
+
+if __name__ == "__main__":
+    main()

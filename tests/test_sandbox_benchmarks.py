@@ -1,0 +1,65 @@
+"""The sandbox judges real benchmarks exactly: every reference solution passes, wrong ones fail."""
+
+import re
+
+import pytest
+
+from ledex_rl.config import ProblemSourceConfig
+from ledex_rl.problems import load_problems
+from sandbox import Job, Limits, Sandbox
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    # Generous limits: MBPP task 123 needs more than 10 s on a busy 2-core machine.
+    with Sandbox(slots=2, limits=Limits(test_timeout_s=30.0, job_timeout_s=90.0)) as box:
+        yield box
+
+
+@pytest.fixture(scope="module")
+def humaneval():
+    return load_problems(ProblemSourceConfig(name="humaneval"))[0]
+
+
+def test_all_humaneval_canonical_solutions_pass(sandbox, humaneval):
+    results = sandbox.run([Job.for_problem(p, p.reference_solution) for p in humaneval])
+    failing = {p.task_id: r.feedback() for p, r in zip(humaneval, results) if not r.passed}
+    assert failing == {}
+    assert sum(len(r.tests) for r in results) > 900
+    assert all(r.tier == sandbox.tier for r in results)
+
+
+def _stub(problem) -> str:
+    """The canonical solution with its body replaced by `return None`: wrong for every task."""
+    header = re.search(rf"def {problem.entry_point}\(.*?\).*?:\n", problem.reference_solution, re.DOTALL)
+    return problem.reference_solution[: header.end()] + "    return None\n"
+
+
+def test_wrong_humaneval_solutions_fail_with_feedback(sandbox, humaneval):
+    results = sandbox.run([Job.for_problem(p, _stub(p)) for p in humaneval])
+    assert not any(r.passed for r in results)
+    first = results[0]
+    assert first.status == "failed" and first.num_passed == 0
+    assert "assert candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) == True failed: candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) returned None" in first.feedback()
+
+
+def test_seeded_bugs_give_precise_feedback(sandbox, humaneval):
+    he0 = humaneval[0]
+    off_by_one = he0.reference_solution.replace("distance < threshold", "distance <= threshold")
+    result = sandbox.run_one(Job.for_problem(he0, off_by_one))
+    assert result.status in ("failed", "passed")  # "<=" only matters on ties
+    crash = he0.reference_solution.replace("distance = abs(elem - elem2)", "distance = abs(elem - elem2) / 0")
+    result = sandbox.run_one(Job.for_problem(he0, crash))
+    assert result.status == "error"
+    assert "raised ZeroDivisionError: float division by zero (line" in result.feedback()
+    syntax = sandbox.run_one(Job.for_problem(he0, "def has_close_elements(numbers, threshold)\n    return True"))
+    assert syntax.status == "error" and "SyntaxError" in syntax.message
+
+
+def test_all_mbpp_reference_solutions_pass(sandbox, shared_data):
+    problems, _ = load_problems(ProblemSourceConfig(name="mbpp", path=str(shared_data / "mbpp" / "mbpp.jsonl"), split="all"))
+    results = sandbox.run([Job.for_problem(p, p.reference_solution) for p in problems])
+    failing = {p.task_id: r.feedback()[:200] for p, r in zip(problems, results) if not r.passed}
+    assert failing == {}
+    wrong = sandbox.run([Job.for_problem(p, p.reference_solution + "\n" + f"def {p.entry_point}(*args, **kwargs):\n    return None\n") for p in problems[:50]])
+    assert not any(r.passed for r in wrong)
