@@ -86,26 +86,46 @@ class RayConfig:
 @dataclass(frozen=True)
 class SandboxConfig:
     """Untrusted-code execution (see sandbox/). `isolation: auto` picks the strongest tier the host
-    allows; `none` must be chosen explicitly and is refused unless `allow_unsafe` is also set."""
+    allows (bwrap, unshare, process); `none` must be chosen explicitly and also needs `allow_unsafe`."""
 
     isolation: Literal["auto", "bwrap", "unshare", "process", "none"] = "auto"
     allow_unsafe: bool = False
-    timeout_s: float = 3.0  # wall clock per program (all its tests)
+    test_timeout_s: float = 3.0  # per test
+    job_timeout_s: float = 30.0  # per program, all its tests together
     memory_mb: int = 1024
     max_output_bytes: int = 1 << 20
+    max_file_bytes: int = 16 << 20
+    max_processes: int = 32
+    tmpfs_mb: int = 64  # scratch space per slot (bwrap tier)
     num_executors: int = 1  # executor actors in the pool
-    slots_per_executor: int = 2  # fork servers per actor
+    slots_per_executor: int = 2  # fork servers per actor: the jobs one actor runs at once
     executor_num_cpus: float = 0.5
+    jobs_per_call: int = 32  # jobs sent to an actor in one call (amortises Ray's per-call cost)
 
     def __post_init__(self) -> None:
-        _check(self.timeout_s > 0, "sandbox.timeout_s: must be > 0 seconds")
+        _check(self.test_timeout_s > 0 and self.job_timeout_s > 0, "sandbox timeouts must be > 0 seconds")
+        _check(self.job_timeout_s >= self.test_timeout_s, "sandbox.job_timeout_s: must be >= sandbox.test_timeout_s")
         _check(self.memory_mb >= 64, "sandbox.memory_mb: must be at least 64")
         _check(self.num_executors >= 1, "sandbox.num_executors: must be >= 1")
-        _check(self.slots_per_executor >= 1, "sandbox.slots_per_executor: must be >= 1")
+        _check(1 <= self.slots_per_executor <= 16, "sandbox.slots_per_executor: must be 1..16")
         _check(self.executor_num_cpus > 0, "sandbox.executor_num_cpus: must be > 0 (fractions allowed)")
+        _check(self.jobs_per_call >= 1, "sandbox.jobs_per_call: must be >= 1")
         _check(
             self.isolation != "none" or self.allow_unsafe,
             "sandbox.isolation: 'none' runs model code unconfined; also set sandbox.allow_unsafe=true",
+        )
+
+    def limits(self):
+        from sandbox import Limits
+
+        return Limits(
+            test_timeout_s=self.test_timeout_s,
+            job_timeout_s=self.job_timeout_s,
+            memory_mb=self.memory_mb,
+            max_output_bytes=self.max_output_bytes,
+            max_file_bytes=self.max_file_bytes,
+            max_processes=self.max_processes,
+            tmpfs_mb=self.tmpfs_mb,
         )
 
 

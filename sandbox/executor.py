@@ -73,7 +73,8 @@ class _Slot:
         self.index, self.tier, self.limits, self.python = index, tier, limits, python
         self.launch = isolation.launch(tier, index, limits.tmpfs_mb, python)
         self.proc = subprocess.Popen(
-            self.launch.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+            self.launch.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+            env=dict(isolation.ZYGOTE_ENV),
         )
         ready = self._read(timeout=start_timeout)
         if not ready or not ready.get("ready"):
@@ -279,7 +280,10 @@ def to_result(report: dict, plans: list[Plan], job: Job, tier: str) -> Execution
     records: dict[int, dict] = {}
     stages: list[dict] = []
     tampered = ""
-    for line in report.get("record", "").splitlines():
+    lines = report.get("record", "").splitlines()
+    if report.get("status") == "output_limit" and lines and not report["record"].endswith("\n"):
+        lines.pop()  # the line cut by the output limit
+    for line in lines:
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
@@ -311,7 +315,8 @@ def to_result(report: dict, plans: list[Plan], job: Job, tier: str) -> Execution
     tests = []
     for i, plan in enumerate(plans):
         verdict = judge(plan, records.get(i), entry)
-        tests.append(TestResult(verdict.status, verdict.message, float(records.get(i, {}).get("ms", 0.0) or 0.0), plan.verdict_inside))
+        ms = float(records.get(i, {}).get("ms", 0.0) or 0.0)
+        tests.append(TestResult(verdict.status, verdict.message, ms, plan.verdict_inside, verdict.value))
     done = any(s.get("stage") == "done" and s.get("n") == len(plans) for s in stages)
     message = ""
     status_word = report.get("status")

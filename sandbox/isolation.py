@@ -22,6 +22,10 @@ from pathlib import Path
 
 ZYGOTE = Path(__file__).with_name("zygote.py")
 ZYGOTE_IN_SANDBOX = "/opt/ledex_sandbox/zygote.py"
+# -s -S: no site packages; -P: no script dir on sys.path. Not -I: that would also ignore PYTHONHASHSEED,
+# and set/dict-of-str order must be the same in every slot, or expected outputs differ between runs.
+PYTHON_FLAGS = ["-s", "-S", "-P"]
+ZYGOTE_ENV = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "LANG": "C.UTF-8"}
 TIERS = ("bwrap", "unshare", "process")
 SLOT_UID_BASE = 61000
 
@@ -59,7 +63,7 @@ def launch(tier: str, slot: int, tmpfs_mb: int, python: str | None = None) -> La
     no_fork = "0" if uid else "1"  # without a uid of its own, only seccomp can stop a fork bomb
     if tier == "bwrap":
         argv = [shutil.which("bwrap") or "bwrap", *_bwrap_args(python, tmpfs_mb)]
-        argv += [python, "-I", "-S", ZYGOTE_IN_SANDBOX, str(uid), no_fork, "1", "/tmp/jobs", "1"]
+        argv += [python, *PYTHON_FLAGS, ZYGOTE_IN_SANDBOX, str(uid), no_fork, "1", "/tmp/jobs", "1"]
         return Launch(tier, argv, "/tmp/jobs", None)
     scratch = tempfile.mkdtemp(prefix=f"ledex-sandbox-{slot}-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     if uid:
@@ -67,11 +71,11 @@ def launch(tier: str, slot: int, tmpfs_mb: int, python: str | None = None) -> La
     if tier == "unshare":
         unshare = shutil.which("unshare") or "unshare"
         argv = [unshare, "--pid", "--net", "--ipc", "--uts", "--mount", "--fork", "--kill-child", "--mount-proc"]
-        argv += [python, "-I", "-S", str(ZYGOTE), str(uid), no_fork, "1", scratch, "1"]
+        argv += [python, *PYTHON_FLAGS, str(ZYGOTE), str(uid), no_fork, "1", scratch, "1"]
     elif tier == "process":
-        argv = [python, "-I", "-S", str(ZYGOTE), str(uid), no_fork, "0", scratch, "1"]
+        argv = [python, *PYTHON_FLAGS, str(ZYGOTE), str(uid), no_fork, "0", scratch, "1"]
     elif tier == "none":
-        argv = [python, "-I", "-S", str(ZYGOTE), "0", "0", "0", scratch, "0"]
+        argv = [python, *PYTHON_FLAGS, str(ZYGOTE), "0", "0", "0", scratch, "0"]
     else:
         raise ValueError(f"unknown isolation tier {tier!r}; accepted: {', '.join(TIERS + ('none',))}")
     return Launch(tier, argv, scratch, scratch)
@@ -87,8 +91,10 @@ def _bwrap_args(python: str, tmpfs_mb: int) -> list[str]:
         "--size", str(tmpfs_mb << 20), "--tmpfs", "/tmp",
         "--perms", "1777", "--size", str(16 << 20), "--tmpfs", "/dev/shm",
         "--ro-bind", str(ZYGOTE), ZYGOTE_IN_SANDBOX,
-        "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", "/usr/bin",
+        "--chdir", "/tmp", "--clearenv",
     ]
+    for key, value in ZYGOTE_ENV.items():
+        args += ["--setenv", key, value]
     for top in ("/bin", "/lib", "/lib64", "/lib32", "/sbin"):
         if os.path.islink(top):
             args += ["--symlink", os.readlink(top), top]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledex_rl.problems.base import TestCase
+from sandbox.results import NO_VALUE
 from sandbox.values import MalformedValue, decode, equal, show
 
 # Names the parent may evaluate on returned values: pure builtins and math, nothing the candidate defines.
@@ -53,7 +54,8 @@ def make_plan(test: TestCase) -> Plan:
         split = split_assert(test.source)
         if split is not None:
             exprs, residual = split
-            return Plan({"kind": "eval", "exprs": exprs}, test, residual)
+            truthy = truth_positions(residual, len(exprs))
+            return Plan({"kind": "eval", "exprs": exprs, "truthy": truthy}, test, residual)
         return Plan({"kind": "script", "source": test.source}, test)
     if test.kind == "call":
         return Plan({"kind": "call", "args": list(test.args)}, test)
@@ -117,6 +119,31 @@ class _CannotSplit(Exception):
     pass
 
 
+def truth_positions(residual: ast.Expression, count: int) -> list[bool]:
+    """Which offloaded values the verdict uses only for their truth (`assert f(x)`, `not f(x)`,
+    `f(x) and g(y)`): for those the sandbox returns a bool, so any object may be returned."""
+    truthy = [False] * count
+    used_elsewhere = set()
+
+    def mark(node: ast.AST) -> None:
+        if isinstance(node, ast.Name) and node.id.startswith("__v"):
+            truthy[int(node.id[3:])] = True
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            mark(node.operand)
+        elif isinstance(node, ast.BoolOp):
+            for value in node.values:
+                mark(value)
+
+    mark(residual.body)
+    # A value used both as a truth and elsewhere (`f(x) and f(x) == 3`) must come back whole.
+    for node in ast.walk(residual.body):
+        if isinstance(node, (ast.Compare, ast.Call, ast.BinOp)):
+            for name in ast.walk(node):
+                if isinstance(name, ast.Name) and name.id.startswith("__v"):
+                    used_elsewhere.add(int(name.id[3:]))
+    return [t and i not in used_elsewhere for i, t in enumerate(truthy)]
+
+
 # --- judging -------------------------------------------------------------------------------------------
 
 
@@ -124,6 +151,7 @@ class _CannotSplit(Exception):
 class Verdict:
     status: str  # passed | failed | error | timeout
     message: str = ""
+    value: Any = NO_VALUE  # what a `call` test's function returned (used to compute expected outputs)
 
 
 def judge(plan: Plan, record: dict | None, entry_point: str) -> Verdict:
@@ -163,8 +191,8 @@ def judge(plan: Plan, record: dict | None, entry_point: str) -> Verdict:
     (got,) = values
     if wire == "call":
         if equal(got, test.expected, test.atol):
-            return Verdict("passed")
-        return Verdict("failed", f"{_short(label)} failed: got {show(got)}")
+            return Verdict("passed", value=got)
+        return Verdict("failed", f"{_short(label)} failed: got {show(got)}", value=got)
     if same_output(got, test.expected_stdout):
         return Verdict("passed")
     return Verdict("failed", f"input {show(test.stdin, 80)}: expected output {show(test.expected_stdout, 80)}, got {show(got, 80)}")

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
+from typing import Any
+
+class _NoValue(enum.Enum):
+    """A call test that returned nothing usable (it raised, timed out, or returned an object that
+    cannot leave the sandbox). An Enum, so that it stays identical after pickling through Ray."""
+
+    NO_VALUE = "no value"
+
+
+NO_VALUE = _NoValue.NO_VALUE
 
 # Job-level outcomes. "passed" requires every test passed with a complete, well-formed report.
 STATUSES = ("passed", "failed", "error", "timeout", "killed", "sandbox_error")
@@ -14,6 +25,7 @@ class TestResult:
     message: str = ""
     ms: float = 0.0
     verdict_inside: bool = False  # a `script` test judged inside the sandbox (weaker; see plans.py)
+    value: Any = NO_VALUE  # the value a `call` test's function returned
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ import random, re, statistics, string, traceback, typing  # noqa: E401,F401
 
 LIBC = ctypes.CDLL(None, use_errno=True)
 LIBC.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-MAX_RECORD_BYTES = 8 << 20
+MAX_RECORD_BYTES = 32 << 20  # all of a job's result lines together
+MAX_VALUE_BYTES = 2 << 20  # one test's result line
 
 # --- messages ------------------------------------------------------------------------------------
 
@@ -226,7 +227,7 @@ def harden(job, slot_uid, no_fork, workdir, use_seccomp):
         os.setgid(slot_uid)
         os.setuid(slot_uid)
     os.environ.clear()
-    os.environ.update({"PATH": "/usr/bin:/bin", "HOME": workdir, "LANG": "C.UTF-8"})
+    os.environ.update({"PATH": "/usr/bin:/bin", "HOME": workdir, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"})
     if use_seccomp:
         install_seccomp(os.getpid(), no_fork)
 
@@ -236,7 +237,10 @@ def run_child(job, result_fd):
     out = os.fdopen(result_fd, "w", buffering=1)
 
     def emit(record):
-        out.write(json.dumps(record) + "\n")
+        line = json.dumps(record)
+        if len(line) > MAX_VALUE_BYTES and "i" in record:
+            line = json.dumps({"i": record["i"], "error": "unserializable", "message": f"returned a value too large to compare ({len(line)} bytes)"})
+        out.write(line + "\n")
 
     signal.signal(signal.SIGALRM, _alarm)
     test_timeout = float(job["test_timeout_s"])
@@ -301,7 +305,10 @@ def run_child(job, result_fd):
             if plan["kind"] == "eval":
                 exprs = [compile(src, "<test>", "eval") for src in plan["exprs"]]
                 values = timed(lambda: [eval(c, namespace) for c in exprs])
-                record["values"] = [encode(v) for v in values]
+                truthy = plan.get("truthy") or [False] * len(values)
+                # In a truth position only truthiness matters (a re.Match, say); a lying __bool__
+                # gains nothing over returning True.
+                record["values"] = [(True if v else False) if t else encode(v) for v, t in zip(values, truthy)]
             elif plan["kind"] == "call":
                 args = plan["args"]
                 value = timed(lambda: namespace["candidate"](*args))

@@ -63,3 +63,26 @@ def test_all_mbpp_reference_solutions_pass(sandbox, shared_data):
     assert failing == {}
     wrong = sandbox.run([Job.for_problem(p, p.reference_solution + "\n" + f"def {p.entry_point}(*args, **kwargs):\n    return None\n") for p in problems[:50]])
     assert not any(r.passed for r in wrong)
+
+
+def test_mbpp_plus_expected_outputs_from_the_canonical_solutions(sandbox, shared_data):
+    from ledex_rl.expected_outputs import fill_expected_outputs
+    from ledex_rl.problems.evalplus import needs_expected_outputs
+
+    path = str(shared_data / "mbpp-plus-prerelease" / "MbppPlus.jsonl")
+    problems, _ = load_problems(ProblemSourceConfig(name="mbpp-plus", path=path, split="test", limit=60))
+    filled, dropped = fill_expected_outputs(problems, sandbox.run)
+    assert not any(needs_expected_outputs(p) for p in filled)
+    plus_tests = sum(t.group == "plus" for p in filled for t in p.tests)
+    assert plus_tests > 5000 and dropped < plus_tests * 0.05
+    results = sandbox.run([Job.for_problem(p, p.reference_solution) for p in filled])
+    # The pre-release's canonical Mbpp/164 and Mbpp/295 disagree with MBPP's own asserts (a data defect).
+    failing = {p.task_id for p, r in zip(filled, results) if not r.passed}
+    assert failing <= {"Mbpp/164", "Mbpp/295"}
+    # A solution right on the base tests but wrong on unusual inputs fails the plus tests only.
+    by_id = {p.task_id: p for p in filled}
+    rm = by_id["Mbpp/11"]  # remove_Occ: drop the first and last occurrence of a character
+    sloppy = "def remove_Occ(s, ch):\n    i = s.find(ch)\n    j = s.rfind(ch)\n    return s[:i] + s[i+1:j] + s[j+1:]"
+    result = sandbox.run_one(Job.for_problem(rm, sloppy))
+    base = [t for t, spec in zip(result.tests, rm.tests) if spec.group == "base"]
+    assert all(t.status == "passed" for t in base) and not result.passed
