@@ -29,3 +29,14 @@ def tiny_model(tmp_path_factory) -> Path:
     from ledex_rl.models import build_tiny_model
 
     return build_tiny_model(target=tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for the whole session, with explicit fractional resources."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # see ledex_rl/cluster.py
+    ray.init(num_cpus=2, include_dashboard=False, namespace="ledex_tests", log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,115 @@
+"""A pool of sandboxed executor actors: CPU-only Ray actors, each owning a `Sandbox` of N slots.
+
+    pool = ExecutorPool(cfg.sandbox)
+    results = pool.run(jobs)            # in order; or pool.run_iter(jobs) in completion order
+
+Jobs go out in chunks (`jobs_per_call`) so that Ray's per-call cost stays small next to ~4 ms per
+execution, with at most two chunks in flight per actor (backpressure: a huge batch does not pile up
+in one actor's queue). An actor that dies is restarted by Ray (`max_restarts=-1`); the chunk it was
+running is retried once on the pool, then reported as `sandbox_error` results, never lost.
+Actors request only CPUs, so a pool larger than the cluster waits for the autoscaler to add nodes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Iterator, Sequence
+
+import ray
+
+from ledex_rl.config import SandboxConfig
+from sandbox import ExecutionResult, Job, Sandbox
+
+log = logging.getLogger(__name__)
+
+IN_FLIGHT_PER_ACTOR = 2
+
+
+class ExecutorActor:
+    """One node's share of execution: a Sandbox whose zygotes live as long as the actor."""
+
+    def __init__(self, cfg: SandboxConfig):
+        import socket
+
+        self.sandbox = Sandbox(
+            slots=cfg.slots_per_executor, isolation_tier=cfg.isolation, allow_unsafe=cfg.allow_unsafe, limits=cfg.limits()
+        )
+        self.host = socket.gethostname()
+        self.executed = 0
+
+    def run(self, jobs: list[Job]) -> list[ExecutionResult]:
+        results = self.sandbox.run(jobs)
+        self.executed += len(jobs)
+        return results
+
+    def info(self) -> dict:
+        import os
+
+        return {"tier": self.sandbox.tier, "slots": len(self.sandbox._slots), "host": self.host, "pid": os.getpid(), "executed": self.executed}
+
+
+class ExecutorPool:
+    def __init__(self, cfg: SandboxConfig, name_prefix: str = "executor"):
+        self.cfg = cfg
+        remote = ray.remote(ExecutorActor)
+        self.actors = [
+            remote.options(
+                name=f"{name_prefix}-{i}",  # the dashboard's actor view reads as the architecture does
+                num_cpus=cfg.executor_num_cpus,
+                num_gpus=0,
+                max_restarts=-1,
+                max_task_retries=0,  # retried here, once, so a job that kills its actor cannot loop
+            ).remote(cfg)
+            for i in range(cfg.num_executors)
+        ]
+        self.stats = {"jobs": 0, "retried_chunks": 0, "failed_chunks": 0, "seconds": 0.0}
+
+    def info(self) -> list[dict]:
+        return ray.get([a.info.remote() for a in self.actors])
+
+    def run(self, jobs: Sequence[Job]) -> list[ExecutionResult]:
+        results: list[ExecutionResult | None] = [None] * len(jobs)
+        for index, result in self.run_iter(jobs):
+            results[index] = result
+        return results  # type: ignore[return-value]
+
+    def run_iter(self, jobs: Sequence[Job]) -> Iterator[tuple[int, ExecutionResult]]:
+        """Yield (index, result) as chunks finish, so callers can overlap work with execution."""
+        started = time.perf_counter()
+        size = self.cfg.jobs_per_call
+        pending = deque((list(range(i, min(i + size, len(jobs)))), 0) for i in range(0, len(jobs), size))
+        in_flight: dict[ray.ObjectRef, tuple[list[int], int, int]] = {}
+        load = [0] * len(self.actors)
+        while pending or in_flight:
+            while pending:
+                actor_index = min(range(len(self.actors)), key=load.__getitem__)
+                if load[actor_index] >= IN_FLIGHT_PER_ACTOR:
+                    break
+                indices, attempt = pending.popleft()
+                ref = self.actors[actor_index].run.remote([jobs[i] for i in indices])
+                in_flight[ref] = (indices, attempt, actor_index)
+                load[actor_index] += 1
+            (done,), _ = ray.wait(list(in_flight), num_returns=1)
+            indices, attempt, actor_index = in_flight.pop(done)
+            load[actor_index] -= 1
+            try:
+                chunk_results = ray.get(done)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                if attempt == 0:
+                    log.warning("executor %d died with %d jobs in flight; retrying them once", actor_index, len(indices))
+                    self.stats["retried_chunks"] += 1
+                    pending.append((indices, 1))
+                    continue
+                self.stats["failed_chunks"] += 1
+                message = f"the executor died twice while running this job ({type(exc).__name__})"
+                chunk_results = [ExecutionResult("sandbox_error", message=message, metadata=jobs[i].metadata) for i in indices]
+            for i, result in zip(indices, chunk_results):
+                yield i, result
+        self.stats["jobs"] += len(jobs)
+        self.stats["seconds"] += time.perf_counter() - started
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
