@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
+import select
 import signal
 import struct
 import subprocess
@@ -74,7 +76,7 @@ class _Slot:
         self.launch = isolation.launch(tier, index, limits.tmpfs_mb, python)
         self.proc = subprocess.Popen(
             self.launch.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-            env=dict(isolation.ZYGOTE_ENV),
+            env=dict(isolation.ZYGOTE_ENV), bufsize=0,
         )
         ready = self._read(timeout=start_timeout)
         if not ready or not ready.get("ready"):
@@ -82,6 +84,7 @@ class _Slot:
             self.close()
             raise SandboxUnavailable(f"{tier}: the zygote did not start ({err or 'no output'})")
         self.zygote_uid = ready.get("uid")
+        self.landlock_abi = ready.get("landlock_abi", 0)
         if not ready.get("stdlib_readable", True):
             self.close()
             raise SandboxUnavailable(
@@ -91,24 +94,27 @@ class _Slot:
             )
 
     def _read(self, timeout: float) -> dict | None:
-        stdout = self.proc.stdout
-        result: list = []
-
-        def reader():
-            try:
-                header = stdout.read(4)
-                if len(header) == 4:
-                    (size,) = struct.unpack("!I", header)
-                    result.append(json.loads(stdout.read(size)))
-            except Exception as exc:  # noqa: BLE001
-                result.append(exc)
-
-        thread = threading.Thread(target=reader, daemon=True)
-        thread.start()
-        thread.join(timeout)
-        if thread.is_alive() or not result or isinstance(result[0], Exception):
+        """One length-prefixed message from the zygote, or None if none arrives within `timeout`."""
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        data = b""
+        need = 4
+        size = None
+        while len(data) < need:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                return None
+            chunk = os.read(fd, max(need - len(data), 65536) if size is not None else need - len(data))
+            if not chunk:
+                return None
+            data += chunk
+            if size is None and len(data) >= 4:
+                (size,) = struct.unpack("!I", data[:4])
+                need = 4 + size
+        try:
+            return json.loads(data[4 : 4 + size])
+        except json.JSONDecodeError:
             return None
-        return result[0]
 
     def _stderr_tail(self) -> str:
         try:
@@ -139,8 +145,6 @@ class _Slot:
                 self.proc.wait(timeout=2)
             except Exception:  # noqa: BLE001
                 try:
-                    import os
-
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 except Exception:  # noqa: BLE001
                     self.proc.kill()
@@ -164,12 +168,17 @@ class Sandbox:
         self.python: str | None = None  # None: this process's own interpreter
         self.tier = self._choose_tier(isolation_tier)
         self._slots = [_Slot(i, self.tier, self.limits, self.python) for i in range(slots)]
+        self.landlock_abi = self._slots[0].landlock_abi if self._slots else 0
         self._idle: queue.Queue[_Slot] = queue.Queue()
         for slot in self._slots:
             self._idle.put(slot)
         self._next_id = 0
         self._id_lock = threading.Lock()
-        log.info("sandbox: %d slots, isolation tier '%s'%s", slots, self.tier, f" (jobs run on {self.python})" if self.python else "")
+        log.info(
+            "sandbox: %d slots, isolation tier '%s'%s, Landlock %s", slots, self.tier,
+            f" (jobs run on {self.python})" if self.python else "",
+            f"ABI {self.landlock_abi}" if self.landlock_abi else "unavailable",
+        )
 
     def _choose_tier(self, requested: str) -> str:
         candidates = isolation.TIERS if requested == "auto" else (requested,)

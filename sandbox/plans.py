@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -64,8 +65,12 @@ def make_plan(test: TestCase) -> Plan:
     return Plan({"kind": "script", "source": test.source}, test)
 
 
+@functools.lru_cache(maxsize=65536)
 def split_assert(source: str) -> tuple[list[str], ast.Expression] | None:
-    """`assert EXPR` -> (sandbox sub-expressions, parent residual), or None when it cannot be split."""
+    """`assert EXPR` -> (sandbox sub-expressions, parent residual), or None when it cannot be split.
+
+    Cached: the same tests are split for every candidate program of a problem. Callers must not
+    mutate the result."""
     try:
         tree = ast.parse(source.strip())
     except SyntaxError:
@@ -181,7 +186,7 @@ def judge(plan: Plan, record: dict | None, entry_point: str) -> Verdict:
     if wire == "eval":
         env = {"__builtins__": SAFE_BUILTINS, **SAFE_ENV, **{f"__v{i}": v for i, v in enumerate(values)}}
         try:
-            ok = bool(eval(compile(plan.residual, "<verdict>", "eval"), env))  # noqa: S307 - dataset code on plain data
+            ok = bool(eval(_compiled(plan.residual), env))  # noqa: S307 - dataset code on plain data
         except Exception as exc:  # noqa: BLE001
             return Verdict("failed", f"{_short(label)}: checking the result raised {type(exc).__name__}: {exc}")
         if ok:
@@ -196,6 +201,11 @@ def judge(plan: Plan, record: dict | None, entry_point: str) -> Verdict:
     if same_output(got, test.expected_stdout):
         return Verdict("passed")
     return Verdict("failed", f"input {show(test.stdin, 80)}: expected output {show(test.expected_stdout, 80)}, got {show(got, 80)}")
+
+
+@functools.lru_cache(maxsize=65536)
+def _compiled(residual: ast.Expression):
+    return compile(residual, "<verdict>", "eval")
 
 
 def same_output(got: Any, expected: str) -> bool:

@@ -181,19 +181,88 @@ def seccomp_program(own_pid, no_fork):
     return prog
 
 
+PID_PLACEHOLDER = 0x7FFFFFFE
+_PREBUILT = {}
+
+
+def prebuild_seccomp(no_fork):
+    """Assemble the filter once in the zygote; a child only writes its own pid into it."""
+    prog = seccomp_program(PID_PLACEHOLDER, no_fork)
+    raw = bytearray(b"".join(struct.pack("HBBI", *ins) for ins in prog))
+    slots = [i for i, ins in enumerate(prog) if ins[3] == PID_PLACEHOLDER]
+    _PREBUILT[no_fork] = (raw, slots, len(prog))
+
+
 def install_seccomp(own_pid, no_fork):
     if os.uname().machine != "x86_64":
         return False
-    prog = seccomp_program(own_pid, no_fork)
-    buf = b"".join(struct.pack("HBBI", *ins) for ins in prog)
-    filt = ctypes.create_string_buffer(buf)
-    fprog = struct.pack("HxxxxxxQ", len(prog), ctypes.addressof(filt))
+    if no_fork not in _PREBUILT:
+        prebuild_seccomp(no_fork)
+    raw, slots, count = _PREBUILT[no_fork]
+    raw = bytearray(raw)
+    for i in slots:
+        struct.pack_into("I", raw, i * 8 + 4, own_pid)
+    filt = ctypes.create_string_buffer(bytes(raw))
+    fprog = struct.pack("HxxxxxxQ", count, ctypes.addressof(filt))
     fprog_buf = ctypes.create_string_buffer(fprog)
     if LIBC.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
         raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")
     if LIBC.prctl(22, 2, ctypes.addressof(fprog_buf), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
         raise OSError(ctypes.get_errno(), "PR_SET_SECCOMP failed")
     return True
+
+
+# --- Landlock (file system and signal confinement that needs no privileges) ---------------------------
+
+SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
+LL_EXECUTE, LL_WRITE_FILE, LL_READ_FILE, LL_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+LL_FILE_RIGHTS_ABI1 = LL_EXECUTE | LL_WRITE_FILE | LL_READ_FILE
+
+
+def landlock_abi():
+    if os.uname().machine != "x86_64":
+        return 0
+    abi = LIBC.syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    return max(abi, 0)
+
+
+def install_landlock(abi, readable, writable):
+    """Only `readable` paths may be read (and executed), only `writable` ones written; TCP and
+    signals to processes outside the job are refused (ABI >= 4 and >= 6)."""
+    handled = (1 << 13) - 1  # ABI 1: execute .. make_sym
+    if abi >= 2:
+        handled |= 1 << 13  # refer
+    if abi >= 3:
+        handled |= 1 << 14  # truncate
+    if abi >= 5:
+        handled |= 1 << 15  # ioctl_dev
+    net = 3 if abi >= 4 else 0  # bind_tcp | connect_tcp, with no rule allowing either
+    scoped = 3 if abi >= 6 else 0  # abstract unix sockets, signals
+    size = 8 if abi < 4 else 16 if abi < 6 else 24
+    attr = ctypes.create_string_buffer(struct.pack("QQQ", handled, net, scoped)[:size])
+    ruleset = LIBC.syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), attr, ctypes.c_size_t(size), ctypes.c_uint32(0))
+    if ruleset < 0:
+        raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
+    file_rights = handled & (LL_FILE_RIGHTS_ABI1 | (1 << 14) | (1 << 15))
+    for paths, rights in ((readable, LL_EXECUTE | LL_READ_FILE | LL_READ_DIR), (writable, handled)):
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except OSError:
+                continue
+            allowed = rights if os.path.isdir(path) else rights & file_rights
+            rule = ctypes.create_string_buffer(struct.pack("=Qi", allowed, fd))
+            LIBC.syscall(ctypes.c_long(SYS_LANDLOCK_ADD_RULE), ctypes.c_int(ruleset), ctypes.c_int(1), rule, ctypes.c_uint32(0))
+            os.close(fd)
+    if LIBC.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+        raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")
+    if LIBC.syscall(ctypes.c_long(SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_int(ruleset), ctypes.c_uint32(0)) != 0:
+        raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
+    os.close(ruleset)
+
+
+LANDLOCK_ABI = 0
+READABLE = []
 
 
 # --- the child: harden, then run the candidate and the test expressions ---------------------------------
@@ -228,6 +297,8 @@ def harden(job, slot_uid, no_fork, workdir, use_seccomp):
         os.setuid(slot_uid)
     os.environ.clear()
     os.environ.update({"PATH": "/usr/bin:/bin", "HOME": workdir, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"})
+    if use_seccomp and LANDLOCK_ABI:
+        install_landlock(LANDLOCK_ABI, READABLE, [workdir])
     if use_seccomp:
         install_seccomp(os.getpid(), no_fork)
 
@@ -414,6 +485,9 @@ def run_job(job, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
     pid = os.fork()
     if pid == 0:
         try:
+            import gc
+
+            gc.disable()
             os.setsid()
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, 0)
@@ -510,6 +584,9 @@ def main():
     pid_namespace = sys.argv[3] == "1"
     scratch_root = sys.argv[4]
     use_seccomp = sys.argv[5] == "1"
+    global LANDLOCK_ABI
+    LANDLOCK_ABI = landlock_abi()
+    READABLE.extend(sorted({sys.prefix, sys.exec_prefix, "/usr", "/lib", "/lib64", "/etc/ld.so.cache"}))
     os.makedirs(scratch_root, exist_ok=True)
     try:  # orphans of a job re-parent to us, so that we can reap them
         LIBC.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
@@ -518,10 +595,16 @@ def main():
     # Warm the compiler and the encoder so the first job in every child costs what the others do.
     compile("def f(x):\n    return [i for i in range(x)]\n", "<warm>", "exec")
     json.dumps(encode({"a": (1, 2.5, {3}), "b": [None, True, b"x"]}))
+    if use_seccomp:
+        prebuild_seccomp(no_fork)
+    import gc
+
+    gc.collect()
+    gc.freeze()  # children share the warm heap; the collector would otherwise copy it page by page
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but messages may reach the protocol pipe
     write_message(stdout, {"ready": True, "pid": os.getpid(), "uid": os.getuid(), "stdlib": os.path.dirname(os.__file__),
-                           "stdlib_readable": stdlib_readable_by(slot_uid)})
+                           "stdlib_readable": stdlib_readable_by(slot_uid), "landlock_abi": LANDLOCK_ABI if use_seccomp else 0})
     while True:
         job = read_message(stdin)
         if job is None:
