@@ -90,6 +90,34 @@ def prepare_model(name: str) -> None:
     click.echo(resolve_model(name))
 
 
+@main.command(name="sandbox-check", help=f"Show which isolation tier this machine gives and prove it holds.\n\n{OVERRIDES_HELP}")
+@config_options
+@fail_cleanly
+def sandbox_check(config_path, overrides):
+    """Start the sandbox as configured, then run a correct program and two hostile ones."""
+    from ledex_rl.problems.base import TestCase
+    from sandbox import Job, Sandbox
+
+    cfg = load_or_exit(config_path, overrides).sandbox
+    tests = (TestCase(kind="assert", source="assert add(1, 2) == 3"),)
+    with Sandbox(slots=1, isolation_tier=cfg.isolation, allow_unsafe=cfg.allow_unsafe, limits=cfg.limits()) as box:
+        click.echo(f"isolation tier: {box.tier}" + (f" (jobs run on {box.python})" if box.python else ""))
+        click.echo(f"Landlock: {'ABI ' + str(box.landlock_abi) if box.landlock_abi else 'unavailable'}")
+        checks = [
+            ("a correct program passes", "def add(a, b):\n    return a + b", True),
+            ("a network connection is refused", "import socket\ndef add(a, b):\n    socket.create_connection(('127.0.0.1', 8265), timeout=1)\n    return 3", False),
+            ("an always-equal object does not pass", "class E:\n    def __eq__(self, o):\n        return True\ndef add(a, b):\n    return E()", False),
+        ]
+        ok = True
+        for label, program, should_pass in checks:
+            result = box.run_one(Job(program, tests, entry_point="add"))
+            good = result.passed == should_pass
+            ok &= good
+            click.echo(f"  [{'ok' if good else 'FAIL'}] {label} ({result.wall_ms:.1f} ms){'' if good else ': ' + result.feedback()}")
+    if not ok:
+        sys.exit(1)
+
+
 @main.command(name="problems")
 @click.argument("source")
 @click.option("--path", default="", help="Local file; default: package data or the hub.")

@@ -38,3 +38,9 @@ def test_stage_skipped_when_output_exists(tmp_path):
 def test_problems_command_summarises_a_source():
     result = CliRunner().invoke(main, ["problems", "apps", "--path", "tests/fixtures/apps.jsonl", "--split", "train"])
     assert result.exit_code == 0 and "apps [train]: 2 problems, 4 tests, 3 rows skipped" in result.output
+
+
+def test_sandbox_check_command():
+    result = CliRunner().invoke(main, ["sandbox-check"])
+    assert result.exit_code == 0, result.output
+    assert "isolation tier: " in result.output and result.output.count("[ok]") == 3
