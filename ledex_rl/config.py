@@ -158,9 +158,11 @@ class CollectConfig:
     teacher_samples: int = 2
     teacher_temperature: float = 0.8
     teacher_max_new_tokens: int = 512
+    chunk_size: int = 8  # problems per step; each finished step is saved, so a stop loses at most one
 
     def __post_init__(self) -> None:
         _check(self.samples_per_problem >= 1, "collect.samples_per_problem: must be >= 1")
+        _check(self.chunk_size >= 1, "collect.chunk_size: must be >= 1")
         _check(self.teacher_samples >= 1, "collect.teacher_samples: must be >= 1")
         _check(self.temperature >= 0 and self.teacher_temperature >= 0, "collect temperatures must be >= 0")
 

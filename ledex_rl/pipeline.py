@@ -43,8 +43,14 @@ def _not_built(issue: int, what: str) -> Callable[[LedexConfig, Path], None]:
     return run
 
 
+def _collect(cfg: LedexConfig, out: Path) -> None:
+    from ledex_rl.stages import collect
+
+    collect.run(cfg, out)
+
+
 STAGES: dict[str, Stage] = {
-    "collect": Stage("collect", _not_built(4, "collect (sample, execute, explain and refine)")),
+    "collect": Stage("collect", _collect),
     "sft": Stage("sft", _not_built(5, "SFT")),
     "rl": Stage("rl", _not_built(6, "RL (PPO)")),
     "eval": Stage("eval", _not_built(7, "evaluation")),

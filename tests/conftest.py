@@ -37,6 +37,7 @@ def ray_cluster():
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # see ledex_rl/cluster.py
-    ray.init(num_cpus=2, include_dashboard=False, namespace="ledex_tests", log_to_driver=False)
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, namespace="ledex_tests", log_to_driver=False)
     yield ray
     ray.shutdown()

