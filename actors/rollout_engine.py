@@ -36,6 +36,7 @@ class GenerationRequest:
     max_tokens: int = 256
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    ignore_eos: bool = False  # benchmarks: generate exactly max_tokens
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class RolloutEngine:
             params.append(
                 SamplingParams(
                     n=r.n, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
-                    stop=list(r.stop) or None, seed=r.seed, logprobs=0,
+                    stop=list(r.stop) or None, seed=r.seed, logprobs=0, ignore_eos=r.ignore_eos,
                 )
             )
         started = time.perf_counter()

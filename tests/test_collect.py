@@ -31,13 +31,10 @@ def teacher():
         yield server
 
 
-def collect_command(run_dir, tiny_model, teacher, ray_address):
+def collect_command(run_dir, model, ray_address, extra):
     return [
         sys.executable, "-m", "ledex_rl.train", "--config", "configs/tiny.yaml", "stages=[collect]",
-        f"run_dir={run_dir}", f"model.name_or_path={tiny_model}", f"ray.address={ray_address}",
-        f"data.train.0.limit={PROBLEMS}", "collect.chunk_size=1", "collect.samples_per_problem=3",
-        "collect.teacher.kind=openai", "collect.teacher.model=fake-teacher", f"collect.teacher.base_url={teacher.url}",
-        "collect.teacher_samples=2", "rollout.num_cpus_per_engine=0.25",
+        f"run_dir={run_dir}", f"model.name_or_path={model}", f"ray.address={ray_address}", *extra,
     ]
 
 
@@ -46,28 +43,39 @@ def rows(run_dir):
     return sorted(table.to_pylist(), key=lambda r: (r["task_id"], r["kind"], r["parent_index"], r["sample_index"]))
 
 
-def test_collect_resumes_after_a_kill_with_identical_results(tmp_path, tiny_model, teacher, ray_cluster):
+def run_whole_and_killed(tmp_path, model, ray_cluster, extra, problems, timeout=600):
+    """One uninterrupted run, and one SIGKILLed as soon as a chunk is saved, then resumed."""
     address = ray_cluster.get_runtime_context().gcs_address
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-
     whole = tmp_path / "whole"
-    done = subprocess.run(collect_command(whole, tiny_model, teacher, address), env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(collect_command(whole, model, address, extra), env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
-
     stopped = tmp_path / "stopped"
-    proc = subprocess.Popen(collect_command(stopped, tiny_model, teacher, address), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(collect_command(stopped, model, address, extra), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parts = stopped / "collect" / "parts"
-    deadline = time.time() + 300
+    deadline = time.time() + timeout
     while time.time() < deadline and not list(parts.glob("part-*.parquet")) and proc.poll() is None:
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     saved = len(list(parts.glob("part-*.parquet")))
-    assert 1 <= saved < PROBLEMS, "the run was not stopped midway"
+    assert saved >= 1 and saved * int(_option(extra, "collect.chunk_size")) < problems, "the run was not stopped midway"
     assert not (stopped / "collect" / "DONE").exists()
-    resumed = subprocess.run(collect_command(stopped, tiny_model, teacher, address), env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(collect_command(stopped, model, address, extra), env=env, capture_output=True, text=True, timeout=timeout)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming; " in resumed.stderr
+    return whole, stopped
+
+
+def _option(extra, key):
+    return next(item.split("=", 1)[1] for item in extra if item.startswith(key + "="))
+
+
+def test_collect_resumes_after_a_kill_with_identical_results(tmp_path, tiny_model, teacher, ray_cluster):
+    extra = [f"data.train.0.limit={PROBLEMS}", "collect.chunk_size=1", "collect.samples_per_problem=3",
+             "collect.teacher.kind=openai", "collect.teacher.model=fake-teacher", f"collect.teacher.base_url={teacher.url}",
+             "collect.teacher_samples=2", "rollout.num_cpus_per_engine=0.25"]
+    whole, stopped = run_whole_and_killed(tmp_path, tiny_model, ray_cluster, extra, PROBLEMS)
 
     assert rows(stopped) == rows(whole)
     summary = json.loads((whole / "collect" / "summary.json").read_text())
@@ -81,3 +89,20 @@ def test_collect_resumes_after_a_kill_with_identical_results(tmp_path, tiny_mode
     assert refinement["explanation"] == "The code does not implement the task." and refinement["mode"] == "explain_refine"
     assert refinement["wrong_feedback"] and json.loads(refinement["messages"])[1]["role"] == "assistant"
     assert f"| humaneval ({PROBLEMS}) |" in (whole / "collect" / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_smollm2_collects_mbpp_and_resumes(tmp_path, shared_data, ray_cluster):
+    """Issue 4's real-model check: SmolLM2-135M as sampler and teacher on 20 MBPP training problems."""
+    from ledex_rl.models import prepare_smollm2
+
+    mbpp = shared_data / "mbpp" / "mbpp.jsonl"
+    extra = [f"data.train=[{{name: mbpp, path: {mbpp}, split: train, limit: 20}}]", "collect.chunk_size=4",
+             "model.dtype=bfloat16", "model.max_model_len=2048", "collect.samples_per_problem=4", "collect.max_new_tokens=256",
+             "collect.teacher_samples=2", "collect.teacher_max_new_tokens=384", "rollout.num_cpus_per_engine=1"]
+    whole, stopped = run_whole_and_killed(tmp_path, prepare_smollm2(), ray_cluster, extra, 20, timeout=1800)
+    first = json.loads((whole / "collect" / "summary.json").read_text())["table1"]
+    again = json.loads((stopped / "collect" / "summary.json").read_text())["table1"]
+    assert first == again
+    assert first["mbpp"]["problems"] == 20 and first["mbpp"]["unique_solutions"] >= 20
+    print((whole / "collect" / "summary.md").read_text())
