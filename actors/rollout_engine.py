@@ -140,6 +140,9 @@ class EnginePool:
     def __init__(self, model_path: str, rollout: RolloutConfig, model: ModelConfig, seed: int = 0, name_prefix: str = "rollout"):
         remote = ray.remote(RolloutEngine)
         resources = {"num_gpus": rollout.tensor_parallel_size} if rollout.device == "cuda" else {"num_gpus": 0}
+        if rollout.device == "cpu":
+            threads = str(rollout.cpu_threads or os.cpu_count() or 1)
+            resources["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}}
         self.engines = [
             remote.options(name=f"{name_prefix}-{i}", num_cpus=rollout.num_cpus_per_engine, max_restarts=0, **resources).remote(
                 model_path, rollout, model, seed + i

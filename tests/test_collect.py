@@ -97,9 +97,9 @@ def test_smollm2_collects_mbpp_and_resumes(tmp_path, shared_data, ray_cluster):
     from ledex_rl.models import prepare_smollm2
 
     mbpp = shared_data / "mbpp" / "mbpp.jsonl"
-    extra = [f"data.train=[{{name: mbpp, path: {mbpp}, split: train, limit: 20}}]", "collect.chunk_size=4",
-             "model.dtype=float32", "model.max_model_len=2048", "collect.samples_per_problem=4", "collect.max_new_tokens=256",
-             "collect.teacher_samples=2", "collect.teacher_max_new_tokens=384", "rollout.num_cpus_per_engine=1"]
+    extra = [f"data.train=[{{name: mbpp, path: {mbpp}, split: train, limit: 20}}]", "collect.chunk_size=5",
+             "model.dtype=float32", "model.max_model_len=2048", "collect.samples_per_problem=2", "collect.max_new_tokens=192",
+             "collect.teacher_samples=1", "collect.teacher_max_new_tokens=256", "rollout.num_cpus_per_engine=1"]
     whole, stopped = run_whole_and_killed(tmp_path, prepare_smollm2(), ray_cluster, extra, 20, timeout=1800)
     first = json.loads((whole / "collect" / "summary.json").read_text())["table1"]
     again = json.loads((stopped / "collect" / "summary.json").read_text())["table1"]
