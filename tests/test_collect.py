@@ -92,6 +92,7 @@ def test_collect_resumes_after_a_kill_with_identical_results(tmp_path, tiny_mode
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_smollm2_collects_mbpp_and_resumes(tmp_path, shared_data, ray_cluster):
     """Issue 4's real-model check: SmolLM2-135M as sampler and teacher on 20 MBPP training problems."""
     from ledex_rl.models import prepare_smollm2
