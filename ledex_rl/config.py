@@ -27,6 +27,10 @@ def _check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _check_multiple(batch: int, micro: int, batch_key: str, micro_key: str) -> None:
+    _check(batch >= micro >= 1 and batch % micro == 0, f"{batch_key}: must be a positive multiple of {micro_key}")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The policy model. `name_or_path`: a Hugging Face id, a local folder, or a built-in name:
@@ -201,10 +205,7 @@ class SFTConfig:
     def __post_init__(self) -> None:
         _check(self.lr > 0, "sft.lr: must be > 0")
         _check(self.epochs >= 1, "sft.epochs: must be >= 1")
-        _check(
-            self.batch_size >= self.micro_batch_size >= 1 and self.batch_size % self.micro_batch_size == 0,
-            "sft.batch_size: must be a positive multiple of sft.micro_batch_size",
-        )
+        _check_multiple(self.batch_size, self.micro_batch_size, "sft.batch_size", "sft.micro_batch_size")
 
 
 @dataclass(frozen=True)
@@ -234,10 +235,7 @@ class PPOConfig:
         _check(0 < self.gamma <= 1, "rl.ppo.gamma: must be in (0, 1]")
         _check(0 <= self.lam <= 1, "rl.ppo.lam: must be in [0, 1]")
         _check(self.kl_coef >= 0, "rl.ppo.kl_coef: must be >= 0")
-        _check(
-            self.batch_size >= self.mini_batch_size >= 1 and self.batch_size % self.mini_batch_size == 0,
-            "rl.ppo.batch_size: must be a positive multiple of rl.ppo.mini_batch_size",
-        )
+        _check_multiple(self.batch_size, self.mini_batch_size, "rl.ppo.batch_size", "rl.ppo.mini_batch_size")
 
 
 @dataclass(frozen=True)
