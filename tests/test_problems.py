@@ -54,7 +54,7 @@ def test_humaneval_malformed_rows_are_reported_with_file_and_line(tmp_path):
 
 
 def test_mbpp_small_fixture_split_and_bad_rows():
-    path = str(FIXTURES / "mbpp_small.jsonl")
+    path = str(FIXTURES / "handmade_mbpp_rows.jsonl")
     train, report = load("mbpp", path=path, split="train")
     assert [p.task_id for p in train] == ["Mbpp/601"]
     assert train[0].entry_point == "add" and "\r" not in train[0].reference_solution

@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
