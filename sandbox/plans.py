@@ -99,29 +99,20 @@ def split_assert(source: str) -> tuple[list[str], ast.Expression] | None:
         def visit(self, node):
             if not isinstance(node, ast.expr) or not tainted(node):
                 return node
-            if any(isinstance(n, _SCOPES) for n in ast.walk(node)):
-                if not is_verdict_node(node):
-                    raise _CannotSplit()
             if is_verdict_node(node):
                 return self.generic_visit(node)
             offloaded.append(ast.unparse(node))
             return ast.copy_location(ast.Name(id=f"__v{len(offloaded) - 1}", ctx=ast.Load()), node)
 
-    try:
-        if any(isinstance(n, _SCOPES) and tainted(n) for n in ast.walk(test_expr)):
-            return None
-        residual = Rewriter().visit(test_expr)
-    except _CannotSplit:
+    # A candidate call under a lambda or comprehension may use its variables, which exist only here.
+    if any(isinstance(n, _SCOPES) and tainted(n) for n in ast.walk(test_expr)):
         return None
+    residual = Rewriter().visit(test_expr)
     if not offloaded:
         return None
     expression = ast.Expression(body=residual)
     ast.fix_missing_locations(expression)
     return offloaded, expression
-
-
-class _CannotSplit(Exception):
-    pass
 
 
 def truth_positions(residual: ast.Expression, count: int) -> list[bool]:
