@@ -83,7 +83,6 @@ class _Slot:
             err = self._stderr_tail()
             self.close()
             raise SandboxUnavailable(f"{tier}: the zygote did not start ({err or 'no output'})")
-        self.zygote_uid = ready.get("uid")
         self.landlock_abi = ready.get("landlock_abi", 0)
         if not ready.get("stdlib_readable", True):
             self.close()
@@ -104,7 +103,7 @@ class _Slot:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
                 return None
-            chunk = os.read(fd, max(need - len(data), 65536) if size is not None else need - len(data))
+            chunk = os.read(fd, need - len(data))  # never past this message
             if not chunk:
                 return None
             data += chunk
@@ -134,9 +133,6 @@ class _Slot:
             return None
         # The zygote enforces the job's deadline itself; this is the backstop if the zygote is stuck.
         return self._read(timeout=self.limits.job_timeout_s + 15)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
 
     def close(self) -> None:
         if self.proc.poll() is None:

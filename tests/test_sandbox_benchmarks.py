@@ -45,9 +45,10 @@ def test_wrong_humaneval_solutions_fail_with_feedback(sandbox, humaneval):
 
 def test_seeded_bugs_give_precise_feedback(sandbox, humaneval):
     he0 = humaneval[0]
-    off_by_one = he0.reference_solution.replace("distance < threshold", "distance <= threshold")
-    result = sandbox.run_one(Job.for_problem(he0, off_by_one))
-    assert result.status in ("failed", "passed")  # "<=" only matters on ties
+    inverted = he0.reference_solution.replace("return True", "return 2").replace("return False", "return True").replace("return 2", "return False")
+    result = sandbox.run_one(Job.for_problem(he0, inverted))
+    assert result.status == "failed" and result.num_passed == 0
+    assert "candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) returned False" in result.feedback()
     crash = he0.reference_solution.replace("distance = abs(elem - elem2)", "distance = abs(elem - elem2) / 0")
     result = sandbox.run_one(Job.for_problem(he0, crash))
     assert result.status == "error"
