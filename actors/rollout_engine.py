@@ -60,10 +60,9 @@ class RolloutEngine:
         from vllm import LLM
 
         started = time.perf_counter()
-        dtype = model.dtype if rollout.device == "cuda" or model.dtype != "float16" else "bfloat16"
         kwargs = dict(
             model=model_path,
-            dtype=dtype,
+            dtype=model.dtype,
             max_model_len=model.max_model_len,
             enforce_eager=rollout.enforce_eager,
             tensor_parallel_size=rollout.tensor_parallel_size,
