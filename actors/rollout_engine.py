@@ -111,16 +111,45 @@ class RolloutEngine:
         return results
 
     def update_weights(self, named_tensors: list, version: int | None = None) -> float:
-        """Load new weights in place (vLLM's reload path), then drop the prefix cache, which holds
-        keys and values computed with the old weights."""
+        """Load a whole new state in place (one bucket holding every weight)."""
+        elapsed = self.load_weight_bucket(named_tensors)
+        return elapsed + self.finish_weight_update(version)
+
+    def load_weight_bucket(self, named_tensors: list) -> float:
+        """Load some weights in place with vLLM's reload path. A bucket must hold whole decoder
+        layers (see actors/weight_sync.py): vLLM processes a layer once all its weights arrived."""
         started = time.perf_counter()
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(named_tensors)})
-        self.llm.reset_prefix_cache()
+        quiet = logging.getLogger("vllm.model_executor.model_loader")  # a partial load warns per missing layer
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(named_tensors)})
+        finally:
+            quiet.setLevel(level)
         elapsed = time.perf_counter() - started
-        self.weights_version = version if version is not None else self.weights_version + 1
-        self.stats["weight_updates"] += 1
         self.stats["update_seconds"] += elapsed
         return elapsed
+
+    def finish_weight_update(self, version: int | None = None) -> float:
+        """After the last bucket: drop the prefix cache (keys and values of the old weights)."""
+        started = time.perf_counter()
+        self.llm.reset_prefix_cache()
+        self.weights_version = version if version is not None else self.weights_version + 1
+        self.stats["weight_updates"] += 1
+        elapsed = time.perf_counter() - started
+        self.stats["update_seconds"] += elapsed
+        return elapsed
+
+    def score(self, sequences: list[tuple[int, ...]]) -> list[list[float]]:
+        """log p(token t | tokens < t) for t = 1 .. len - 1 of each fixed token sequence (no sampling):
+        what the trainer's `token_logprobs` computes, so the two can be compared after a sync."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(seq)) for seq in sequences], params, use_tqdm=False)
+        return [[float(step[token].logprob) for step, token in zip(out.prompt_logprobs[1:], seq[1:])]
+                for out, seq in zip(outputs, sequences)]
 
     def info(self) -> dict:
         s = self.stats
@@ -164,6 +193,9 @@ class EnginePool:
     def update_weights(self, named_tensors: list, version: int | None = None) -> list[float]:
         ref = ray.put(list(named_tensors))  # one copy in the object store, shared by every engine
         return ray.get([e.update_weights.remote(ref, version) for e in self.engines])
+
+    def score(self, sequences: Sequence[tuple[int, ...]]) -> list[list[float]]:
+        return ray.get(self.engines[0].score.remote(list(sequences)))
 
     def info(self) -> list[dict]:
         return ray.get([e.info.remote() for e in self.engines])

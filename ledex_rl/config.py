@@ -175,19 +175,31 @@ class CollectConfig:
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    """DeepSpeed settings shared by SFT and PPO."""
+    """The DeepSpeed policy trainer, shared by SFT and PPO. `device: cpu` trains with
+    DS_ACCELERATOR=cpu and gloo; `cuda` with NCCL, one GPU (or a fraction) per rank."""
 
+    device: Literal["cpu", "cuda"] = "cpu"
     zero_stage: Literal[0, 1, 2, 3] = 2
     num_ranks: int = 1
     bf16: bool = False  # bf16 on GPUs; the CPU path trains in fp32
     gradient_checkpointing: bool = False
     lora_rank: int = 0  # 0 = full fine-tuning
+    lora_alpha: float = 16.0
+    max_grad_norm: float = 1.0
     num_cpus_per_rank: float = 1.0
     num_gpus_per_rank: float = 0.0
+    cpu_threads: int = 0  # CPU only: torch threads per rank; 0 = every core of its node
+    sync_bucket_mb: int = 128  # weight sync to the engines: the largest piece in the object store
+    sync_timeout_s: float = 300.0  # per bucket; an engine that takes longer is reported, not waited on
+    start_timeout_s: float = 600.0  # how long to wait for the cluster to fit the ranks (autoscaling)
 
     def __post_init__(self) -> None:
         _check(self.num_ranks >= 1, "trainer.num_ranks: must be >= 1")
         _check(self.lora_rank >= 0, "trainer.lora_rank: must be >= 0 (0 disables LoRA)")
+        _check(self.sync_bucket_mb >= 1, "trainer.sync_bucket_mb: must be >= 1")
+        _check(self.sync_timeout_s > 0, "trainer.sync_timeout_s: must be > 0")
+        _check(self.device == "cuda" or self.num_gpus_per_rank == 0, "trainer.num_gpus_per_rank: set trainer.device=cuda to use GPUs")
+        _check(not (self.bf16 and self.device == "cpu"), "trainer.bf16: the CPU path trains in float32; set trainer.bf16=false")
 
 
 @dataclass(frozen=True)
@@ -201,10 +213,16 @@ class SFTConfig:
     warmup_steps: int = 10
     max_seq_len: int = 1024
     weight_decay: float = 0.0
+    eval_fraction: float = 0.1  # tasks held out to measure the loss on unseen trajectories
+    save_every_steps: int = 20  # DeepSpeed checkpoint (weights, optimizer, step) for resuming
+    keep_checkpoints: bool = False  # delete the DeepSpeed checkpoints once the final model is written
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "sft.lr: must be > 0")
         _check(self.epochs >= 1, "sft.epochs: must be >= 1")
+        _check(0 <= self.eval_fraction < 1, "sft.eval_fraction: must be in [0, 1)")
+        _check(self.save_every_steps >= 1, "sft.save_every_steps: must be >= 1")
+        _check(self.max_seq_len >= 16, "sft.max_seq_len: must be at least 16")
         _check_multiple(self.batch_size, self.micro_batch_size, "sft.batch_size", "sft.micro_batch_size")
 
 
@@ -249,10 +267,21 @@ class RewardConfig:
 
 
 @dataclass(frozen=True)
+class ReferenceConfig:
+    """The frozen reference model for PPO's KL term. `colocate` places it in the trainer's rank-0
+    placement-group bundle (sharing that node and, with fractional GPUs, that GPU)."""
+
+    colocate: bool = True
+    num_cpus: float = 0.25
+    num_gpus: float = 0.0
+
+
+@dataclass(frozen=True)
 class RLConfig:
     advantage: Literal["gae", "grpo"] = "gae"
     ppo: PPOConfig = field(default_factory=PPOConfig)
     rewards: RewardConfig = field(default_factory=RewardConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
 
 
 @dataclass(frozen=True)

@@ -46,12 +46,24 @@ def first_attempt_messages(problem: Problem) -> list[dict]:
 
 
 def refinement_messages(problem: Problem, wrong_code: str, feedback: str, mode: Mode) -> list[dict]:
+    return refinement_conversation(task_text(problem), wrong_code, feedback, mode)
+
+
+def refinement_conversation(task: str, wrong_code: str, feedback: str, mode: Mode) -> list[dict]:
+    """The refinement prompt from its parts; SFT rebuilds both modes from a collected row with it."""
     request = EXPLAIN_REFINE_REQUEST if mode == "explain_refine" else REFINE_REQUEST
     return [
-        {"role": "user", "content": task_text(problem)},
+        {"role": "user", "content": task},
         {"role": "assistant", "content": f"```python\n{wrong_code.rstrip()}\n```"},
         {"role": "user", "content": f"Feedback from running the tests:\n{feedback.strip()}\n\n{request}"},
     ]
+
+
+def answer_text(code: str, explanation: str = "") -> str:
+    """The canonical assistant answer: an optional explanation, then the code in one fenced block
+    (the shape `parse_response` reads back)."""
+    block = f"```python\n{code.strip(chr(10)).rstrip()}\n```"
+    return f"{explanation.strip()}\n\n{block}" if explanation.strip() else block
 
 
 def starchat(messages: Sequence[dict], add_generation_prompt: bool = True) -> str:

@@ -1,0 +1,65 @@
+"""The reference model: a frozen copy of the starting policy that scores tokens for PPO's KL term.
+
+It runs on its own resources, or inside the trainer's rank-0 placement-group bundle when
+`rl.reference.colocate` is set (the bundle is sized for both; see TrainerGroup's `extra_bundle0`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import ray
+
+from ledex_rl.config import ModelConfig, ReferenceConfig
+
+
+class ReferenceModel:
+    def __init__(self, model_path: str, model_cfg: ModelConfig, device: str = "cpu", threads: int = 0):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        if device == "cpu":
+            torch.set_num_threads(threads or os.cpu_count() or 1)
+        self.device = torch.device("cuda" if device == "cuda" else "cpu")
+        dtype = getattr(torch, model_cfg.dtype) if device == "cuda" else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    def token_logprobs(self, micro_batches: list[dict]) -> list[list[float]]:
+        """Per example, log p(token t | tokens < t) for t = 1 .. its length - 1."""
+        import torch
+
+        from ledex_rl.losses import logprob_lists
+
+        out: list[list[float]] = []
+        with torch.no_grad():
+            for mb in micro_batches:
+                ids = torch.tensor(mb["input_ids"], device=self.device)
+                mask = torch.tensor(mb["attention_mask"], device=self.device)
+                logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+                out += logprob_lists(logits, ids, mask)
+        return out
+
+    def info(self) -> dict:
+        return {"pid": os.getpid(), "device": str(self.device), "params": sum(p.numel() for p in self.model.parameters())}
+
+
+def start_reference(model_path: str, model_cfg: ModelConfig, cfg: ReferenceConfig, device: str, threads: int = 0,
+                    placement_group=None, name: str = "reference"):
+    """The actor handle, placed in bundle 0 of `placement_group` when given (colocated)."""
+    options: dict = {"name": name, "num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus, "max_restarts": 1}
+    if placement_group is not None:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(placement_group, placement_group_bundle_index=0)
+    env_threads = str(threads or os.cpu_count() or 1)
+    options["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": env_threads}} if device == "cpu" else {}
+    actor = ray.remote(ReferenceModel).options(**options).remote(model_path, model_cfg, device, threads)
+    ray.get(actor.info.remote())
+    return actor
+
+
+def reference_logprobs(actor, micro_batches: Sequence[dict]) -> list[list[float]]:
+    return ray.get(actor.token_logprobs.remote(list(micro_batches)))
