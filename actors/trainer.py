@@ -125,17 +125,17 @@ class PolicyTrainer:
                 total, count = total + float(nll), count + int(n)
         return total, count
 
-    def token_logprobs(self, micro_batches: list[dict]) -> list[list[float]]:
-        """Per example, log p(token t | tokens < t) for t = 1 .. its length - 1, under the current weights."""
+    def token_logprobs(self, micro_batches: list[dict]) -> list[list[list[float]]]:
+        """Per micro-batch, per example: log p(token t | tokens < t) for t = 1 .. its length - 1."""
         from ledex_rl.losses import logprob_lists
 
         self.engine.eval()
-        out: list[list[float]] = []
+        out = []
         with torch.no_grad():
             for mb in micro_batches:
                 t = self._tensors(mb)
                 logits, _ = self.engine(t["input_ids"], t["attention_mask"])
-                out += logprob_lists(logits, t["input_ids"], t["attention_mask"])
+                out.append(logprob_lists(logits, t["input_ids"], t["attention_mask"]))
         return out
 
     def _tensors(self, mb: dict) -> dict:
@@ -298,21 +298,37 @@ class TrainerGroup:
         return ray.get(calls)
 
     def shard(self, micro_batches: Sequence[dict]) -> list[tuple]:
-        """Micro-batches dealt round-robin to ranks."""
-        return [(list(micro_batches[r:: len(self.ranks)]),) for r in range(len(self.ranks))]
+        """Micro-batches dealt round-robin to ranks, padded so that every rank runs as many forward
+        passes as the others (ZeRO-3 gathers weights collectively in each). A pad has no loss tokens."""
+        from ledex_rl.losses import IGNORE
+
+        k = len(self.ranks)
+        mbs = list(micro_batches)
+        if mbs and len(mbs) % k:
+            pad = {**mbs[0], "labels": [[IGNORE] * len(row) for row in mbs[0]["input_ids"]]}
+            mbs += [pad] * (k - len(mbs) % k)
+        return [(mbs[r::k],) for r in range(k)]
 
     def train_step(self, micro_batches: Sequence[dict]) -> dict:
+        """One optimizer step; the micro-batches are the whole batch (micro-batch count x size = batch)."""
         results = self._all("train_step", self.shard(micro_batches))
         nll, tokens = sum(r["nll_sum"] for r in results), sum(r["tokens"] for r in results)
         return {"loss": nll / max(tokens, 1), "tokens": tokens, "lr": results[0]["lr"], "grad_norm": results[0]["grad_norm"],
                 "seconds": max(r["seconds"] for r in results), "global_step": results[0]["global_step"]}
 
     def eval_loss(self, micro_batches: Sequence[dict]) -> float:
+        """Mean NLL per loss token over the micro-batches."""
         results = self._all("eval_nll", self.shard(micro_batches))
         return sum(r[0] for r in results) / max(sum(r[1] for r in results), 1)
 
     def token_logprobs(self, micro_batches: Sequence[dict]) -> list[list[float]]:
-        return ray.get(self.ranks[0].token_logprobs.remote(list(micro_batches)))
+        """Per example, in order: log p(token t | tokens < t) for t = 1 .. its length - 1."""
+        k = len(self.ranks)
+        per_rank = self._all("token_logprobs", self.shard(micro_batches))
+        out: list[list[float]] = []
+        for i in range(len(micro_batches)):
+            out += per_rank[i % k][i // k]
+        return out
 
     def sync_weights(self, engines) -> dict:
         """Push the current weights to every engine of an EnginePool (or a list of engine actors)."""

@@ -30,15 +30,20 @@ def fail_cleanly(func):
     """Known user-facing failures become one line on stderr and exit code 2; bugs keep tracebacks."""
     import functools
 
+    from actors.weight_sync import WeightSyncError
+    from ledex_rl.cluster import ClusterUnavailable
     from ledex_rl.models import ModelUnavailable
     from ledex_rl.pipeline import StageNotBuilt
     from ledex_rl.problems.base import SourceUnavailable
+    from ledex_rl.stages.sft import NoTrainingData
+
+    known = (ConfigError, ModelUnavailable, SourceUnavailable, StageNotBuilt, ClusterUnavailable, NoTrainingData, WeightSyncError)
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except (ConfigError, ModelUnavailable, SourceUnavailable, StageNotBuilt) as exc:
+        except known as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
 

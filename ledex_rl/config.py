@@ -216,6 +216,10 @@ class SFTConfig:
     eval_fraction: float = 0.1  # tasks held out to measure the loss on unseen trajectories
     save_every_steps: int = 20  # DeepSpeed checkpoint (weights, optimizer, step) for resuming
     keep_checkpoints: bool = False  # delete the DeepSpeed checkpoints once the final model is written
+    # Not in the paper: also learn the datasets' reference solutions (as code generation, and as the
+    # refine-only answer to each wrong first attempt). On for the embedded default, because
+    # SmolLM2-135M solves almost nothing by itself; off for paper-style runs (configs/codellama-7b.yaml).
+    use_reference_solutions: bool = True
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "sft.lr: must be > 0")

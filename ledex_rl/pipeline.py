@@ -49,12 +49,31 @@ def _collect(cfg: LedexConfig, out: Path) -> None:
     collect.run(cfg, out)
 
 
+def _sft(cfg: LedexConfig, out: Path) -> None:
+    from ledex_rl.stages import sft
+
+    sft.run(cfg, out)
+
+
 STAGES: dict[str, Stage] = {
     "collect": Stage("collect", _collect),
-    "sft": Stage("sft", _not_built(5, "SFT")),
+    "sft": Stage("sft", _sft),
     "rl": Stage("rl", _not_built(6, "RL (PPO)")),
     "eval": Stage("eval", _not_built(7, "evaluation")),
 }
+
+
+def policy_for(cfg: LedexConfig, stage: str) -> str:
+    """The model a stage starts from: the newest model written by a finished earlier training stage
+    (RL's, else SFT's), else the configured base model. Collection always samples the base model."""
+    from ledex_rl.models import resolve_model
+
+    earlier = STAGE_ORDER[: STAGE_ORDER.index(stage)]
+    for name in reversed([n for n in earlier if n in ("sft", "rl")]):
+        model = STAGES[name].output_dir(cfg) / "model"
+        if STAGES[name].is_done(cfg) and (model / "config.json").is_file():
+            return str(model)
+    return resolve_model(cfg.model.name_or_path)
 
 
 def run_stage(name: str, cfg: LedexConfig, force: bool = False) -> bool:

@@ -136,3 +136,24 @@ def collate(examples: Sequence[TokenizedExample], pad_id: int) -> dict:
         batch["attention_mask"].append([1] * len(ex.input_ids) + [0] * pad)
         batch["labels"].append(list(ex.labels) + [IGNORE] * pad)
     return batch
+
+
+def reference_examples(problems: Sequence, rows: Iterable[dict]) -> list[SFTExample]:
+    """Fallback data from the datasets' own solutions (`sft.use_reference_solutions`), for models too
+    weak to produce verified data themselves: each reference solution as code-generation data, and as
+    the refine-only answer to each of that task's wrong first attempts. Not in the paper; it never
+    adds explain-then-refine items, which need a verified explanation."""
+    by_task = {p.task_id: p for p in problems if p.reference_solution.strip()}
+    examples: dict[tuple, SFTExample] = {}
+    for problem in by_task.values():
+        ex = SFTExample("generate", problem.task_id, tuple(prompts.first_attempt_messages(problem)),
+                        prompts.answer_text(problem.reference_solution))
+        examples[(ex.task_id, "generate")] = ex
+    for row in rows:
+        problem = by_task.get(row["task_id"])
+        if problem is None or row["kind"] != "first_attempt" or row["passed"]:
+            continue
+        prompt = prompts.refinement_messages(problem, row["code"], row["feedback"], "refine")
+        ex = SFTExample("refine", problem.task_id, tuple(prompt), prompts.answer_text(problem.reference_solution))
+        examples.setdefault((ex.task_id, "refine", row["code"]), ex)
+    return list(examples.values())

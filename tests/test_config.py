@@ -40,6 +40,11 @@ def test_int_is_accepted_where_a_float_is_expected():
     assert load_config(None, ["rl.ppo.kl_coef=1"]).rl.ppo.kl_coef == 1.0
 
 
+def test_exponent_without_a_dot_is_a_number():
+    """PyYAML reads `1e-3` as a string; a float setting accepts it anyway."""
+    assert load_config(None, ["sft.lr=1e-3"]).sft.lr == 0.001
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
@@ -47,6 +52,8 @@ def test_int_is_accepted_where_a_float_is_expected():
         ("modle.name_or_path=x", "unknown config key 'modle'"),
         ("rl.ppo.kl_coef=abc", "rl.ppo.kl_coef: expected a number, got 'abc' (str)"),
         ("sandbox.isolation=docker", "accepted values: auto, bwrap, unshare, process, none"),
+        ("trainer.bf16=true", "trainer.bf16: the CPU path trains in float32"),
+        ("trainer.num_gpus_per_rank=1", "set trainer.device=cuda"),
         ("trainer.zero_stage=4", "trainer.zero_stage: 4 (int) is not accepted; accepted values: 0, 1, 2, 3"),
         ("sft.epochs=1.5", "sft.epochs: expected an integer"),
         ("rl.ppo.adaptive_kl=maybe", "rl.ppo.adaptive_kl: expected true or false"),
