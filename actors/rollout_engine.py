@@ -67,6 +67,7 @@ class RolloutEngine:
             enforce_eager=rollout.enforce_eager,
             tensor_parallel_size=rollout.tensor_parallel_size,
             seed=seed,
+            load_format=rollout.load_format,
         )
         if rollout.device == "cuda":
             kwargs["gpu_memory_utilization"] = rollout.gpu_memory_utilization

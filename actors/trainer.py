@@ -104,7 +104,7 @@ class PolicyTrainer:
             nll, n = masked_nll(logits, t["labels"])
             self.engine.backward(nll / n.clamp_min(1))
             self.engine.step()
-            nll_total += float(nll)
+            nll_total += float(nll.detach())
             tokens += int(n)
         grad_norm = self.engine.get_global_grad_norm()
         return {"nll_sum": nll_total, "tokens": tokens, "lr": self.scheduler.get_last_lr()[0],

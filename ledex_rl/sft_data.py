@@ -138,11 +138,11 @@ def collate(examples: Sequence[TokenizedExample], pad_id: int) -> dict:
     return batch
 
 
-def reference_examples(problems: Sequence, rows: Iterable[dict]) -> list[SFTExample]:
+def reference_examples(problems: Sequence, rows: Iterable[dict], refinements_per_task: int = 1) -> list[SFTExample]:
     """Fallback data from the datasets' own solutions (`sft.use_reference_solutions`), for models too
     weak to produce verified data themselves: each reference solution as code-generation data, and as
-    the refine-only answer to each of that task's wrong first attempts. Not in the paper; it never
-    adds explain-then-refine items, which need a verified explanation."""
+    the refine-only answer to up to `refinements_per_task` of that task's wrong first attempts. Not in
+    the paper; it never adds explain-then-refine items, which need a verified explanation."""
     by_task = {p.task_id: p for p in problems if p.reference_solution.strip()}
     examples: dict[tuple, SFTExample] = {}
     for problem in by_task.values():
@@ -152,6 +152,8 @@ def reference_examples(problems: Sequence, rows: Iterable[dict]) -> list[SFTExam
     for row in rows:
         problem = by_task.get(row["task_id"])
         if problem is None or row["kind"] != "first_attempt" or row["passed"]:
+            continue
+        if sum(key[:2] == (problem.task_id, "refine") for key in examples) >= refinements_per_task:
             continue
         prompt = prompts.refinement_messages(problem, row["code"], row["feedback"], "refine")
         ex = SFTExample("refine", problem.task_id, tuple(prompt), prompts.answer_text(problem.reference_solution))

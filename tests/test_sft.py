@@ -157,7 +157,21 @@ def test_sft_stage_lowers_held_out_loss_and_hands_its_model_on(ray_cluster, tiny
     assert summary["held_out_loss_after"] < summary["held_out_loss_before"] - 0.2
     assert policy_for(cfg, "rl") == str(tmp_path / "sft" / "model")  # the next stage picks up the new model
     assert policy_for(cfg, "eval") == str(tmp_path / "sft" / "model")
-    AutoModelForCausalLM.from_pretrained(tmp_path / "sft" / "model")
+    # The new model loads in transformers and in a vLLM engine, and both score tokens alike.
+    import torch
+
+    from actors.rollout_engine import EnginePool
+    from ledex_rl.losses import logprob_lists
+
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "sft" / "model")
+    ids = model.generation_config.eos_token_id, 5, 17, 3, 99, 42
+    with torch.no_grad():
+        expected = logprob_lists(model(torch.tensor([ids])).logits, torch.tensor([ids]), torch.ones(1, len(ids)))[0]
+    engine = EnginePool(str(tmp_path / "sft" / "model"), cfg.rollout, cfg.model, name_prefix="test-sft-rollout")
+    try:
+        assert engine.score([ids])[0] == pytest.approx(expected, abs=2e-3)
+    finally:
+        engine.shutdown()
     metrics = [json.loads(line) for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if "train/loss" in m] == list(range(1, summary["steps"] + 1))
     assert list((tmp_path / "tensorboard" / "sft").glob("events.out.tfevents.*"))

@@ -42,8 +42,12 @@ def make_group(tiny_model, cfg, lr=1e-3, total_steps=20, batch=4, micro=2):
     return TrainerGroup(str(tiny_model), cfg.trainer, cfg.model, optim, seed=0, name_prefix="test-trainer")
 
 
-@pytest.mark.parametrize("overrides", [["trainer.zero_stage=2"], ["trainer.zero_stage=3", "trainer.lora_rank=4"]],
-                         ids=["zero2", "zero3-lora"])
+@pytest.mark.parametrize(
+    "overrides",
+    [["trainer.zero_stage=2", "trainer.gradient_checkpointing=true"], ["trainer.zero_stage=3", "trainer.lora_rank=4"],
+     ["trainer.zero_stage=3", "trainer.num_ranks=2"]],
+    ids=["zero2-checkpointing", "zero3-lora", "zero3-two-ranks"],
+)
 def test_training_then_sync_makes_engine_logprobs_equal_trainers(ray_cluster, tiny_model, tokenizer, engine, overrides):
     import numpy as np
 
@@ -141,27 +145,62 @@ def test_saved_model_loads_in_transformers_with_trained_weights(ray_cluster, tin
         assert a == pytest.approx(b, abs=1e-4)
 
 
-def test_reference_model_matches_starting_policy(ray_cluster, tiny_model, tokenizer, engine):
+def test_reference_model_colocated_with_the_trainer_scores_like_the_starting_policy(ray_cluster, tiny_model, tokenizer, engine):
+    """The reference actor lands in the trainer's rank-0 bundle (sized for both) and, after the
+    policy trains, still scores tokens as the engine did before any sync: it stays frozen."""
     import numpy as np
+    import ray
 
     from actors.reference_model import reference_logprobs, start_reference
+    from actors.trainer import OptimSchedule, TrainerGroup
 
     cfg = trainer_cfg()
-    ref = start_reference(str(tiny_model), cfg.model, cfg.rl.reference, "cpu", threads=1, name="test-reference")
+    optim = OptimSchedule(lr=1e-3, total_steps=5, warmup_steps=0, batch_size=4, micro_batch_size=2)
+    extra = {"CPU": cfg.rl.reference.num_cpus}
+    group = TrainerGroup(str(tiny_model), cfg.trainer, cfg.model, optim, extra_bundle0=extra, name_prefix="test-coloc")
+    ref = start_reference(str(tiny_model), cfg.model, cfg.rl.reference, "cpu", threads=1,
+                          placement_group=group.placement_group, name="test-reference")
     try:
         batch = sample_batch(tokenizer, n=2)
         sequences = [tuple(ids[: sum(mask)]) for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
-        fresh = load_config("configs/tiny.yaml", ["rollout.num_cpus_per_engine=0.25"])
+        group.train_step([{k: v[:2] for k, v in sample_batch(tokenizer).items()}, {k: v[2:] for k, v in sample_batch(tokenizer).items()}])
+        base = load_config("configs/tiny.yaml", ["rollout.num_cpus_per_engine=0.25"])
         from actors.rollout_engine import EnginePool
 
-        base_engine = EnginePool(str(tiny_model), fresh.rollout, fresh.model, name_prefix="test-ref-rollout")
+        base_engine = EnginePool(str(tiny_model), base.rollout, base.model, name_prefix="test-ref-rollout")
         try:
             expected = base_engine.score(sequences)
         finally:
             base_engine.shutdown()
         for r, e in zip(reference_logprobs(ref, [batch]), expected):
             np.testing.assert_allclose(r, e, atol=2e-3)
+        table = ray.util.placement_group_table(group.placement_group)
+        assert table["bundles"][0]["CPU"] == cfg.trainer.num_cpus_per_rank + cfg.rl.reference.num_cpus
     finally:
-        import ray
-
         ray.kill(ref)
+        group.shutdown()
+
+
+def test_a_stuck_engine_gives_a_clear_error_not_a_hang(ray_cluster):
+    """The send loop waits at most `timeout_s` per bucket and names what to check."""
+    import ray
+    import torch
+
+    from actors.weight_sync import WeightSyncError, send_buckets
+
+    @ray.remote(num_cpus=0)
+    class StuckEngine:  # the far side of the protocol, stuck in its load
+        def load_weight_bucket(self, bucket):
+            import time
+
+            time.sleep(60)
+
+        def finish_weight_update(self, version):
+            return 0.0
+
+    stuck = StuckEngine.remote()
+    try:
+        with pytest.raises(WeightSyncError, match="did not load bucket 0 within 2 s.*trainer.sync_timeout_s"):
+            send_buckets([[("w", torch.zeros(4))]], [stuck], version=1, timeout_s=2)
+    finally:
+        ray.kill(stuck)

@@ -97,7 +97,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
             groups = sft_data.micro_batches(schedule[step], lengths, s.micro_batch_size)
             result = group.train_step([sft_data.collate([train[i] for i in g], pad_id) for g in groups])
             values = {"train/loss": result["loss"], "train/lr": result["lr"], "train/grad_norm": result["grad_norm"],
-                      "train/tokens_per_s": result["tokens"] / max(result["seconds"], 1e-9)}
+                      "train/answer_tokens_per_s": result["tokens"] / max(result["seconds"], 1e-9)}
             done = step + 1
             if done % s.save_every_steps == 0 or done == len(schedule):
                 if held_batches:
