@@ -118,8 +118,13 @@ class RolloutEngine:
 
     def load_weight_bucket(self, named_tensors: list) -> float:
         """Load some weights in place with vLLM's reload path. A bucket must hold whole decoder
-        layers (see actors/weight_sync.py): vLLM processes a layer once all its weights arrived."""
+        layers (see actors/weight_sync.py): vLLM processes a layer once all its weights arrived.
+        Takes (name, tensor) pairs or a bucket packed by `actors.weight_sync.pack`."""
+        from actors.weight_sync import unpack
+
         started = time.perf_counter()
+        if named_tensors and len(named_tensors[0]) == 3:
+            named_tensors = unpack(named_tensors)
         quiet = logging.getLogger("vllm.model_executor.model_loader")  # a partial load warns per missing layer
         level = quiet.level
         quiet.setLevel(logging.ERROR)

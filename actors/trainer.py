@@ -160,8 +160,8 @@ class PolicyTrainer:
             gather = deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=self.cfg.zero_stage == 3)
             with gather:
                 if self.rank == 0:
-                    yield [(name, export_value(policy, name, entries[name]).to("cpu", self.export_dtype).contiguous().clone())
-                           for name in names]
+                    # No copy here: the consumer serialises each bucket while its weights are gathered.
+                    yield [(name, export_value(policy, name, entries[name]).to("cpu", self.export_dtype)) for name in names]
                 else:
                     yield []
 
@@ -183,7 +183,7 @@ class PolicyTrainer:
 
         state = {}
         for bucket in self._export_buckets(256 << 20, include_tied=False):
-            state.update(bucket)
+            state.update((name, tensor.clone()) for name, tensor in bucket)
         if self.rank != 0:
             return
         final, tmp = Path(directory), Path(f"{directory}.tmp")

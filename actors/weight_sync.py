@@ -48,6 +48,34 @@ def plan_buckets(sizes: Sequence[tuple[str, int]], max_bytes: int) -> list[list[
     return buckets
 
 
+def pack(bucket: list) -> list:
+    """Tensors -> (name, numpy array, torch dtype name): the object store hands numpy arrays to the
+    reader without a copy, torch tensors with one. 2-byte float types travel as int16."""
+    import torch
+
+    packed = []
+    for name, tensor in bucket:
+        flat = tensor.detach().contiguous()
+        raw = flat.view(torch.int16) if flat.dtype in (torch.bfloat16, torch.float16) else flat
+        packed.append((name, raw.numpy(), str(flat.dtype).removeprefix("torch.")))
+    return packed
+
+
+def unpack(packed: list) -> list:
+    """The inverse of `pack`; the tensors share memory with the (read-only) object-store buffers."""
+    import warnings
+
+    import torch
+
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "non-writable array": only read, then copied by vLLM
+        for name, array, dtype in packed:
+            tensor = torch.from_numpy(array)
+            out.append((name, tensor.view(getattr(torch, dtype)) if tensor.dtype != getattr(torch, dtype) else tensor))
+    return out
+
+
 def send_buckets(buckets: Iterable[list], engines: Sequence, version: int, timeout_s: float) -> dict:
     """Put each bucket in the object store once and have every engine load it; at most two buckets
     are in flight, so the store never holds the whole model. Raises WeightSyncError on a timeout."""
@@ -57,7 +85,7 @@ def send_buckets(buckets: Iterable[list], engines: Sequence, version: int, timeo
     in_flight: deque = deque()
     sent_bytes = count = 0
     for bucket in buckets:
-        ref = ray.put(bucket)
+        ref = ray.put(pack(bucket))
         in_flight.append((count, [engine.load_weight_bucket.remote(ref) for engine in engines]))
         sent_bytes += sum(t.numel() * t.element_size() for _, t in bucket)
         count += 1

@@ -222,3 +222,19 @@ def test_sft_resumes_after_a_kill(ray_cluster, tiny_env, tmp_path):
     assert resumed["held_out_loss_after"] == pytest.approx(expected["held_out_loss_after"], rel=1e-4)
     steps = [json.loads(line)["step"] for line in (killed / "sft" / "metrics.jsonl").read_text().splitlines()]
     assert steps.count(1) == 1  # step 1 ran once: the rerun started after the checkpoint
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_sft_on_the_embedded_smollm2(ray_cluster, tmp_path):
+    """The embedded default model through the SFT stage with the default SFT settings: it finishes on
+    the CPU, lowers the held-out loss, and leaves a model the next stage picks up."""
+    from ledex_rl.pipeline import policy_for, run_stage
+
+    write_collected(tmp_path, n_tasks=10)
+    cfg = load_config(None, [f"run_dir={tmp_path}", "sft.use_reference_solutions=false", "sft.eval_fraction=0.2",
+                             "trainer.num_cpus_per_rank=0.5"])
+    assert run_stage("sft", cfg)
+    summary = json.loads((tmp_path / "sft" / "summary.json").read_text())
+    assert summary["held_out_loss_after"] < summary["held_out_loss_before"]
+    assert policy_for(cfg, "rl") == str(tmp_path / "sft" / "model")

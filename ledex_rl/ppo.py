@@ -1,0 +1,103 @@
+"""PPO for LeDex (ledex-method.md, section 3.4), as pure torch functions over padded [batch, T] tensors.
+
+Positions index response tokens (0 .. T-1); `mask` is 1 on real response tokens. Per token:
+
+    r_t = -beta * (log pi(y_t) - log pi_ref(y_t))
+          + R(e) at the last explanation token + R(r) at the last code token
+    delta_t = r_t + gamma V_{t+1} - V_t ;  A_t = sum_k (gamma lambda)^k delta_{t+k}   (GAE)
+    L = -mean(min(ratio A, clip(ratio) A)) + vf_coef * mean(max((V - G)^2, (clip(V) - G)^2)) / 2
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp_min(1)
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    return (x - mean) * torch.rsqrt(var + eps) * mask
+
+
+def token_rewards(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, kl_coef: float,
+                  score_positions: list[list[tuple[int, float]]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-token rewards, per-token KL). `score_positions[i]` lists (position, reward) pairs for
+    response i, e.g. [(last explanation token, R(e)), (last code token, R(r))]."""
+    kl = (logprobs - ref_logprobs) * mask
+    rewards = -kl_coef * kl
+    for i, placements in enumerate(score_positions):
+        for position, value in placements:
+            rewards[i, position] += value
+    return rewards, kl
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(advantages, returns). The value after the last real token is 0 (the episode ends there)."""
+    T = rewards.shape[1]
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros(rewards.shape[0], dtype=rewards.dtype, device=rewards.device)
+    values = values * mask
+    for t in reversed(range(T)):
+        next_value = values[:, t + 1] if t + 1 < T else torch.zeros_like(running)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = (delta + gamma * lam * running) * mask[:, t]
+        advantages[:, t] = running
+    return advantages, (advantages + values) * mask
+
+
+def grpo_advantages(scores: torch.Tensor, groups: list[int], mask: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """GRPO-style: each response's total reward normalised within its group (same prompt), broadcast
+    to every token of the response. No value function is needed."""
+    groups_t = torch.tensor(groups, device=scores.device)
+    normalised = torch.zeros_like(scores)
+    for g in groups_t.unique():
+        members = groups_t == g
+        group_scores = scores[members]
+        std = group_scores.std(unbiased=False) if group_scores.numel() > 1 else torch.tensor(0.0)
+        normalised[members] = (group_scores - group_scores.mean()) / (std + eps)
+    return normalised[:, None] * mask
+
+
+def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                clip_range: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clipped surrogate loss, fraction of tokens where the clip was active)."""
+    ratio = torch.exp(logprobs - old_logprobs)
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1 - clip_range, 1 + clip_range)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    clip_fraction = masked_mean((clipped > unclipped).float(), mask)
+    return loss, clip_fraction
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+               clip_range: float) -> torch.Tensor:
+    clipped = old_values + (values - old_values).clamp(-clip_range, clip_range)
+    return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2), mask)
+
+
+def entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return masked_mean(-(logp.exp() * logp).sum(-1), mask)
+
+
+@dataclass
+class KLController:
+    """Fixed, or adaptive as in Ziegler et al. (TRL's legacy default): the coefficient grows when
+    the measured KL is above `target` and shrinks when below, at a pace set by `horizon`."""
+
+    value: float
+    adaptive: bool = False
+    target: float = 6.0
+    horizon: int = 10000
+
+    def update(self, kl: float, n_steps: int) -> float:
+        if self.adaptive:
+            error = max(min(kl / self.target - 1, 0.2), -0.2)
+            self.value *= 1 + error * n_steps / self.horizon
+        return self.value
