@@ -38,6 +38,7 @@ class OptimSchedule:
     batch_size: int
     micro_batch_size: int
     weight_decay: float = 0.0
+    schedule: str = "cosine"  # or "constant" (PPO, as TRL)
 
 
 class PolicyTrainer:
@@ -74,7 +75,12 @@ class PolicyTrainer:
             nn.init.zeros_(module.value_head.bias)
         params = [p for p in module.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)  # torch's: no op to compile
-        scheduler = get_cosine_schedule_with_warmup(optimizer, optim.warmup_steps, max(optim.total_steps, 1))
+        if optim.schedule == "constant":
+            from transformers import get_constant_schedule_with_warmup
+
+            scheduler = get_constant_schedule_with_warmup(optimizer, optim.warmup_steps)
+        else:
+            scheduler = get_cosine_schedule_with_warmup(optimizer, optim.warmup_steps, max(optim.total_steps, 1))
         ds_config = {
             "train_batch_size": optim.batch_size,
             "train_micro_batch_size_per_gpu": optim.micro_batch_size,
@@ -137,6 +143,59 @@ class PolicyTrainer:
                 logits, _ = self.engine(t["input_ids"], t["attention_mask"])
                 out.append(logprob_lists(logits, t["input_ids"], t["attention_mask"]))
         return out
+
+    # --- PPO -----------------------------------------------------------------------------------------
+
+    def _response_forward(self, mb: dict):
+        """Forward a micro-batch of prompt+response rows; log-probs and values at response positions.
+        Response token j of a row sits at position start + j; it is predicted, and its state valued,
+        at position start + j - 1."""
+        from ledex_rl.losses import token_logprobs
+
+        ids = torch.tensor(mb["input_ids"], device=self.device)
+        logits, values = self.engine(ids, torch.tensor(mb["attention_mask"], device=self.device))
+        starts = torch.tensor(mb["response_start"], device=self.device)
+        width = len(mb["response_mask"][0])
+        index = (starts[:, None] - 1 + torch.arange(width, device=self.device)[None]).clamp(max=ids.shape[1] - 2)
+        logprobs = token_logprobs(logits, ids).gather(1, index)
+        return logits, index, logprobs, values[:, :-1].gather(1, index)
+
+    def ppo_evaluate(self, micro_batches: list[dict]) -> list[dict]:
+        """Per micro-batch: the current policy's log-probs and values of the response tokens."""
+        self.engine.eval()
+        out = []
+        with torch.no_grad():
+            for mb in micro_batches:
+                _, _, logprobs, values = self._response_forward(mb)
+                out.append({"logprobs": logprobs.float().tolist(), "values": values.float().tolist()})
+        return out
+
+    def ppo_step(self, micro_batches: list[dict], clip_range: float, value_clip_range: float, vf_coef: float) -> dict:
+        """One optimizer step of the clipped PPO objective over this rank's micro-batches."""
+        from ledex_rl import ppo
+
+        self.engine.train()
+        totals = {"policy_loss": 0.0, "value_loss": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "approx_kl": 0.0}
+        for mb in micro_batches:
+            logits, index, logprobs, values = self._response_forward(mb)
+
+            def field(key):
+                return torch.tensor(mb[key], dtype=torch.float32, device=self.device)
+
+            mask, old_logprobs = field("response_mask"), field("old_logprobs")
+            policy_loss, clip_fraction = ppo.policy_loss(logprobs, old_logprobs, field("advantages"), mask, clip_range)
+            value_loss = ppo.value_loss(values.float(), field("old_values"), field("returns"), mask, value_clip_range)
+            self.engine.backward(policy_loss + vf_coef * value_loss)
+            self.engine.step()
+            with torch.no_grad():
+                response_logits = logits[:, :-1].gather(1, index[..., None].expand(-1, -1, logits.shape[-1]))
+                totals["entropy"] += float(ppo.entropy(response_logits, mask))
+                totals["approx_kl"] += float(ppo.masked_mean(old_logprobs - logprobs.float(), mask))
+            totals["policy_loss"] += float(policy_loss.detach())
+            totals["value_loss"] += float(value_loss.detach())
+            totals["clip_fraction"] += float(clip_fraction)
+        n = max(len(micro_batches), 1)
+        return {k: v / n for k, v in totals.items()} | {"global_step": self.engine.global_steps}
 
     def _tensors(self, mb: dict) -> dict:
         return {k: torch.tensor(v, dtype=torch.long, device=self.device) for k, v in mb.items()}
@@ -305,7 +364,11 @@ class TrainerGroup:
         k = len(self.ranks)
         mbs = list(micro_batches)
         if mbs and len(mbs) % k:
-            pad = {**mbs[0], "labels": [[IGNORE] * len(row) for row in mbs[0]["input_ids"]]}
+            pad = dict(mbs[0])
+            if "labels" in pad:
+                pad["labels"] = [[IGNORE] * len(row) for row in pad["labels"]]
+            if "response_mask" in pad:
+                pad["response_mask"] = [[0] * len(row) for row in pad["response_mask"]]
             mbs += [pad] * (k - len(mbs) % k)
         return [(mbs[r::k],) for r in range(k)]
 
@@ -329,6 +392,17 @@ class TrainerGroup:
         for i in range(len(micro_batches)):
             out += per_rank[i % k][i // k]
         return out
+
+    def ppo_evaluate(self, micro_batches: Sequence[dict]) -> list[dict]:
+        k = len(self.ranks)
+        per_rank = self._all("ppo_evaluate", self.shard(micro_batches))
+        return [per_rank[i % k][i // k] for i in range(len(micro_batches))]
+
+    def ppo_step(self, micro_batches: Sequence[dict], clip_range: float, value_clip_range: float, vf_coef: float) -> dict:
+        """One optimizer step over a mini-batch given as micro-batches."""
+        shards = [(mbs, clip_range, value_clip_range, vf_coef) for (mbs,) in self.shard(micro_batches)]
+        results = self._all("ppo_step", shards)
+        return {k: sum(r[k] for r in results) / len(results) for k in results[0]}
 
     def sync_weights(self, engines) -> dict:
         """Push the current weights to every engine of an EnginePool (or a list of engine actors)."""

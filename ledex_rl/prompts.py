@@ -101,6 +101,7 @@ class ParsedResponse:
     code: str
     code_start: int
     code_end: int
+    explanation_end: int = 0  # offset just after the explanation's last non-space character (0: none)
 
     @property
     def has_code(self) -> bool:
@@ -121,8 +122,10 @@ def parse_response(text: object) -> ParsedResponse:
     chosen = python_blocks[0] if python_blocks else None
     if chosen is not None:
         start, end = chosen.start(2), chosen.end(2)
-        return ParsedResponse(text[: chosen.start()].strip(), text[start:end].strip("\n"), start, end)
+        before = text[: chosen.start()]
+        return ParsedResponse(before.strip(), text[start:end].strip("\n"), start, end, len(before.rstrip()))
     match = _CODE_START.search(text)
     if match is not None:
-        return ParsedResponse(text[: match.start()].strip(), text[match.start():].rstrip(), match.start(), len(text))
-    return ParsedResponse(text.strip(), "", len(text), len(text))
+        before = text[: match.start()]
+        return ParsedResponse(before.strip(), text[match.start():].rstrip(), match.start(), len(text), len(before.rstrip()))
+    return ParsedResponse(text.strip(), "", len(text), len(text), len(text.rstrip()))

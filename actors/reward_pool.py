@@ -1,0 +1,113 @@
+"""Reward actors: score refinements with the LeDex rewards (ledex_rl/rewards.py).
+
+Each actor runs the response's code on the executor pool (test pass rate; the verdicts are computed
+outside the sandbox), computes CodeBLEU against the verified refinements of the same wrong code, and
+embeds the explanation to compare with the verified explanations. CPU-only, so a pool larger than
+the cluster waits for the autoscaler.
+
+    pool = RewardPool(cfg.rl.rewards, executors)
+    parts = pool.score([ScoreRequest(problem, response, "explain_refine", ref_codes, ref_expls), ...])
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import ray
+
+from ledex_rl.config import RewardConfig
+from ledex_rl.problems.base import Problem
+from ledex_rl.rewards import RewardParts
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    problem: Problem
+    response: str
+    mode: Literal["refine", "explain_refine"]
+    reference_codes: tuple[str, ...]  # R_c: verified correct refinements of the same wrong code
+    reference_explanations: tuple[str, ...]  # E_c: the explanations that came with them
+
+
+class RewardActor:
+    def __init__(self, embedding_model: str, executors, threads: int = 1):
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        from ledex_rl.models import resolve_embedding_model
+
+        torch.set_num_threads(threads)
+        self.embedder = SentenceTransformer(resolve_embedding_model(embedding_model), device="cpu")
+        self.executors = executors
+        self.scored = 0
+
+    def score(self, requests: list[ScoreRequest]) -> list[dict]:
+        """Per request: the RewardParts as a dict, plus `feedback` (what the tests said)."""
+        from ledex_rl import prompts
+        from ledex_rl.rewards import mean_cosine, score_response
+        from sandbox import Job
+
+        parsed = [prompts.parse_response(r.response) for r in requests]
+        results = self.executors.run([Job.for_problem(r.problem, p.code) for r, p in zip(requests, parsed)])
+        similarities = self._similarities(requests, parsed, mean_cosine)
+        out = []
+        for request, p, result, similarity in zip(requests, parsed, results, similarities):
+            explanation = p.explanation if request.mode == "explain_refine" else None
+            parts = score_response(p.code, result.pass_rate, result.passed, request.reference_codes, explanation, similarity)
+            out.append({**parts.to_dict(), "feedback": result.feedback()})
+        self.scored += len(requests)
+        return out
+
+    def _similarities(self, requests, parsed, mean_cosine) -> list[float | None]:
+        """S_ex for explain-then-refine responses with reference explanations; one encode call."""
+        texts: dict[str, int] = {}
+        for r, p in zip(requests, parsed):
+            if r.mode == "explain_refine" and r.reference_explanations and p.explanation.strip():
+                for t in (p.explanation, *r.reference_explanations):
+                    texts.setdefault(t, len(texts))
+        if not texts:
+            return [None] * len(requests)
+        vectors = self.embedder.encode(list(texts), convert_to_numpy=True, batch_size=32)
+        sims: list[float | None] = []
+        for r, p in zip(requests, parsed):
+            if r.mode == "explain_refine" and r.reference_explanations and p.explanation.strip():
+                refs = vectors[[texts[t] for t in r.reference_explanations]]
+                sims.append(mean_cosine(vectors[texts[p.explanation]], refs))
+            else:
+                sims.append(None)
+        return sims
+
+    def embed(self, texts: list[str]):
+        return self.embedder.encode(texts, convert_to_numpy=True)
+
+    def info(self) -> dict:
+        return {"pid": os.getpid(), "scored": self.scored}
+
+
+class RewardPool:
+    def __init__(self, cfg: RewardConfig, executors, name_prefix: str = "reward"):
+        remote = ray.remote(RewardActor)
+        self.actors = [
+            remote.options(name=f"{name_prefix}-{i}", num_cpus=cfg.reward_actor_num_cpus, max_restarts=1,
+                           runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}}).remote(cfg.embedding_model, executors)
+            for i in range(cfg.num_reward_actors)
+        ]
+        ray.get([a.info.remote() for a in self.actors])
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[RewardParts]:
+        """Scores in request order; requests are split evenly over the actors."""
+        k = len(self.actors)
+        shards = [list(range(i, len(requests), k)) for i in range(k)]
+        refs = [(idx, actor.score.remote([requests[i] for i in idx])) for actor, idx in zip(self.actors, shards) if idx]
+        out: list = [None] * len(requests)
+        for idx, ref in refs:
+            for i, scored in zip(idx, ray.get(ref)):
+                feedback = scored.pop("feedback")
+                out[i] = (RewardParts(**scored), feedback)
+        return out
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)

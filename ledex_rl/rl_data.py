@@ -1,0 +1,76 @@
+"""RL data (ledex-method.md, section 3.5): which wrong solutions become PPO prompts, with the
+references their rewards need, and where in a sampled response each reward goes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from ledex_rl import prompts
+from ledex_rl.rewards import RewardParts
+
+
+@dataclass(frozen=True)
+class RLPrompt:
+    task_id: str
+    wrong_code: str
+    feedback: str
+    reference_codes: tuple[str, ...]  # R_c
+    reference_explanations: tuple[str, ...]  # E_c
+
+
+def rl_prompts(rows: Iterable[dict], problems: Mapping, use_reference_solutions: bool) -> list[RLPrompt]:
+    """One prompt per wrong first attempt that has at least one correct refinement to compare with:
+    a verified teacher refinement (the paper), or, with `use_reference_solutions`, the dataset's
+    solution (not in the paper; it gives S_cb a reference but no explanations)."""
+    rows = list(rows)
+    verified: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row["kind"] == "refinement" and row["passed"] and row["code"].strip():
+            verified.setdefault((row["task_id"], row["parent_index"]), []).append(row)
+    out = []
+    for row in rows:
+        if row["kind"] != "first_attempt" or row["passed"] or row["task_id"] not in problems:
+            continue
+        refs = verified.get((row["task_id"], row["sample_index"]), [])
+        codes = list(dict.fromkeys(r["code"] for r in refs))
+        explanations = tuple(dict.fromkeys(r["explanation"] for r in refs if r["explanation"].strip()))
+        reference = problems[row["task_id"]].reference_solution
+        if use_reference_solutions and reference.strip() and reference not in codes:
+            codes.append(reference)
+        if codes:
+            out.append(RLPrompt(row["task_id"], row["code"], row["feedback"], tuple(codes), explanations))
+    return out
+
+
+def token_end_offsets(tokenizer, token_ids) -> list[int]:
+    """Character offset at which each token's text ends in `tokenizer.decode(token_ids)`."""
+    return [len(tokenizer.decode(list(token_ids[: k + 1]), skip_special_tokens=True)) for k in range(len(token_ids))]
+
+
+def token_at(offsets: list[int], char_pos: int) -> int:
+    """Index of the token whose text contains character `char_pos`."""
+    for k, end in enumerate(offsets):
+        if end > char_pos:
+            return k
+    return len(offsets) - 1
+
+
+def reward_positions(text: str, offsets: list[int], mode: str, parts: RewardParts) -> list[tuple[int, float]]:
+    """[(token index, reward)]: R(r) on the last code token (the last token when there is no code),
+    and in explain-then-refine R(e) on the last explanation token (the first token when empty)."""
+    if not offsets:
+        return []
+    parsed = prompts.parse_response(text)
+    last = len(offsets) - 1
+    if parsed.has_code:
+        code_end = parsed.code_start + len(text[parsed.code_start : parsed.code_end].rstrip())
+        code_pos = min(token_at(offsets, max(code_end - 1, 0)), last)
+    else:
+        code_pos = last
+    placed = [(code_pos, parts.code_reward)]
+    if mode == "explain_refine" and parts.explanation_reward is not None:
+        explanation_pos = token_at(offsets, parsed.explanation_end - 1) if parsed.explanation_end > 0 else 0
+        placed.insert(0, (min(explanation_pos, code_pos), parts.explanation_reward))
+    return placed
