@@ -12,6 +12,7 @@ the cluster waits for the autoscaler.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -50,7 +51,9 @@ class RewardActor:
         from sandbox import Job
 
         parsed = [prompts.parse_response(r.response) for r in requests]
+        started = time.perf_counter()
         results = self.executors.run([Job.for_problem(r.problem, p.code) for r, p in zip(requests, parsed)])
+        executed = time.perf_counter()
         similarities = self._similarities(requests, parsed, mean_cosine)
         out = []
         for request, p, result, similarity in zip(requests, parsed, results, similarities):
@@ -58,7 +61,7 @@ class RewardActor:
             parts = score_response(p.code, result.pass_rate, result.passed, request.reference_codes, explanation, similarity)
             out.append({**parts.to_dict(), "feedback": result.feedback()})
         self.scored += len(requests)
-        return out
+        return {"scores": out, "execute_s": executed - started, "score_s": time.perf_counter() - executed}
 
     def _similarities(self, requests, parsed, mean_cosine) -> list[float | None]:
         """S_ex for explain-then-refine responses with reference explanations; one encode call."""
@@ -96,14 +99,19 @@ class RewardPool:
         ]
         ray.get([a.info.remote() for a in self.actors])
 
-    def score(self, requests: Sequence[ScoreRequest]) -> list[RewardParts]:
-        """Scores in request order; requests are split evenly over the actors."""
+    def score(self, requests: Sequence[ScoreRequest]) -> list[tuple[RewardParts, str]]:
+        """(reward parts, test feedback) in request order; requests are split evenly over the actors.
+        `last_timing` then holds the slowest actor's execute and score seconds."""
         k = len(self.actors)
         shards = [list(range(i, len(requests), k)) for i in range(k)]
         refs = [(idx, actor.score.remote([requests[i] for i in idx])) for actor, idx in zip(self.actors, shards) if idx]
         out: list = [None] * len(requests)
+        self.last_timing = {"execute_s": 0.0, "score_s": 0.0}
         for idx, ref in refs:
-            for i, scored in zip(idx, ray.get(ref)):
+            answer = ray.get(ref)
+            for key in self.last_timing:
+                self.last_timing[key] = max(self.last_timing[key], answer[key])
+            for i, scored in zip(idx, answer["scores"]):
                 feedback = scored.pop("feedback")
                 out[i] = (RewardParts(**scored), feedback)
         return out

@@ -237,10 +237,14 @@ class PPOConfig:
     the defaults are TRL's legacy PPO defaults)."""
 
     lr: float = 2e-6
-    batch_size: int = 8
-    mini_batch_size: int = 4
+    batch_size: int = 8  # responses per PPO step
+    mini_batch_size: int = 4  # responses per optimizer step
+    micro_batch_size: int = 2  # responses per forward/backward on one rank
+    samples_per_prompt: int = 1  # responses per (prompt, mode); GRPO needs 2 or more
     ppo_epochs: int = 2
     steps: int = 3
+    save_every_steps: int = 1  # DeepSpeed checkpoint for resuming
+    keep_checkpoints: bool = False  # delete them once the final model is written
     gamma: float = 0.99
     lam: float = 0.95
     clip_range: float = 0.2
@@ -259,6 +263,10 @@ class PPOConfig:
         _check(0 <= self.lam <= 1, "rl.ppo.lam: must be in [0, 1]")
         _check(self.kl_coef >= 0, "rl.ppo.kl_coef: must be >= 0")
         _check_multiple(self.batch_size, self.mini_batch_size, "rl.ppo.batch_size", "rl.ppo.mini_batch_size")
+        _check_multiple(self.mini_batch_size, self.micro_batch_size, "rl.ppo.mini_batch_size", "rl.ppo.micro_batch_size")
+        _check_multiple(self.batch_size, self.samples_per_prompt, "rl.ppo.batch_size", "rl.ppo.samples_per_prompt")
+        _check(self.steps >= 1 and self.ppo_epochs >= 1, "rl.ppo.steps and rl.ppo.ppo_epochs: must be >= 1")
+        _check(self.save_every_steps >= 1, "rl.ppo.save_every_steps: must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -287,6 +295,14 @@ class RLConfig:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     rewards: RewardConfig = field(default_factory=RewardConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    # Not in the paper: a wrong attempt with no verified refinement still becomes a prompt when its
+    # dataset solution exists (it is then the only CodeBLEU reference, and there is no explanation
+    # reward). On for the embedded default, off for paper-style runs.
+    use_reference_solutions: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.advantage != "grpo" or self.ppo.samples_per_prompt >= 2,
+               "rl.advantage=grpo: set rl.ppo.samples_per_prompt to 2 or more (groups of responses per prompt)")
 
 
 @dataclass(frozen=True)

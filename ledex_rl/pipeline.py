@@ -55,10 +55,16 @@ def _sft(cfg: LedexConfig, out: Path) -> None:
     sft.run(cfg, out)
 
 
+def _rl(cfg: LedexConfig, out: Path) -> None:
+    from ledex_rl.stages import rl
+
+    rl.run(cfg, out)
+
+
 STAGES: dict[str, Stage] = {
     "collect": Stage("collect", _collect),
     "sft": Stage("sft", _sft),
-    "rl": Stage("rl", _not_built(6, "RL (PPO)")),
+    "rl": Stage("rl", _rl),
     "eval": Stage("eval", _not_built(7, "evaluation")),
 }
 

@@ -31,6 +31,13 @@ def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_model(target=tmp_path_factory.mktemp("models") / "tiny")
 
 
+@pytest.fixture
+def tiny_env(tiny_model, monkeypatch):
+    """The tiny model, also named in LEDEX_TEST_TINY for config overrides built by helpers."""
+    monkeypatch.setenv("LEDEX_TEST_TINY", str(tiny_model))
+    return tiny_model
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One local Ray cluster for the whole session, with explicit fractional resources."""

@@ -136,12 +136,6 @@ def sft_overrides(run_dir, *extra):
             "sft.epochs=3", "sft.lr=1e-3", "sft.eval_fraction=0.25", "trainer.num_cpus_per_rank=0.25", "trainer.cpu_threads=1", *extra]
 
 
-@pytest.fixture
-def tiny_env(tiny_model, monkeypatch):
-    monkeypatch.setenv("LEDEX_TEST_TINY", str(tiny_model))
-    return tiny_model
-
-
 def test_sft_stage_lowers_held_out_loss_and_hands_its_model_on(ray_cluster, tiny_env, tmp_path):
     from transformers import AutoModelForCausalLM
 
