@@ -150,15 +150,19 @@ class PolicyTrainer:
         """Forward a micro-batch of prompt+response rows; log-probs and values at response positions.
         Response token j of a row sits at position start + j; it is predicted, and its state valued,
         at position start + j - 1."""
-        from ledex_rl.losses import token_logprobs
-
         ids = torch.tensor(mb["input_ids"], device=self.device)
-        logits, values = self.engine(ids, torch.tensor(mb["attention_mask"], device=self.device))
+        length = ids.shape[1]
         starts = torch.tensor(mb["response_start"], device=self.device)
         width = len(mb["response_mask"][0])
-        index = (starts[:, None] - 1 + torch.arange(width, device=self.device)[None]).clamp(max=ids.shape[1] - 2)
-        logprobs = token_logprobs(logits, ids).gather(1, index)
-        return logits, index, logprobs, values[:, :-1].gather(1, index)
+        index = (starts[:, None] - 1 + torch.arange(width, device=self.device)[None]).clamp(max=length - 2)
+        # Only the tail that holds responses goes through the LM head: the prompt's logits are never
+        # needed, and at a 49k vocabulary they are most of the step's memory.
+        keep = length - (min(mb["response_start"]) - 1)
+        logits, values = self.engine(ids, torch.tensor(mb["attention_mask"], device=self.device), keep)
+        response_logits = logits.gather(1, (index - (length - keep))[..., None].expand(-1, -1, logits.shape[-1]))
+        targets = ids.gather(1, (index + 1).clamp(max=length - 1))
+        logprobs = torch.log_softmax(response_logits.float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+        return response_logits, logprobs, values[:, :-1].gather(1, index)
 
     def ppo_evaluate(self, micro_batches: list[dict]) -> list[dict]:
         """Per micro-batch: the current policy's log-probs and values of the response tokens."""
@@ -166,7 +170,7 @@ class PolicyTrainer:
         out = []
         with torch.no_grad():
             for mb in micro_batches:
-                _, _, logprobs, values = self._response_forward(mb)
+                _, logprobs, values = self._response_forward(mb)
                 out.append({"logprobs": logprobs.float().tolist(), "values": values.float().tolist()})
         return out
 
@@ -177,7 +181,7 @@ class PolicyTrainer:
         self.engine.train()
         totals = {"policy_loss": 0.0, "value_loss": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "approx_kl": 0.0}
         for mb in micro_batches:
-            logits, index, logprobs, values = self._response_forward(mb)
+            response_logits, logprobs, values = self._response_forward(mb)
 
             def field(key):
                 return torch.tensor(mb[key], dtype=torch.float32, device=self.device)
@@ -188,7 +192,6 @@ class PolicyTrainer:
             self.engine.backward(policy_loss + vf_coef * value_loss)
             self.engine.step()
             with torch.no_grad():
-                response_logits = logits[:, :-1].gather(1, index[..., None].expand(-1, -1, logits.shape[-1]))
                 totals["entropy"] += float(ppo.entropy(response_logits, mask))
                 totals["approx_kl"] += float(ppo.masked_mean(old_logprobs - logprobs.float(), mask))
             totals["policy_loss"] += float(policy_loss.detach())
@@ -287,9 +290,10 @@ class PolicyWithValue(nn.Module):
         self.hidden_size = text_config.hidden_size
         self.value_head = nn.Linear(self.hidden_size, 1) if value_head else None
 
-    def forward(self, input_ids, attention_mask):
+    def forward(self, input_ids, attention_mask, logits_to_keep: int = 0):
+        """(logits of the last `logits_to_keep` positions, or all when 0; values at every position)."""
         out = self.policy(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
-                          output_hidden_states=self.value_head is not None)
+                          output_hidden_states=self.value_head is not None, logits_to_keep=logits_to_keep)
         values = self.value_head(out.hidden_states[-1]).squeeze(-1) if self.value_head is not None else None
         return out.logits, values
 
@@ -332,7 +336,12 @@ class TrainerGroup:
             bundles[0][key] = bundles[0].get(key, 0) + amount
         self.placement_group = placement_group(bundles, strategy="PACK")
         try:
-            ray.get(self.placement_group.ready(), timeout=cfg.start_timeout_s)
+            try:
+                ray.get(self.placement_group.ready(), timeout=min(30.0, cfg.start_timeout_s))
+            except ray.exceptions.GetTimeoutError:
+                log.warning("trainer: waiting up to %.0f s for the cluster to fit %d rank(s) of %s (free now: %s)",
+                            cfg.start_timeout_s, cfg.num_ranks, bundles[0], ray.available_resources())
+                ray.get(self.placement_group.ready(), timeout=max(cfg.start_timeout_s - 30.0, 1.0))
         except ray.exceptions.GetTimeoutError:
             raise RuntimeError(f"trainer: the cluster cannot fit {cfg.num_ranks} rank(s) of {bundles[0]} within "
                                f"{cfg.start_timeout_s:.0f} s; lower trainer.num_cpus_per_rank / num_gpus_per_rank or add nodes") from None

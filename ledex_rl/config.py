@@ -186,7 +186,7 @@ class TrainerConfig:
     lora_rank: int = 0  # 0 = full fine-tuning
     lora_alpha: float = 16.0
     max_grad_norm: float = 1.0
-    num_cpus_per_rank: float = 1.0
+    num_cpus_per_rank: float = 0.5  # Ray's logical CPUs; the threads it uses are `cpu_threads`
     num_gpus_per_rank: float = 0.0
     cpu_threads: int = 0  # CPU only: torch threads per rank; 0 = every core of its node
     sync_bucket_mb: int = 128  # weight sync to the engines: the largest piece in the object store
@@ -276,7 +276,7 @@ class RewardConfig:
 
     embedding_model: str = "all-MiniLM-L6-v2"
     num_reward_actors: int = 1
-    reward_actor_num_cpus: float = 0.5
+    reward_actor_num_cpus: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -329,7 +329,7 @@ class RolloutConfig:
     tensor_parallel_size: int = 1
     enforce_eager: bool = True  # CPU start-up is 3x faster without graph compilation
     gpu_memory_utilization: float = 0.5
-    num_cpus_per_engine: float = 1.0
+    num_cpus_per_engine: float = 0.5  # Ray's logical CPUs; the threads it uses are `cpu_threads`
     kv_cache_gb: int = 2  # CPU only: VLLM_CPU_KVCACHE_SPACE
     # CPU only: OpenMP threads per engine; 0 = every core of its node. Ray would otherwise give the
     # engine one thread per requested CPU, and the executors sit idle while the engine generates.
