@@ -179,7 +179,7 @@ class TrainerConfig:
     DS_ACCELERATOR=cpu and gloo; `cuda` with NCCL, one GPU (or a fraction) per rank."""
 
     device: Literal["cpu", "cuda"] = "cpu"
-    zero_stage: Literal[0, 1, 2, 3] = 2
+    zero_stage: Literal[0, 1, 2, 3] = 0  # one rank gains nothing from ZeRO's partitions, and they cost memory
     num_ranks: int = 1
     bf16: bool = False  # bf16 on GPUs; the CPU path trains in fp32
     gradient_checkpointing: bool = False
@@ -239,7 +239,7 @@ class PPOConfig:
     lr: float = 2e-6
     batch_size: int = 8  # responses per PPO step
     mini_batch_size: int = 4  # responses per optimizer step
-    micro_batch_size: int = 2  # responses per forward/backward on one rank
+    micro_batch_size: int = 1  # responses per forward/backward on one rank
     samples_per_prompt: int = 1  # responses per (prompt, mode); GRPO needs 2 or more
     ppo_epochs: int = 2
     steps: int = 3
@@ -330,7 +330,7 @@ class RolloutConfig:
     enforce_eager: bool = True  # CPU start-up is 3x faster without graph compilation
     gpu_memory_utilization: float = 0.5
     num_cpus_per_engine: float = 0.5  # Ray's logical CPUs; the threads it uses are `cpu_threads`
-    kv_cache_gb: int = 2  # CPU only: VLLM_CPU_KVCACHE_SPACE
+    kv_cache_gb: int = 1  # CPU only: VLLM_CPU_KVCACHE_SPACE (1 GB holds ~20k SmolLM2 tokens)
     # CPU only: OpenMP threads per engine; 0 = every core of its node. Ray would otherwise give the
     # engine one thread per requested CPU, and the executors sit idle while the engine generates.
     cpu_threads: int = 0

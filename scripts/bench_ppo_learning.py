@@ -1,10 +1,11 @@
 """Learning check: the RL stage, unchanged, on a task where the tiny random-init model can improve.
 
 The collected data says every wrong attempt was fixed with the same explanation ("The function
-returns the wrong value."), so the explanation reward R(e) rewards answers whose embedding is close
-to that sentence. A random-init model writes no code (R(r) stays at -5) but can move its
-explanations toward the reference's words; PPO should raise R(e) over a few dozen seeded steps.
-Prints the reward curve (per step, and averaged over the first and last five steps).
+returns the wrong value.") and the dataset's solution. A random-init model first gets a short SFT
+(the pipeline's own stage, `--sft-epochs`), enough to write answers that only partly resemble the
+verified ones; then PPO, with the LeDex rewards (tests, CodeBLEU, explanation similarity), should
+raise the mean reward over a few dozen seeded steps. Prints the reward curve (per step, and averaged
+over the first and last five steps).
 
     .venv/bin/python scripts/bench_ppo_learning.py [--steps 40] [--seed 0]
 """
@@ -56,6 +57,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--sft-epochs", type=int, default=1)
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
@@ -71,18 +73,24 @@ def main() -> None:
     cfg = load_config("configs/tiny.yaml", [
         f"run_dir={work / 'run'}", f"model.name_or_path={tiny}", f"seed={args.seed}", "rl.use_reference_solutions=false",
         f"rl.ppo.steps={args.steps}", "rl.ppo.batch_size=16", "rl.ppo.mini_batch_size=8", "rl.ppo.micro_batch_size=8",
-        "rl.ppo.ppo_epochs=2", f"rl.ppo.lr={args.lr}", "rl.ppo.max_new_tokens=12", "rl.ppo.temperature=1.0",
+        "rl.ppo.ppo_epochs=2", f"rl.ppo.lr={args.lr}", "rl.ppo.max_new_tokens=48", "rl.ppo.temperature=1.0",
         "rl.ppo.kl_coef=0.01", "rl.ppo.adaptive_kl=false", "rl.ppo.save_every_steps=1000",
         "trainer.cpu_threads=1", "rl.reference.num_cpus=0.1", "sandbox.executor_num_cpus=0.1",
+        "sft.use_reference_solutions=false", f"sft.epochs={args.sft_epochs}", "sft.lr=1e-3", "sft.eval_fraction=0",
+        "sft.batch_size=4", "sft.micro_batch_size=2",
     ])
+    if args.sft_epochs:
+        run_stage("sft", cfg)
     run_stage("rl", cfg)
     history = [json.loads(line) for line in (work / "run" / "rl" / "metrics.jsonl").read_text().splitlines()]
-    print("\nstep  R(e) mean  R(r) mean  KL")
+    print("\nstep  reward/token-sum  R(e) mean  R(r) mean  S_cb   KL")
     for m in history:
-        print(f"{m['step']:>4}  {m['reward/explanation']:>9.3f}  {m['reward/code']:>9.3f}  {m['kl/mean_per_response']:.3f}")
-    first = sum(m["reward/explanation"] for m in history[:5]) / 5
-    last = sum(m["reward/explanation"] for m in history[-5:]) / 5
-    print(f"\nmean R(e) over the first 5 steps: {first:.3f}; over the last 5: {last:.3f}; change {last - first:+.3f}")
+        print(f"{m['step']:>4}  {m['reward/total']:>16.3f}  {m['reward/explanation']:>9.3f}  {m['reward/code']:>9.3f}  "
+              f"{m['reward/s_codebleu']:.3f}  {m['kl/mean_per_response']:.3f}")
+    for key in ("reward/total", "reward/explanation", "reward/code"):
+        first = sum(m[key] for m in history[:5]) / 5
+        last = sum(m[key] for m in history[-5:]) / 5
+        print(f"mean {key} over the first 5 steps: {first:.3f}; over the last 5: {last:.3f}; change {last - first:+.3f}")
 
 
 if __name__ == "__main__":
