@@ -18,6 +18,15 @@ def sample_batch(tokenizer, n=4):
     return collate([tokenize(ex, tokenizer, "chat", 256) for ex in examples], tokenizer.pad_token_id or 0)
 
 
+def two_micro_batches(batch):
+    return [{k: v[i : i + 2] for k, v in batch.items()} for i in (0, 2)]
+
+
+def sequences_of(batch):
+    """The unpadded token sequences of a collated batch."""
+    return [tuple(ids[: sum(mask)]) for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
+
+
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model):
     from transformers import AutoTokenizer
@@ -54,14 +63,14 @@ def test_training_then_sync_makes_engine_logprobs_equal_trainers(ray_cluster, ti
     group = make_group(tiny_model, trainer_cfg(*overrides))
     try:
         batch = sample_batch(tokenizer)
-        micro = [{k: v[i : i + 2] for k, v in batch.items()} for i in (0, 2)]
+        micro = two_micro_batches(batch)
         before = group.eval_loss(micro)
         for _ in range(3):
             metrics = group.train_step(micro)
         assert metrics["global_step"] == 3 and metrics["tokens"] > 0
         assert group.eval_loss(micro) < before - 0.05  # it learned the batch
 
-        sequences = [tuple(ids[: sum(mask)]) for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
+        sequences = sequences_of(batch)
         stale = engine.score(sequences)
         stats = group.sync_weights(engine)
         assert stats["buckets"] >= 1 and stats["bytes"] > 0
@@ -82,11 +91,11 @@ def test_small_buckets_still_sync_whole_model(ray_cluster, tiny_model, tokenizer
     group = make_group(tiny_model, trainer_cfg("trainer.sync_bucket_mb=1"))
     try:
         batch = sample_batch(tokenizer)
-        micro = [{k: v[i : i + 2] for k, v in batch.items()} for i in (0, 2)]
+        micro = two_micro_batches(batch)
         group.train_step(micro)
         stats = group.sync_weights(engine)
         assert stats["buckets"] > 2
-        sequences = [tuple(ids[: sum(mask)]) for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
+        sequences = sequences_of(batch)
         for e, t in zip(engine.score(sequences), group.token_logprobs(micro)):
             np.testing.assert_allclose(e, t, atol=2e-3)
     finally:
@@ -98,7 +107,7 @@ def test_checkpoint_restores_step_weights_and_optimizer(ray_cluster, tiny_model,
     same 2 steps ends with the same loss (weights, AdamW moments and the schedule were restored)."""
     cfg = trainer_cfg()
     batch = sample_batch(tokenizer)
-    micro = [{k: v[i : i + 2] for k, v in batch.items()} for i in (0, 2)]
+    micro = two_micro_batches(batch)
     group = make_group(tiny_model, cfg)
     try:
         group.train_step(micro)
@@ -129,7 +138,7 @@ def test_saved_model_loads_in_transformers_with_trained_weights(ray_cluster, tin
     group = make_group(tiny_model, trainer_cfg("trainer.lora_rank=4"))
     try:
         batch = sample_batch(tokenizer)
-        micro = [{k: v[i : i + 2] for k, v in batch.items()} for i in (0, 2)]
+        micro = two_micro_batches(batch)
         group.train_step(micro)
         group.save_model(tmp_path / "model", tiny_model)
         trained = group.token_logprobs(micro)
@@ -162,8 +171,8 @@ def test_reference_model_colocated_with_the_trainer_scores_like_the_starting_pol
                           placement_group=group.placement_group, name="test-reference")
     try:
         batch = sample_batch(tokenizer, n=2)
-        sequences = [tuple(ids[: sum(mask)]) for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
-        group.train_step([{k: v[:2] for k, v in sample_batch(tokenizer).items()}, {k: v[2:] for k, v in sample_batch(tokenizer).items()}])
+        sequences = sequences_of(batch)
+        group.train_step(two_micro_batches(sample_batch(tokenizer)))
         base = load_config("configs/tiny.yaml", ["rollout.num_cpus_per_engine=0.25"])
         from actors.rollout_engine import EnginePool
 
