@@ -28,9 +28,11 @@ from ledex_rl.config import ModelConfig, TrainerConfig
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class OptimSchedule:
-    """AdamW with linear warmup then cosine decay to zero over `total_steps` optimizer steps."""
+    """AdamW with linear warmup, then cosine decay to zero over `total_steps` optimizer steps (SFT,
+    as the paper) or a constant rate (`schedule="constant"`: PPO, as TRL)."""
 
     lr: float
     total_steps: int
@@ -38,7 +40,7 @@ class OptimSchedule:
     batch_size: int
     micro_batch_size: int
     weight_decay: float = 0.0
-    schedule: str = "cosine"  # or "constant" (PPO, as TRL)
+    schedule: str = "cosine"
 
 
 class PolicyTrainer:
@@ -106,7 +108,7 @@ class PolicyTrainer:
         started = time.perf_counter()
         for mb in micro_batches:
             t = self._tensors(mb)
-            logits, _ = self.engine(t["input_ids"], t["attention_mask"])
+            logits, _ = self.engine(t["input_ids"], t["attention_mask"], _loss_tail(t["labels"]))
             nll, n = masked_nll(logits, t["labels"])
             self.engine.backward(nll / n.clamp_min(1))
             self.engine.step()
@@ -126,7 +128,7 @@ class PolicyTrainer:
         with torch.no_grad():
             for mb in micro_batches:
                 t = self._tensors(mb)
-                logits, _ = self.engine(t["input_ids"], t["attention_mask"])
+                logits, _ = self.engine(t["input_ids"], t["attention_mask"], _loss_tail(t["labels"]))
                 nll, n = masked_nll(logits, t["labels"])
                 total, count = total + float(nll), count + int(n)
         return total, count
@@ -296,6 +298,15 @@ class PolicyWithValue(nn.Module):
                           output_hidden_states=self.value_head is not None, logits_to_keep=logits_to_keep)
         values = self.value_head(out.hidden_states[-1]).squeeze(-1) if self.value_head is not None else None
         return out.logits, values
+
+
+def _loss_tail(labels: torch.Tensor) -> int:
+    """How many final positions need logits: from the one before the first labelled token on.
+    Prompts carry no loss, and at a 49k vocabulary their logits would be most of the memory."""
+    has_loss = (labels != -100).any(0).nonzero()
+    if has_loss.numel() == 0:
+        return 2
+    return labels.shape[1] - int(has_loss[0]) + 1
 
 
 def _copy_tokenizer(source: Path, target: Path) -> None:

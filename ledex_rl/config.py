@@ -210,7 +210,7 @@ class SFTConfig:
     lr: float = 2e-5
     epochs: int = 1
     batch_size: int = 8
-    micro_batch_size: int = 4
+    micro_batch_size: int = 2
     warmup_steps: int = 1
     max_seq_len: int = 1024
     weight_decay: float = 0.0

@@ -17,12 +17,15 @@ def masked_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor
     """(sum of negative log-likelihoods over tokens whose label is not IGNORE, number of such tokens).
 
     `labels` are aligned with the input (label t is the token at position t); the shift happens here.
+    `logits` may cover only the last K positions (a model run with `logits_to_keep=K`): they are
+    aligned with the last K labels. Only positions that carry loss go through the softmax.
     """
-    targets = labels[:, 1:]
+    keep = logits.shape[1]
+    targets = labels[:, -keep:][:, 1:] if keep < labels.shape[1] else labels[:, 1:]
     mask = targets != IGNORE
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    picked = torch.gather(logp, -1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-    return -(picked * mask).sum(), mask.sum()
+    picked_logits = logits[:, :-1][mask].float()  # [number of loss tokens, vocab]
+    nll = torch.nn.functional.cross_entropy(picked_logits, targets[mask], reduction="sum")
+    return nll, mask.sum()
 
 
 def logprob_lists(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[float]]:

@@ -30,8 +30,22 @@ from ledex_rl import prompts  # noqa: E402
 from ledex_rl.config import load_config  # noqa: E402
 from ledex_rl.models import build_tiny_model, resolve_model  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ppo_learning import collected_rows  # noqa: E402
+
+
+def humaneval_rows(n: int) -> list[dict]:
+    """A collected dataset: for each of n HumanEval tasks, a wrong first attempt (an empty body)."""
+    from ledex_rl.config import ProblemSourceConfig
+    from ledex_rl.problems import load_problems
+
+    rows = []
+    for p in load_problems(ProblemSourceConfig(name="humaneval", limit=n))[0]:
+        rows.append({"task_id": p.task_id, "source": p.source, "kind": "first_attempt", "mode": "generate", "sample_index": 0,
+                     "parent_index": -1, "messages": json.dumps(prompts.first_attempt_messages(p)), "response": "",
+                     "explanation": "", "code": p.starter_code.rstrip() + "\n    pass\n", "wrong_code": "", "wrong_feedback": "",
+                     "passed": False, "pass_rate": 0.0, "num_tests": len(p.tests), "status": "failed",
+                     "feedback": "every test failed: the function returns None", "test_results": "[]", "model": "synthetic",
+                     "temperature": 1.0, "max_tokens": 64, "seed": 0, "duplicates": 1})
+    return rows
 
 
 def ledex_steps(cfg, steps: int) -> list[dict]:
@@ -108,13 +122,13 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-rl-step-"))
     model_path = str(build_tiny_model(target=work / "tiny")) if args.model == "tiny" else resolve_model("smollm2-135m-instruct")
-    rows = collected_rows(16)
+    rows = humaneval_rows(16)
     parts = work / "run" / "collect" / "parts"
     parts.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), parts / "part-00000.parquet")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     cfg = load_config(None, [
-        f"run_dir={work / 'run'}", f"model.name_or_path={model_path}", "rl.advantage=grpo", "rl.use_reference_solutions=false",
+        f"run_dir={work / 'run'}", f"model.name_or_path={model_path}", "rl.advantage=grpo", "rl.use_reference_solutions=true",
         f"rl.ppo.steps={args.steps + 1}", f"rl.ppo.batch_size={args.batch}", f"rl.ppo.mini_batch_size={args.batch}",
         "rl.ppo.micro_batch_size=2", f"rl.ppo.samples_per_prompt={args.per_prompt}", "rl.ppo.ppo_epochs=1",
         f"rl.ppo.max_new_tokens={args.max_new_tokens}", "rl.ppo.temperature=0.8", "rl.ppo.adaptive_kl=false",
