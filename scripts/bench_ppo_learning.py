@@ -7,7 +7,7 @@ with the LeDex rewards (unit tests in the sandbox + CodeBLEU on the code, embedd
 explanation) should raise the mean reward over a few dozen seeded steps. Prints the curve per step
 and the means over the first and last five steps.
 
-    .venv/bin/python scripts/bench_ppo_learning.py [--steps 30] [--sft-epochs 6] [--seed 0]
+    .venv/bin/python scripts/bench_ppo_learning.py [--steps 80] [--sft-epochs 40] [--lr 2e-5] [--seed 0]
 """
 
 from __future__ import annotations
@@ -66,10 +66,10 @@ def collected_rows(source: ProblemSourceConfig) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--sft-epochs", type=int, default=6)
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--sft-epochs", type=int, default=40)
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
@@ -101,6 +101,12 @@ def main() -> None:
     for m in history:
         print(f"{m['step']:>4}  {m['reward/total']:>16.3f}  {m['reward/explanation']:>9.3f}  {m['reward/code']:>9.3f}  "
               f"{m['reward/s_codebleu']:.3f}  {m['kl/mean_per_response']:.3f}")
+    print("\nmeans over blocks of 10 steps")
+    for i in range(0, len(history), 10):
+        block = history[i : i + 10]
+        means = {k: sum(m[k] for m in block) / len(block) for k in ("reward/total", "reward/explanation", "reward/code", "kl/mean_per_response")}
+        print(f"steps {block[0]['step']:>3}-{block[-1]['step']:<3}  total {means['reward/total']:6.2f}  R(e) {means['reward/explanation']:6.2f}  "
+              f"R(r) {means['reward/code']:6.2f}  KL {means['kl/mean_per_response']:5.2f}")
     for key in ("reward/total", "reward/explanation", "reward/code"):
         first = sum(m[key] for m in history[:5]) / 5
         last = sum(m[key] for m in history[-5:]) / 5
