@@ -77,7 +77,7 @@ def trl_steps(model_path: str, rows: list[dict], batch: int, per_prompt: int, ma
         data.append({"prompt": conv, "task_id": r["task_id"]})
     sandbox = Sandbox(slots=1)
 
-    def ledex_code_reward(prompts_, completions, task_id, **_):
+    def ledex_code_reward(completions, task_id, **_):
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         codes = [prompts.parse_response(t).code for t in texts]
         results = sandbox.run([Job.for_problem(problems[t], code) for t, code in zip(task_id, codes)])
@@ -132,7 +132,7 @@ def main() -> None:
         f"rl.ppo.steps={args.steps + 1}", f"rl.ppo.batch_size={args.batch}", f"rl.ppo.mini_batch_size={args.batch}",
         "rl.ppo.micro_batch_size=2", f"rl.ppo.samples_per_prompt={args.per_prompt}", "rl.ppo.ppo_epochs=1",
         f"rl.ppo.max_new_tokens={args.max_new_tokens}", "rl.ppo.temperature=0.8", "rl.ppo.adaptive_kl=false",
-        "rl.ppo.kl_coef=0.04", "rl.ppo.save_every_steps=1000", "model.max_model_len=2048",
+        "rl.ppo.kl_coef=0.04", "rl.ppo.save_every_steps=1000", "model.max_model_len=1024",
     ])
     ours = ledex_steps(cfg, args.steps)
     ray.shutdown()
