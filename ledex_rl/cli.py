@@ -32,12 +32,14 @@ def fail_cleanly(func):
 
     from actors.weight_sync import WeightSyncError
     from ledex_rl.cluster import ClusterUnavailable
+    from ledex_rl.debugger import DebugInputError
+    from ledex_rl.eval_report import NoResults
     from ledex_rl.models import ModelUnavailable
-    from ledex_rl.pipeline import StageNotBuilt
     from ledex_rl.problems.base import SourceUnavailable
     from ledex_rl.stages.sft import NoTrainingData
+    from ledex_rl.teachers import TeacherUnavailable
 
-    known = (ConfigError, ModelUnavailable, SourceUnavailable, StageNotBuilt, ClusterUnavailable, NoTrainingData, WeightSyncError)
+    known = (ConfigError, DebugInputError, NoResults, ModelUnavailable, SourceUnavailable, ClusterUnavailable, NoTrainingData, WeightSyncError, TeacherUnavailable)
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -76,7 +78,110 @@ def _stage_command(name: str, summary: str):
 _stage_command("collect", "Sample first attempts, execute them, and collect verified explanations and refinements.")
 _stage_command("sft", "Fine-tune the policy on the collected trajectories.")
 _stage_command("rl", "PPO with the LeDex code and explanation rewards.")
-_stage_command("eval", "pass@k of first attempts and refinements, and iterative refinement.")
+
+
+@main.command(name="eval", help="pass@k of first attempts and of refinements (refine-only, explain-then-refine), the "
+              "refinement success rate and iterative refinement, then a report comparing every evaluated model.\n\n" + OVERRIDES_HELP)
+@config_options
+@click.option("--model", "models", multiple=True,
+              help="Evaluate this instead of eval.models: final, base, sft, rl, a HF id or a model folder (repeatable).")
+@click.option("--force", is_flag=True, help="Redo the evaluation even if its output exists.")
+@fail_cleanly
+def eval_command(config_path, overrides, models, force):
+    from dataclasses import replace
+    from pathlib import Path
+
+    from ledex_rl.pipeline import STAGES, run_stage
+    from ledex_rl.stages import eval as evaluate
+
+    cfg = load_or_exit(config_path, overrides)
+    if models:  # any model, any time: results go beside the pipeline's in run_dir/eval/<label>
+        cfg = replace(cfg, eval=replace(cfg.eval, models=tuple(models)))
+        evaluate.run(cfg, STAGES["eval"].output_dir(cfg), force=force)
+    elif not run_stage("eval", cfg, force=force):
+        click.echo(f"eval: output already in {Path(cfg.run_dir) / 'eval'}; use --force to redo it")
+
+
+@main.command(name="report")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--out", default="report", show_default=True, help="Folder for report.md and the plots.")
+@click.option("--training", default="", help="A run dir whose SFT/RL logs to plot (default: the first path, if a run dir).")
+@fail_cleanly
+def report_command(paths, out, training):
+    """Compare evaluations: PATHS are run dirs, eval folders or results.json files (first = baseline)."""
+    from pathlib import Path
+
+    from ledex_rl.eval_report import find_results, write_report
+
+    results = find_results(paths)
+    run_dir = Path(training) if training else (Path(paths[0]) if (Path(paths[0]) / "eval").is_dir() else None)
+    written = write_report(results, Path(out), run_dir=run_dir)
+    click.echo((Path(out) / "report.md").read_text())
+    click.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+@main.command(name="debug")
+@click.argument("program", type=click.Path(dir_okay=False))
+@click.option("--tests", "tests_path", required=True, type=click.Path(dir_okay=False),
+              help="Python file with top-level asserts and/or test_ functions.")
+@click.option("--model", default="", help="Built-in name, HF id or folder (default: this run's newest trained policy, "
+              "else model.name_or_path); with --endpoint, the model name the endpoint serves.")
+@click.option("--endpoint", default="", help="An OpenAI-compatible base URL to ask instead of a local model.")
+@click.option("--rounds", default=3, show_default=True, help="At most this many explain-and-fix rounds.")
+@click.option("--temperature", default=0.0, show_default=True, help="0 = greedy.")
+@click.option("--max-new-tokens", default=512, show_default=True)
+@click.option("--write", "write_back", is_flag=True, help="Overwrite PROGRAM with the fix when the tests pass (keeps PROGRAM.bak).")
+@click.option("--out", "out_path", default="", help="Write the fixed program here instead.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@fail_cleanly
+def debug_command(program, tests_path, model, endpoint, rounds, temperature, max_new_tokens, write_back, out_path, config_path):
+    """Run PROGRAM's tests in the sandbox; while they fail, show the model's explanation and fix."""
+    from pathlib import Path
+
+    from ledex_rl import debugger
+    from sandbox import Sandbox
+
+    cfg = load_or_exit(config_path, ())
+    source = debugger.read_program(program)
+    tests = debugger.read_tests(tests_path)
+    box_cfg = cfg.sandbox
+    with Sandbox(slots=1, isolation_tier=box_cfg.isolation, allow_unsafe=box_cfg.allow_unsafe, limits=box_cfg.limits()) as box:
+        first = box.run([debugger.job_for(source, tests)])[0]
+        click.echo(f"{program}: {first.num_passed} of {len(first.tests)} tests pass (sandbox tier {box.tier})")
+        if first.passed:
+            click.echo("nothing to fix.")
+            return
+        click.echo(_indent(first.feedback()))
+        fixer, close = debugger.load_fixer(cfg, model or None, endpoint or None)
+        click.echo(f"asking {fixer.name} to explain and fix it (up to {rounds} rounds)")
+
+        def show(step):
+            click.echo(f"\n== round {step.round}: explanation")
+            click.echo(_indent(step.explanation))
+            click.echo(f"== round {step.round}: proposed fix")
+            click.echo(_indent(step.diff) if step.diff else "   (no change proposed)")
+            verdict = "all tests pass" if step.passed else "still failing:\n" + _indent(step.feedback)
+            click.echo(f"== round {step.round}: {verdict}")
+
+        try:
+            outcome = debugger.debug(source, tests, fixer, box.run, rounds, temperature, max_new_tokens, cfg.seed, on_round=show)
+        finally:
+            close()
+    if not outcome.passed:
+        click.echo(f"\nnot fixed after {len(outcome.rounds)} round(s); {program} is unchanged.")
+        sys.exit(1)
+    target = Path(out_path) if out_path else (Path(program) if write_back else None)
+    if target is None:
+        click.echo(f"\nfixed after {len(outcome.rounds)} round(s); --write to save it into {program}, or --out FILE.")
+        return
+    if target == Path(program):
+        Path(program + ".bak").write_text(source)
+    target.write_text(outcome.code)
+    click.echo(f"\nfixed after {len(outcome.rounds)} round(s); wrote {target}")
+
+
+def _indent(text: str) -> str:
+    return "\n".join("   " + line for line in text.rstrip().splitlines())
 
 
 @main.command(name="config", help=f"Print the resolved config as YAML.\n\n{OVERRIDES_HELP}")

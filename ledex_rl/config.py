@@ -299,25 +299,59 @@ class RLConfig:
     # dataset solution exists (it is then the only CodeBLEU reference, and there is no explanation
     # reward). On for the embedded default, off for paper-style runs.
     use_reference_solutions: bool = True
+    # Evaluation during RL: every N steps (0 = never), the current policy on the engines is evaluated
+    # on the first `eval_tasks` tasks of data.eval with the eval.* settings; logged as eval/... metrics.
+    eval_every_steps: int = 0
+    eval_tasks: int = 8
 
     def __post_init__(self) -> None:
+        _check(self.eval_every_steps >= 0, "rl.eval_every_steps: must be >= 0 (0 = no evaluation during RL)")
+        _check(self.eval_tasks >= 1, "rl.eval_tasks: must be >= 1")
         _check(self.advantage != "grpo" or self.ppo.samples_per_prompt >= 2,
                "rl.advantage=grpo: set rl.ppo.samples_per_prompt to 2 or more (groups of responses per prompt)")
 
 
 @dataclass(frozen=True)
-class EvalConfig:
-    """Stage 4. Paper: 100 samples per task at T=0.8, pass@1 and pass@10, up to 3 refinement rounds."""
+class JudgeConfig:
+    """An optional LLM judge (any OpenAI-compatible endpoint) that rates explanations 1-5 on the
+    paper's rubric (correctness and helpfulness). Empty `base_url`: no judging."""
 
+    base_url: str = ""
+    model: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    max_explanations: int = 50  # the paper rates 50 explanations of wrong first attempts
+
+    def __post_init__(self) -> None:
+        _check(not self.base_url or bool(self.model), "eval.judge.model: name the judge model served at eval.judge.base_url")
+        _check(self.max_explanations >= 1, "eval.judge.max_explanations: must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Stage 4. Paper: 100 samples per task at T=0.8, one refinement per wrong sample, pass@1 and
+    pass@10, up to 3 rounds of refinement. `models` names what to evaluate: `final` (the newest trained
+    policy), `base`, `sft`, `rl`, or any model id or folder; each gets its own results and the report
+    compares them."""
+
+    models: list[str] = field(default_factory=lambda: ("final",))
     samples_per_task: int = 10
     temperature: float = 0.8
     max_new_tokens: int = 384
+    refine_temperature: float = 0.8
     refine_rounds: int = 1
+    modes: list[Literal["refine", "explain_refine"]] = field(default_factory=lambda: ("refine", "explain_refine"))
     ks: list[int] = field(default_factory=lambda: (1, 10))
+    chunk_size: int = 8  # tasks per saved part; a stopped evaluation resumes at the first unfinished chunk
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
 
     def __post_init__(self) -> None:
+        _check(bool(self.models), "eval.models: name at least one model (final, base, sft, rl, or a model id/folder)")
         _check(self.samples_per_task >= 1, "eval.samples_per_task: must be >= 1")
         _check(all(k >= 1 for k in self.ks), "eval.ks: every k must be >= 1")
+        for k in self.ks:
+            _check(k <= self.samples_per_task, f"eval.ks: pass@{k} needs eval.samples_per_task >= {k} (it is {self.samples_per_task})")
+        _check(self.refine_rounds >= 0, "eval.refine_rounds: must be >= 0 (0 = first attempts only)")
+        _check(self.chunk_size >= 1, "eval.chunk_size: must be >= 1")
 
 
 @dataclass(frozen=True)

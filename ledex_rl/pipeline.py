@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +21,6 @@ log = logging.getLogger(__name__)
 STAGE_ORDER = ("collect", "sft", "rl", "eval")
 
 
-class StageNotBuilt(NotImplementedError):
-    """A stage whose implementation has not landed yet."""
-
-
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -34,13 +31,6 @@ class Stage:
 
     def is_done(self, cfg: LedexConfig) -> bool:
         return (self.output_dir(cfg) / "DONE").is_file()
-
-
-def _not_built(issue: int, what: str) -> Callable[[LedexConfig, Path], None]:
-    def run(cfg: LedexConfig, out: Path) -> None:
-        raise StageNotBuilt(f"the {what} stage is not built yet (tracked in issue #{issue}); nothing was run")
-
-    return run
 
 
 def _collect(cfg: LedexConfig, out: Path) -> None:
@@ -61,11 +51,17 @@ def _rl(cfg: LedexConfig, out: Path) -> None:
     rl.run(cfg, out)
 
 
+def _eval(cfg: LedexConfig, out: Path) -> None:
+    from ledex_rl.stages import eval as evaluate
+
+    evaluate.run(cfg, out)
+
+
 STAGES: dict[str, Stage] = {
     "collect": Stage("collect", _collect),
     "sft": Stage("sft", _sft),
     "rl": Stage("rl", _rl),
-    "eval": Stage("eval", _not_built(7, "evaluation")),
+    "eval": Stage("eval", _eval),
 }
 
 
@@ -89,8 +85,8 @@ def run_stage(name: str, cfg: LedexConfig, force: bool = False) -> bool:
     if stage.is_done(cfg) and not force:
         log.info("stage %s: output exists in %s, skipped (use --force to redo)", name, out)
         return False
-    if force:
-        (out / "DONE").unlink(missing_ok=True)
+    if force:  # redo from scratch: a stage would otherwise resume from (and reuse) its partial output
+        shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     stage.run(cfg, out)

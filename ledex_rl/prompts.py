@@ -79,6 +79,13 @@ def few_shot_prompt(problem: Problem, shots: Sequence[Problem]) -> str:
     return "\n".join(blocks)
 
 
+def prompt_style(configured: str, tokenizer) -> Literal["chat", "base"]:
+    """`model.prompt_style`, with `auto` meaning: the chat template when the tokenizer has one."""
+    if configured != "auto":
+        return configured  # type: ignore[return-value]
+    return "chat" if getattr(tokenizer, "chat_template", None) else "base"
+
+
 def render(messages: Sequence[dict], tokenizer=None, style: Literal["chat", "base"] = "chat") -> str:
     """Messages -> prompt text, with the tokenizer's chat template when it has one."""
     if style == "chat" and tokenizer is not None and getattr(tokenizer, "chat_template", None):

@@ -1,4 +1,4 @@
-"""The command line as a user meets it: one-line errors, clear messages for stages not built yet."""
+"""The command line as a user meets it: one-line errors, skipping finished stages."""
 
 import subprocess
 import sys
@@ -21,10 +21,11 @@ def test_bad_key_is_one_line_error():
     assert len(errors) == 1 and "unknown config key 'rl.ppo.kl_coeff'" in errors[0]
 
 
-def test_train_reports_stage_not_built(tmp_path, tiny_model):
+def test_train_reports_a_missing_stage_input(tmp_path, tiny_model):
     result = CliRunner().invoke(train, ["--config", "configs/tiny.yaml", f"run_dir={tmp_path}", f"model.name_or_path={tiny_model}", "stages=[sft]"])
     assert result.exit_code == 2
     assert "train data humaneval [test]: 4 problems" in result.output
+    assert "no collected data" in result.output and "run the collect stage first" in result.output
     assert (tmp_path / "config.yaml").is_file()
 
 

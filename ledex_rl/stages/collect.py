@@ -14,10 +14,8 @@ Every request carries its own seed, so a resumed run produces exactly what an un
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,10 +23,11 @@ from pathlib import Path
 from typing import Sequence
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ledex_rl import prompts
 from ledex_rl.config import CollectConfig, LedexConfig
+from ledex_rl.parts import Parts
+from ledex_rl.seeds import request_seed
 from ledex_rl.problems.base import Problem
 
 log = logging.getLogger(__name__)
@@ -47,12 +46,6 @@ SCHEMA = pa.schema([
     ("model", pa.string()), ("temperature", pa.float32()), ("max_tokens", pa.int32()), ("seed", pa.int64()),
     ("duplicates", pa.int32()),  # first attempt: how many samples produced this same code
 ])
-
-
-def request_seed(seed: int, *parts) -> int:
-    """A stable 31-bit seed per (run seed, task, role, index): resumes reproduce every sample."""
-    digest = hashlib.sha256(json.dumps([seed, *parts]).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 @dataclass
@@ -77,35 +70,17 @@ class Collector:
 
     def __init__(self, out_dir: Path, policy, tokenizer, style: str, executors, teacher, cfg: CollectConfig,
                  seed: int, policy_name: str, chunk_size: int = 8):
-        self.out_dir, self.parts = Path(out_dir), Path(out_dir) / "parts"
+        self.out_dir, self.parts = Path(out_dir), Parts(Path(out_dir) / "parts", SCHEMA)
         self.policy, self.tokenizer, self.style = policy, tokenizer, style
         self.executors, self.teacher, self.cfg = executors, teacher, cfg
         self.seed, self.policy_name, self.chunk_size = seed, policy_name, chunk_size
         self.timing = Timing()
         self._io = ThreadPoolExecutor(1, thread_name_prefix="execute")
 
-    # --- resume -----------------------------------------------------------------------------------
-
-    def finished_tasks(self) -> set[str]:
-        if not self.parts.is_dir():
-            return set()
-        done: set[str] = set()
-        for part in sorted(self.parts.glob("part-*.parquet")):
-            done.update(pq.read_table(part, columns=["task_id"]).column("task_id").to_pylist())
-        return done
-
-    def _write_part(self, rows: list[dict]) -> None:
-        self.parts.mkdir(parents=True, exist_ok=True)
-        index = len(list(self.parts.glob("part-*.parquet")))
-        final = self.parts / f"part-{index:05d}.parquet"
-        tmp = final.with_suffix(".tmp")
-        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
-        os.replace(tmp, final)  # atomic: a part is whole or absent
-
     # --- the loop ---------------------------------------------------------------------------------
 
     def run(self, problems: Sequence[Problem], progress: bool = True) -> dict:
-        done = self.finished_tasks()
+        done = self.parts.finished_tasks()
         todo = [p for p in problems if p.task_id not in done]
         if done:
             log.info("collect: resuming; %d problems already collected, %d to go", len(done & {p.task_id for p in problems}), len(todo))
@@ -119,22 +94,16 @@ class Collector:
             next_first = self._first_attempts(chunks[i + 1]) if i + 1 < len(chunks) else None
             first_results = self._wait(executing)
             rows = self._refine_and_label(chunk, first, first_results)
-            self._write_part(rows)
+            self.parts.write(rows)
             self.timing.problems += len(chunk)
             bar.update(len(chunk))
             bar.set_postfix(self._postfix())
         bar.close()
-        summary = summarize(self.read_rows())
+        summary = summarize(self.parts.read_rows())
         summary["throughput"] = self.timing.report()
         (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         (self.out_dir / "summary.md").write_text(summary_markdown(summary))
         return summary
-
-    def read_rows(self) -> list[dict]:
-        if not self.parts.is_dir():
-            return []
-        tables = [pq.read_table(p) for p in sorted(self.parts.glob("part-*.parquet"))]
-        return pa.concat_tables(tables).to_pylist() if tables else []
 
     # --- steps ------------------------------------------------------------------------------------
 
@@ -307,7 +276,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
         log.info("collect: %s [%s]: %d problems, %d rows skipped", source.name, source.split, len(loaded), len(report.skipped))
     model_path = resolve_model(cfg.model.name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    style = cfg.model.prompt_style if cfg.model.prompt_style != "auto" else ("chat" if tokenizer.chat_template else "base")
+    style = prompts.prompt_style(cfg.model.prompt_style, tokenizer)
 
     executors = ExecutorPool(cfg.sandbox)
     problems, dropped = fill_expected_outputs(problems, executors.run)

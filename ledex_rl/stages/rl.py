@@ -77,7 +77,7 @@ class PPOStep:
         from actors.reference_model import reference_logprobs
         from actors.reward_pool import ScoreRequest
         from actors.rollout_engine import GenerationRequest
-        from ledex_rl.stages.collect import request_seed
+        from ledex_rl.seeds import request_seed
 
         p, timer = self.p, PhaseTimer()
         pairs = self.choose(step)
@@ -206,6 +206,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
     from ledex_rl.metrics import MetricsLogger
     from ledex_rl.pipeline import policy_for
     from ledex_rl.problems import load_problems
+    from ledex_rl.stages.eval import during_training, load_eval_problems
     from ledex_rl.stages.sft import NoTrainingData, read_collected
 
     p = cfg.rl.ppo
@@ -222,7 +223,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
     policy_path = policy_for(cfg, "rl")
     log.info("rl: %d prompts (wrong first attempts), starting from %s", len(items), policy_path)
     tokenizer = AutoTokenizer.from_pretrained(policy_path)
-    style = cfg.model.prompt_style if cfg.model.prompt_style != "auto" else ("chat" if tokenizer.chat_template else "base")
+    style = prompts.prompt_style(cfg.model.prompt_style, tokenizer)
 
     engines = EnginePool(policy_path, cfg.rollout, cfg.model, cfg.seed, name_prefix="rl-rollout")
     rewards = RewardPool(cfg.rl.rewards, executors, name_prefix="rl-reward")
@@ -235,6 +236,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
     reference = start_reference(policy_path, cfg.model, ref_cfg, cfg.trainer.device, cfg.trainer.cpu_threads,
                                 placement_group=trainer.placement_group if ref_cfg.colocate else None, name="rl-reference")
     stepper = PPOStep(cfg, items, problems, tokenizer, style, engines, rewards, reference, trainer)
+    eval_problems = load_eval_problems(cfg, executors.run, limit=cfg.rl.eval_tasks) if cfg.rl.eval_every_steps else []
     checkpoints = out / "checkpoints"
     metrics = MetricsLogger(cfg.run_dir, "rl")
     try:
@@ -248,6 +250,8 @@ def run(cfg: LedexConfig, out: Path) -> None:
         for step in range(start, p.steps):
             values = stepper.run(step)
             done = step + 1
+            if eval_problems and (done % cfg.rl.eval_every_steps == 0 or done == p.steps):
+                values.update(during_training(cfg, done, engines, tokenizer, style, executors, eval_problems, out / "evals"))
             if done % p.save_every_steps == 0 or done == p.steps:
                 trainer.save_checkpoint(checkpoints, {"step": done, "kl_coef": stepper.kl.value})
             metrics.log(done, values)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ledex_rl import sft_data
+from ledex_rl import prompts, sft_data
 from ledex_rl.config import LedexConfig
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
     train_ex, held_ex = sft_data.split_held_out(examples, s.eval_fraction, cfg.seed)
     model_path = resolve_model(cfg.model.name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    style = cfg.model.prompt_style if cfg.model.prompt_style != "auto" else ("chat" if tokenizer.chat_template else "base")
+    style = prompts.prompt_style(cfg.model.prompt_style, tokenizer)
     train = [t for t in (sft_data.tokenize(e, tokenizer, style, s.max_seq_len) for e in train_ex) if t is not None]
     held = [t for t in (sft_data.tokenize(e, tokenizer, style, s.max_seq_len) for e in held_ex) if t is not None]
     dropped = len(train_ex) + len(held_ex) - len(train) - len(held)

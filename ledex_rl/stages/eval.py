@@ -1,0 +1,152 @@
+"""Stage 4, evaluate (ledex-method.md, section 4): every model named in `eval.models`, then a report.
+
+The executor pool and the problems are built once; each model gets its own rollout engines, its own
+folder `run_dir/eval/<label>/` (parts, results.json, summary.md, judge.jsonl) and is skipped when that
+folder is complete. Then `run_dir/eval/report.md` compares all of them in the paper's table shape, with
+`refinement_rounds.png` and `training.png` (the run's SFT/RL curves) beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from ledex_rl import prompts
+from ledex_rl.config import ConfigError, LedexConfig
+
+log = logging.getLogger(__name__)
+
+
+def eval_targets(cfg: LedexConfig) -> list[tuple[str, str]]:
+    """(label, model path) for each entry of eval.models: `final` (the newest trained policy of this
+    run, else the base model), `base`, `sft`, `rl`, or a model id / folder."""
+    from ledex_rl.models import resolve_model
+    from ledex_rl.pipeline import STAGES, policy_for
+
+    targets: dict[str, str] = {}
+    for spec in cfg.eval.models:
+        if spec == "final":
+            path = policy_for(cfg, "eval")
+            label = next((s for s in ("rl", "sft") if path == str(STAGES[s].output_dir(cfg) / "model")), "base")
+        elif spec == "base":
+            label, path = "base", resolve_model(cfg.model.name_or_path)
+        elif spec in ("sft", "rl"):
+            model = STAGES[spec].output_dir(cfg) / "model"
+            if not (STAGES[spec].is_done(cfg) and (model / "config.json").is_file()):
+                raise ConfigError(f"eval.models: '{spec}' has no finished model in {model}; run `ledex-rl {spec}` first or drop it")
+            label, path = spec, str(model)
+        else:
+            path = resolve_model(spec)
+            label = re.sub(r"[^A-Za-z0-9._-]+", "--", spec.strip("/").replace("/", "--"))[-80:]
+        targets.setdefault(label, path)
+    return list(targets.items())
+
+
+def load_eval_problems(cfg: LedexConfig, run_jobs, limit: int = 0) -> list:
+    """The problems of data.eval, with EvalPlus expected outputs filled in; `limit` keeps the first
+    tasks of each source (evaluation during RL)."""
+    from dataclasses import replace
+
+    from ledex_rl.expected_outputs import fill_expected_outputs
+    from ledex_rl.problems import load_problems
+
+    problems = []
+    for source in cfg.data.eval:
+        if limit:
+            source = replace(source, limit=min(source.limit, limit) if source.limit else limit)
+        loaded, report = load_problems(source)
+        log.info("eval: %s [%s]: %d problems, %d rows skipped", source.name, source.split, len(loaded), len(report.skipped))
+        problems += loaded
+    problems, dropped = fill_expected_outputs(problems, run_jobs)
+    return problems
+
+
+def _spec(cfg: LedexConfig, model_path: str, problems) -> dict:
+    return {"model": model_path, "eval": {k: v for k, v in asdict(cfg.eval).items() if k not in ("models", "judge", "chunk_size")},
+            "seed": cfg.seed, "tasks": [p.task_id for p in problems]}
+
+
+def evaluate_model(cfg: LedexConfig, label: str, model_path: str, problems, executors, out: Path) -> dict:
+    """Evaluate one model into `out` (resuming a partial run of the same settings), judge its
+    explanations when a judge is configured, and write results.json and summary.md."""
+    from transformers import AutoTokenizer
+
+    from actors.rollout_engine import EnginePool
+    from ledex_rl import judge
+    from ledex_rl.eval_report import markdown
+    from ledex_rl.evaluation import Evaluator
+
+    spec = _spec(cfg, model_path, problems)
+    spec_file = out / "spec.json"
+    if spec_file.is_file() and json.loads(spec_file.read_text()) != spec:
+        raise ConfigError(f"{out} holds an evaluation with other settings (model, eval.*, seed or tasks); "
+                          "rerun with --force to replace it, or use another run_dir")
+    out.mkdir(parents=True, exist_ok=True)
+    spec_file.write_text(json.dumps(spec, indent=2) + "\n")
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    engines = EnginePool(model_path, cfg.rollout, cfg.model, cfg.seed, name_prefix=f"eval-{label}-rollout")
+    try:
+        evaluator = Evaluator(out, engines, tokenizer, prompts.prompt_style(cfg.model.prompt_style, tokenizer), executors,
+                              cfg.eval, cfg.seed, model_path)
+        results = evaluator.run(problems)
+    finally:
+        engines.shutdown()
+    results["label"] = label
+    results["judge"] = judge.judge(evaluator.parts.read_rows(), {p.task_id: p for p in problems}, cfg.eval.judge, cfg.seed, out)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "summary.md").write_text(markdown([(label, results)]))
+    (out / "DONE").write_text("")
+    return results
+
+
+def during_training(cfg: LedexConfig, step: int, engines, tokenizer, style: str, executors, problems, out: Path) -> dict:
+    """Evaluate the policy the engines hold now (after `step` RL steps) on `problems`; returns flat
+    metrics (eval/<benchmark>/<mode>_pass@k) to log next to the training metrics."""
+    from ledex_rl.evaluation import Evaluator
+
+    results = Evaluator(out / f"step-{step:05d}", engines, tokenizer, style, executors, cfg.eval, cfg.seed,
+                        f"rl step {step}", progress=False).run(problems)
+    flat = {}
+    for name, m in results["benchmarks"].items():
+        name = name.replace(" (base tests)", "_base")
+        for key, value in m["init"].items():
+            flat[f"eval/{name}/init_{key}"] = value
+        for mode in results["modes"]:
+            for key, value in (m[mode][-1].items() if m[mode] else ()):
+                if key.startswith("pass@"):
+                    flat[f"eval/{name}/{mode}_{key}"] = value
+    return flat
+
+
+def run(cfg: LedexConfig, out: Path, force: bool = False) -> list[tuple[str, dict]]:
+    """Evaluate every target, then write the comparison report into `out`."""
+    from actors.executor_pool import ExecutorPool
+    from ledex_rl.cluster import connect
+    from ledex_rl.eval_report import write_report
+
+    targets = eval_targets(cfg)
+    connect(cfg.ray)
+    executors = ExecutorPool(cfg.sandbox, name_prefix="eval-executor")
+    results = []
+    try:
+        problems = load_eval_problems(cfg, executors.run)
+        for label, path in targets:
+            folder = out / label
+            if force:
+                shutil.rmtree(folder, ignore_errors=True)
+            if (folder / "DONE").is_file() and (folder / "results.json").is_file():
+                log.info("eval %s: results exist in %s, reused (--force to redo)", label, folder)
+                results.append((label, json.loads((folder / "results.json").read_text())))
+                continue
+            log.info("eval %s: %s on %d tasks", label, path, len(problems))
+            results.append((label, evaluate_model(cfg, label, path, problems, executors, folder)))
+    finally:
+        executors.shutdown()
+    written = write_report(results, out, run_dir=Path(cfg.run_dir))
+    print((out / "report.md").read_text())
+    log.info("eval: report in %s", ", ".join(str(p) for p in written))
+    return results
