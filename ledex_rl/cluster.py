@@ -18,7 +18,9 @@ class ClusterUnavailable(RuntimeError):
     """The configured Ray cluster cannot be reached; the message says how to fix it."""
 
 
-def connect(cfg: RayConfig):
+def connect(cfg: RayConfig, quiet: bool = False):
+    """`quiet`: do not stream the actors' logs to this terminal (interactive commands such as
+    `ledex-rl debug`; the logs stay in Ray's log folder and the dashboard)."""
     import ray
 
     if ray.is_initialized():
@@ -29,13 +31,14 @@ def connect(cfg: RayConfig):
     address = cfg.address or os.environ.get("RAY_ADDRESS", "")
     try:
         if address:
-            ray.init(address=address, namespace=cfg.namespace, log_to_driver=True)
+            ray.init(address=address, namespace=cfg.namespace, log_to_driver=not quiet)
         else:
             ray.init(
                 num_cpus=cfg.num_cpus or None,
                 namespace=cfg.namespace,
                 dashboard_host=cfg.dashboard_host,
-                include_dashboard=True,
+                include_dashboard=not quiet,
+                log_to_driver=not quiet,
             )
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

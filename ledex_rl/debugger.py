@@ -194,7 +194,7 @@ def load_fixer(cfg, model: str | None, endpoint: str | None):
 
     path = resolve_model(model) if model else policy_for(cfg, "eval")
     tokenizer = AutoTokenizer.from_pretrained(path)
-    connect(cfg.ray)
+    connect(cfg.ray, quiet=True)
     engines = EnginePool(path, cfg.rollout, cfg.model, cfg.seed, name_prefix="debug-rollout")
     fixer = EngineTeacher(engines, tokenizer, model or path, prompts.prompt_style(cfg.model.prompt_style, tokenizer))
     return fixer, engines.shutdown

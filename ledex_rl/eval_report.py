@@ -136,6 +136,7 @@ def plot_rounds(results: Sequence[Result], path: Path) -> Path:
             ax.set_xlabel("round of refinement")
             ax.set_ylabel("%")
             ax.set_xticks(range(_max_rounds(results) + 1))
+            ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()

@@ -81,6 +81,7 @@ class Evaluator:
         bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"eval {Path(self.model_name).name}",
                    unit="task", disable=not self.progress)
         size = self.cfg.chunk_size
+        self._bar = bar
         for i in range(0, len(todo), size):
             chunk = todo[i : i + size]
             self.parts.write(self.evaluate_chunk(chunk))
@@ -109,6 +110,7 @@ class Evaluator:
                               max_tokens=cfg.max_new_tokens, seed=request_seed(self.seed, p.task_id, "eval-first"))
             for p in chunk
         ]
+        self._status(f"{len(chunk)} tasks: first attempts")
         outputs = self._generate(requests)
         samples = [(p, i, c.text, r.seed) for p, r, cs in zip(chunk, requests, outputs) for i, c in enumerate(cs)]
         verdicts = self._execute([(p, prompts.parse_response(text).code) for p, _, text, _ in samples])
@@ -128,6 +130,7 @@ class Evaluator:
                 requests.append(GenerationRequest(self._prompt(messages), n=1, temperature=cfg.refine_temperature,
                                                   max_tokens=cfg.max_new_tokens,
                                                   seed=request_seed(self.seed, task_id, "eval-refine", mode, round_, i)))
+            self._status(f"{len(chunk)} tasks: round {round_}, {len(requests)} refinements")
             texts = [cs[0].text for cs in self._generate(requests)]
             codes = [prompts.parse_response(t).code for t in texts]
             verdicts = self._execute([(by_id[task_id], code) for (_, task_id, _), code in zip(wrong, codes)])
@@ -135,6 +138,11 @@ class Evaluator:
                 latest[(mode, task_id, i)] = (code, verdict)
                 rows.append(self._row(by_id[task_id], i, round_, mode, text, verdict, request.seed))
         return rows
+
+    def _status(self, text: str) -> None:
+        bar = getattr(self, "_bar", None)
+        if bar is not None:
+            bar.set_postfix_str(text)
 
     def _prompt(self, messages: list[dict]) -> str:
         return prompts.render(messages, self.tokenizer, self.style)

@@ -29,10 +29,10 @@ def test_paper_setting_values():
 
 
 def test_overrides_parse_yaml_values_and_index_lists():
-    cfg = load_config(CONFIGS / "tiny.yaml", ["rl.ppo.kl_coef=0.05", "data.train.0.limit=2", "eval.ks=[1, 5]", "rl.ppo.adaptive_kl=false"])
+    cfg = load_config(CONFIGS / "tiny.yaml", ["rl.ppo.kl_coef=0.05", "data.train.0.limit=2", "eval.ks=[1, 2]", "rl.ppo.adaptive_kl=false"])
     assert cfg.rl.ppo.kl_coef == 0.05
     assert cfg.data.train[0].limit == 2
-    assert cfg.eval.ks == (1, 5)
+    assert cfg.eval.ks == (1, 2)
     assert cfg.rl.ppo.adaptive_kl is False
 
 
@@ -92,3 +92,8 @@ def test_round_trip_through_yaml(tmp_path):
     path = tmp_path / "again.yaml"
     path.write_text(cfg.to_yaml())
     assert load_config(path) == cfg
+
+
+def test_pass_at_k_above_the_sample_count_is_refused():
+    with pytest.raises(ConfigError, match=r"pass@5 needs eval.samples_per_task >= 5 \(it is 2\)"):
+        load_config(CONFIGS / "tiny.yaml", ["eval.ks=[1, 5]"])

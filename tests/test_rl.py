@@ -21,6 +21,8 @@ def test_two_ppo_steps_through_every_actor(ray_cluster, tiny_env, tmp_path, adva
              "rl.reference.num_cpus=0.1", "sandbox.executor_num_cpus=0.1", "rollout.num_cpus_per_engine=0.25"]
     if advantage == "grpo":
         extra.append("rl.ppo.samples_per_prompt=2")
+    else:  # evaluation during RL, after step 2 only
+        extra += ["rl.eval_every_steps=2", "rl.eval_tasks=1", "eval.max_new_tokens=16"]
     cfg = load_config("configs/tiny.yaml", sft_overrides(tmp_path, *extra))
     start = policy_for(cfg, "rl")
     assert run_stage("rl", cfg)
@@ -34,6 +36,10 @@ def test_two_ppo_steps_through_every_actor(ray_cluster, tiny_env, tmp_path, adva
                     "time/score_s", "time/execute_s", "time/reference_s", "time/train_s", "time/sync_s"):
             assert key in m, key
         assert -5.0 <= m["reward/code"] <= 5.0 and m["ppo/entropy"] > 0
+    if advantage == "gae":
+        assert "eval/humaneval/init_pass@1" not in metrics[0]
+        assert {"eval/humaneval/init_pass@1", "eval/humaneval/refine_pass@1", "eval/humaneval/explain_refine_pass@1"} <= set(metrics[1])
+        assert (tmp_path / "rl" / "evals" / "step-00002" / "results.json").is_file()
     # Step 2 sampled from the updated policy, which has drifted from the reference: KL is no longer ~0.
     assert abs(metrics[1]["kl/mean_per_response"]) > 1e-4
     assert policy_for(cfg, "eval") == str(tmp_path / "rl" / "model")
