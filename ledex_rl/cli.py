@@ -32,6 +32,7 @@ def fail_cleanly(func):
 
     from actors.weight_sync import WeightSyncError
     from ledex_rl.cluster import ClusterUnavailable
+    from ledex_rl.cluster_plan import ClusterSpecError
     from ledex_rl.debugger import DebugInputError
     from ledex_rl.eval_report import NoResults
     from ledex_rl.models import ModelUnavailable
@@ -39,7 +40,7 @@ def fail_cleanly(func):
     from ledex_rl.stages.sft import NoTrainingData
     from ledex_rl.teachers import TeacherUnavailable
 
-    known = (ConfigError, DebugInputError, NoResults, ModelUnavailable, SourceUnavailable, ClusterUnavailable, NoTrainingData, WeightSyncError, TeacherUnavailable)
+    known = (ConfigError, ClusterSpecError, DebugInputError, NoResults, ModelUnavailable, SourceUnavailable, ClusterUnavailable, NoTrainingData, WeightSyncError, TeacherUnavailable)
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -226,6 +227,26 @@ def sandbox_check(config_path, overrides):
             click.echo(f"  [{'ok' if good else 'FAIL'}] {label} ({result.wall_ms:.1f} ms){'' if good else ': ' + result.feedback()}")
     if not ok:
         sys.exit(1)
+
+
+@main.command(name="cluster-check", help="Check that a config's actors fit a cluster: a Ray cluster launcher file or a "
+              "KubeRay RayJob/RayCluster manifest (each actor on one node type; each stage within the cluster's "
+              "maximum size).\n\n" + OVERRIDES_HELP)
+@click.argument("cluster_file", type=click.Path(dir_okay=False))
+@config_options
+@fail_cleanly
+def cluster_check(cluster_file, config_path, overrides):
+    from ledex_rl import cluster_plan
+
+    cfg = load_or_exit(config_path, overrides)
+    types = cluster_plan.node_types(cluster_file)
+    click.echo(cluster_plan.describe(cfg, types))
+    problems = cluster_plan.check(cfg, types)
+    for line in problems:
+        click.echo(f"does not fit: {line}", err=True)
+    if problems:
+        sys.exit(1)
+    click.echo("fits: every actor has a node type, and every stage fits the cluster at its maximum size")
 
 
 @main.command(name="problems")

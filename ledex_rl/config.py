@@ -398,6 +398,11 @@ class LedexConfig:
     rl: RLConfig = field(default_factory=RLConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def __post_init__(self) -> None:
+        _check(not (self.trainer.device == "cuda" and "rl" in self.stages and self.rl.reference.num_gpus == 0),
+               "rl.reference.num_gpus: the reference model runs on the trainer's device (cuda), so it needs a GPU "
+               "(1, or a fraction to share one)")
+
     def to_dict(self) -> dict:
         return to_dict(self)
 

@@ -1,0 +1,168 @@
+"""Does a training config fit a cluster? The resources every actor group asks Ray for, checked against
+the node types of a Ray cluster launcher file or a KubeRay RayJob / RayCluster manifest.
+
+Two rules, both about what the autoscaler can do: every single actor (or placement-group bundle) must
+fit on one node of some type, or Ray waits forever for it; and each stage's actors together must fit
+the cluster at its maximum size, or the stage waits forever for the last of them.
+
+    ledex-rl cluster-check configs/cluster/ray-cluster.yaml --config configs/codellama-7b.yaml
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ledex_rl.config import LedexConfig
+
+
+class ClusterSpecError(ValueError):
+    """A cluster file that cannot be read, or a config that does not fit it; one line says which."""
+
+
+@dataclass(frozen=True)
+class Demand:
+    group: str  # what asks: "rollout engine", "trainer rank", ...
+    count: int
+    cpu: float
+    gpu: float
+
+
+@dataclass(frozen=True)
+class NodeType:
+    name: str
+    cpu: float
+    gpu: float
+    max_workers: int
+
+
+def stage_demands(cfg: LedexConfig) -> dict[str, list[Demand]]:
+    """What each stage asks Ray for at once (the actor options in actors/*.py, from the config)."""
+    r, t, s = cfg.rollout, cfg.trainer, cfg.sandbox
+    engine_gpus = float(r.tensor_parallel_size) if r.device == "cuda" else 0.0
+    engines = Demand("rollout engine", r.num_engines, r.num_cpus_per_engine, engine_gpus)
+    executors = Demand("sandbox executor", s.num_executors, s.executor_num_cpus, 0.0)
+    rank = Demand("trainer rank", t.num_ranks, t.num_cpus_per_rank, t.num_gpus_per_rank)
+    ref = cfg.rl.reference
+    rewards = Demand("reward actor", cfg.rl.rewards.num_reward_actors, cfg.rl.rewards.reward_actor_num_cpus, 0.0)
+    if ref.colocate:  # rank 0's bundle also holds the reference model
+        rl_trainer = [Demand("trainer rank 0 + reference model", 1, t.num_cpus_per_rank + ref.num_cpus, t.num_gpus_per_rank + ref.num_gpus)]
+        if t.num_ranks > 1:
+            rl_trainer.append(Demand("trainer rank", t.num_ranks - 1, t.num_cpus_per_rank, t.num_gpus_per_rank))
+    else:
+        rl_trainer = [rank, Demand("reference model", 1, ref.num_cpus, ref.num_gpus)]
+    teacher = [Demand("teacher engine", r.num_engines, r.num_cpus_per_engine, engine_gpus)] if cfg.collect.teacher.kind == "vllm" else []
+    return {
+        "collect": [executors, engines, *teacher],
+        "sft": [rank],
+        "rl": [executors, engines, rewards, *rl_trainer],
+        "eval": [executors, engines],
+    }
+
+
+def node_types(path: str | Path) -> list[NodeType]:
+    """Worker node types (with the head, which can host actors when it has logical CPUs) from a Ray
+    cluster launcher YAML, or a KubeRay RayJob / RayCluster manifest. A launcher file's global
+    `max_workers` is not modelled: the capacity is each type's own maximum."""
+    file = Path(path)
+    try:
+        doc = yaml.safe_load(file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ClusterSpecError(f"cannot read cluster file {file}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(doc, dict):
+        raise ClusterSpecError(f"cluster file {file} is not a YAML mapping")
+    if "available_node_types" in doc:
+        return _launcher_types(doc, file)
+    if doc.get("kind") in ("RayJob", "RayCluster"):
+        return _kuberay_types(doc, file)
+    raise ClusterSpecError(f"{file}: neither a Ray cluster launcher file (available_node_types) nor a KubeRay RayJob/RayCluster")
+
+
+def _require(mapping: dict, key: str, where: str, file: Path):
+    if not isinstance(mapping, dict) or key not in mapping:
+        raise ClusterSpecError(f"{file}: missing '{key}' in {where}")
+    return mapping[key]
+
+
+def _launcher_types(doc: dict, file: Path) -> list[NodeType]:
+    for key in ("cluster_name", "provider", "head_node_type"):
+        _require(doc, key, "the top level", file)
+    types = doc["available_node_types"]
+    if doc["head_node_type"] not in types:
+        raise ClusterSpecError(f"{file}: head_node_type '{doc['head_node_type']}' is not in available_node_types")
+    out = []
+    for name, spec in types.items():
+        resources = _require(spec, "resources", f"node type '{name}'", file)
+        is_head = name == doc["head_node_type"]
+        max_workers = 1 if is_head else int(_require(spec, "max_workers", f"node type '{name}'", file))
+        if not is_head and int(spec.get("min_workers", 0)) > max_workers:
+            raise ClusterSpecError(f"{file}: node type '{name}' has min_workers > max_workers")
+        out.append(NodeType(name, float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), max_workers))
+    return out
+
+
+def _quantity(value) -> float:
+    text = str(value)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def _group_type(name: str, group: dict, max_workers: int, file: Path) -> NodeType:
+    params = group.get("rayStartParams") or {}
+    containers = _require(_require(_require(group, "template", name, file), "spec", f"{name}.template", file),
+                          "containers", f"{name}.template.spec", file)
+    limits = (containers[0].get("resources") or {}).get("limits") or {}
+    cpu = _quantity(params["num-cpus"]) if "num-cpus" in params else _quantity(limits.get("cpu", 0))
+    gpu = _quantity(params["num-gpus"]) if "num-gpus" in params else _quantity(limits.get("nvidia.com/gpu", 0))
+    if "nvidia.com/gpu" in limits and gpu > _quantity(limits["nvidia.com/gpu"]):
+        raise ClusterSpecError(f"{file}: {name} tells Ray it has {gpu:g} GPUs but its container gets {limits['nvidia.com/gpu']}")
+    return NodeType(name, cpu, gpu, max_workers)
+
+
+def _kuberay_types(doc: dict, file: Path) -> list[NodeType]:
+    if not str(doc.get("apiVersion", "")).startswith("ray.io/"):
+        raise ClusterSpecError(f"{file}: apiVersion must be ray.io/v1 for a KubeRay {doc.get('kind')}")
+    spec = _require(doc, "spec", "the top level", file)
+    if doc["kind"] == "RayJob":
+        entry = str(_require(spec, "entrypoint", "spec", file))
+        if "ledex_rl.train" not in entry:
+            raise ClusterSpecError(f"{file}: spec.entrypoint should run `python -m ledex_rl.train --config ...` (it is '{entry}')")
+        spec = _require(spec, "rayClusterSpec", "spec", file)
+    head = _group_type("headGroupSpec", _require(spec, "headGroupSpec", "the cluster spec", file), 1, file)
+    out = [head]
+    for group in spec.get("workerGroupSpecs") or []:
+        name = _require(group, "groupName", "a workerGroupSpec", file)
+        max_replicas = int(group.get("maxReplicas", group.get("replicas", 0)))
+        if int(group.get("minReplicas", 0)) > max_replicas:
+            raise ClusterSpecError(f"{file}: worker group '{name}' has minReplicas > maxReplicas")
+        out.append(_group_type(name, group, max_replicas, file))
+    return out
+
+
+def check(cfg: LedexConfig, types: list[NodeType]) -> list[str]:
+    """Every way `cfg` does not fit `types`, as one line each (empty: it fits)."""
+    problems = []
+    for stage, demands in stage_demands(cfg).items():
+        if stage not in cfg.stages:
+            continue
+        for d in demands:
+            if d.count and not any(d.cpu <= t.cpu and d.gpu <= t.gpu for t in types if t.max_workers):
+                problems.append(f"{stage}: a {d.group} needs {d.cpu:g} CPU and {d.gpu:g} GPU on one node; no node type has that")
+        cpu = sum(d.count * d.cpu for d in demands)
+        gpu = sum(d.count * d.gpu for d in demands)
+        max_cpu = sum(t.cpu * t.max_workers for t in types)
+        max_gpu = sum(t.gpu * t.max_workers for t in types)
+        if cpu > max_cpu or gpu > max_gpu:
+            problems.append(f"{stage}: its actors need {cpu:g} CPU and {gpu:g} GPU together; the cluster has at most "
+                            f"{max_cpu:g} CPU and {max_gpu:g} GPU (raise max_workers or lower the actor counts)")
+    return problems
+
+
+def describe(cfg: LedexConfig, types: list[NodeType]) -> str:
+    lines = ["node types: " + ", ".join(f"{t.name} ({t.cpu:g} CPU, {t.gpu:g} GPU, up to {t.max_workers})" for t in types)]
+    for stage, demands in stage_demands(cfg).items():
+        if stage in cfg.stages:
+            asks = ", ".join(f"{d.count} x {d.group} ({d.cpu:g} CPU, {d.gpu:g} GPU)" for d in demands if d.count)
+            lines.append(f"{stage}: {asks}")
+    return "\n".join(lines)

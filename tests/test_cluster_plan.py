@@ -1,0 +1,80 @@
+"""The cluster files in configs/cluster/ against the training configs: schema and resource consistency."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from ledex_rl.cli import main
+from ledex_rl.cluster_plan import ClusterSpecError, check, node_types, stage_demands
+from ledex_rl.config import ConfigError, load_config
+
+CLUSTER = Path(__file__).resolve().parents[1] / "configs" / "cluster"
+PAPER = Path(__file__).resolve().parents[1] / "configs" / "codellama-7b.yaml"
+
+
+@pytest.mark.parametrize("name", ["ray-cluster.yaml", "rayjob.yaml"])
+def test_the_shipped_cluster_files_fit_the_paper_config(name):
+    cfg = load_config(PAPER)
+    types = node_types(CLUSTER / name)
+    assert check(cfg, types) == []
+    assert any(t.gpu >= 8 for t in types) and any(t.cpu >= 32 and t.gpu == 0 for t in types)
+
+
+def test_launcher_and_rayjob_describe_the_same_cluster():
+    launcher = {(t.cpu, t.gpu, t.max_workers) for t in node_types(CLUSTER / "ray-cluster.yaml")}
+    rayjob = {(t.cpu, t.gpu, t.max_workers) for t in node_types(CLUSTER / "rayjob.yaml")}
+    assert launcher == rayjob
+    entry = yaml.safe_load((CLUSTER / "rayjob.yaml").read_text())["spec"]["entrypoint"]
+    config = entry.split("--config")[1].split()[0]
+    assert (PAPER.parent.parent / config).resolve() == PAPER.resolve()
+
+
+def test_demands_follow_the_config():
+    cfg = load_config(PAPER, ["trainer.num_ranks=2", "rl.reference.colocate=false"])
+    rl = {d.group: d for d in stage_demands(cfg)["rl"]}
+    assert (rl["trainer rank"].count, rl["trainer rank"].gpu) == (2, 1.0)
+    assert rl["reference model"].gpu == 1.0
+    assert (rl["rollout engine"].count, rl["rollout engine"].gpu) == (cfg.rollout.num_engines, 1.0)
+    assert rl["sandbox executor"].cpu == cfg.sandbox.executor_num_cpus
+
+
+def test_a_config_too_large_for_the_cluster_is_named():
+    cfg = load_config(PAPER, ["rollout.tensor_parallel_size=16", "trainer.num_ranks=20"])
+    problems = check(cfg, node_types(CLUSTER / "rayjob.yaml"))
+    assert "rl: a rollout engine needs 4 CPU and 16 GPU on one node; no node type has that" in problems
+    assert any(p.startswith("sft: its actors need 80 CPU and 20 GPU together") for p in problems)
+    result = CliRunner().invoke(main, ["cluster-check", str(CLUSTER / "rayjob.yaml"), "--config", str(PAPER), "trainer.num_ranks=20"])
+    assert result.exit_code == 1 and "does not fit: sft" in result.output
+
+
+def test_a_cuda_reference_model_needs_a_gpu():
+    with pytest.raises(ConfigError, match="rl.reference.num_gpus"):
+        load_config(PAPER, ["rl.reference.num_gpus=0"])
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.pop("head_node_type"), "missing 'head_node_type'"),
+    (lambda d: d["available_node_types"]["cpu_worker"].pop("resources"), "missing 'resources' in node type 'cpu_worker'"),
+    (lambda d: d["available_node_types"]["gpu_worker"].update(min_workers=9), "min_workers > max_workers"),
+])
+def test_broken_launcher_files_are_one_line_errors(tmp_path, mutate, message):
+    doc = yaml.safe_load((CLUSTER / "ray-cluster.yaml").read_text())
+    mutate(doc)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(ClusterSpecError, match=message):
+        node_types(tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.update(apiVersion="v1"), "apiVersion must be ray.io/v1"),
+    (lambda d: d["spec"].update(entrypoint="python train.py"), "should run `python -m ledex_rl.train"),
+    (lambda d: d["spec"]["rayClusterSpec"]["workerGroupSpecs"][1]["rayStartParams"].update({"num-gpus": "16"}), "gets 8"),
+])
+def test_broken_rayjobs_are_one_line_errors(tmp_path, mutate, message):
+    doc = yaml.safe_load((CLUSTER / "rayjob.yaml").read_text())
+    mutate(doc)
+    (tmp_path / "j.yaml").write_text(yaml.safe_dump(doc))
+    result = CliRunner().invoke(main, ["cluster-check", str(tmp_path / "j.yaml"), "--config", str(PAPER)])
+    assert result.exit_code == 2 and message in result.output
