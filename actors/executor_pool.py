@@ -52,7 +52,7 @@ class ExecutorActor:
 
 class ExecutorPool:
     def __init__(self, cfg: SandboxConfig, name_prefix: str = "executor"):
-        self.cfg = cfg
+        self.cfg, self.name_prefix = cfg, name_prefix
         remote = ray.remote(ExecutorActor)
         self.actors = [
             remote.options(
@@ -77,7 +77,9 @@ class ExecutorPool:
 
     def run_iter(self, jobs: Sequence[Job]) -> Iterator[tuple[int, ExecutionResult]]:
         """Yield (index, result) as chunks finish, so callers can overlap work with execution."""
-        started = time.perf_counter()
+        from ledex_rl.ray_metrics import record
+
+        started, finished = time.perf_counter(), 0
         size = self.cfg.jobs_per_call
         pending = deque((list(range(i, min(i + size, len(jobs)))), 0) for i in range(0, len(jobs), size))
         in_flight: dict[ray.ObjectRef, tuple[list[int], int, int]] = {}
@@ -105,6 +107,10 @@ class ExecutorPool:
                 self.stats["failed_chunks"] += 1
                 message = f"the executor died twice while running this job ({type(exc).__name__})"
                 chunk_results = [ExecutionResult("sandbox_error", message=message, metadata=jobs[i].metadata) for i in indices]
+            finished += len(indices)
+            queued = sum(len(ix) for ix, _ in pending) + sum(len(ix) for ix, _, _ in in_flight.values())
+            record({"sandbox/executions_per_second": finished / max(time.perf_counter() - started, 1e-9),
+                    "sandbox/queue_depth": queued}, self.name_prefix)
             for i, result in zip(indices, chunk_results):
                 yield i, result
         self.stats["jobs"] += len(jobs)

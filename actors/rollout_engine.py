@@ -172,6 +172,7 @@ class EnginePool:
     """Several engine actors behind one `generate`: requests are split into balanced shards."""
 
     def __init__(self, model_path: str, rollout: RolloutConfig, model: ModelConfig, seed: int = 0, name_prefix: str = "rollout"):
+        self.name_prefix = name_prefix
         remote = ray.remote(RolloutEngine)
         resources = {"num_gpus": rollout.tensor_parallel_size} if rollout.device == "cuda" else {"num_gpus": 0}
         if rollout.device == "cpu":
@@ -188,12 +189,17 @@ class EnginePool:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         if not requests:
             return []
+        from ledex_rl.ray_metrics import record
+
+        started = time.perf_counter()
         shards = _balanced_shards(requests, len(self.engines))
         refs = [(indices, engine.generate.remote([requests[i] for i in indices])) for engine, indices in zip(self.engines, shards) if indices]
         results: list = [None] * len(requests)
         for indices, ref in refs:
             for i, completions in zip(indices, ray.get(ref)):
                 results[i] = completions
+        tokens = sum(len(c.token_ids) for completions in results for c in completions)
+        record({"rollout/tokens_per_second": tokens / max(time.perf_counter() - started, 1e-9)}, self.name_prefix)
         return results
 
     def update_weights(self, named_tensors: list, version: int | None = None) -> list[float]:

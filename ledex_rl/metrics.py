@@ -1,4 +1,5 @@
-"""Training metrics: TensorBoard scalars plus a JSON-lines file per stage (easy to read back and plot).
+"""Training metrics: TensorBoard scalars, a JSON-lines file per stage (easy to read back and plot), and
+the same values as Ray metrics for the dashboard (`ledex_rl.ray_metrics`).
 
     metrics = MetricsLogger(run_dir, "sft")
     metrics.log(step, {"train/loss": 1.2, "train/lr": 2e-5})
@@ -15,6 +16,7 @@ class MetricsLogger:
     def __init__(self, run_dir: str | Path, stage: str):
         from torch.utils.tensorboard import SummaryWriter
 
+        self.stage = stage
         self.tensorboard_dir = Path(run_dir) / "tensorboard" / stage
         self.writer = SummaryWriter(str(self.tensorboard_dir))
         self.jsonl = Path(run_dir) / stage / "metrics.jsonl"
@@ -26,6 +28,9 @@ class MetricsLogger:
         with self.jsonl.open("a") as f:
             f.write(json.dumps({"step": step, "time": round(time.time(), 3), **values}) + "\n")
         self.writer.flush()
+        from ledex_rl.ray_metrics import record
+
+        record({**values, "step": step}, self.stage)
 
     def read(self) -> list[dict]:
         if not self.jsonl.is_file():
