@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,10 +27,11 @@ def test_ray_job_submit_runs_the_pipeline_on_a_running_head(tmp_path, tiny_model
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     gcs, dashboard = _free_port(), _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     # --block keeps the head in this process group, so the test can stop it without `ray stop`
     # (which would stop every Ray on the machine, the test session's own cluster included).
     head = subprocess.Popen([ray, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}",
-                             "--dashboard-host=127.0.0.1", "--num-cpus=2", f"--temp-dir={tmp_path / 'ray'}"],
+                             "--dashboard-host=127.0.0.1", "--num-cpus=2", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
     try:
@@ -45,9 +47,11 @@ def test_ray_job_submit_runs_the_pipeline_on_a_running_head(tmp_path, tiny_model
             env=env, capture_output=True, text=True, timeout=900)
         assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
         assert "done: every stage's output is in" in submit.stdout
-        status = subprocess.run([ray, "job", "status", "--address", address, "ledex-tiny"], env=env, capture_output=True, text=True)
-        assert "SUCCEEDED" in status.stdout
-        logs = subprocess.run([ray, "job", "logs", "--address", address, "ledex-tiny"], env=env, capture_output=True, text=True).stdout
+        from ray.job_submission import JobStatus, JobSubmissionClient
+
+        client = JobSubmissionClient(address)
+        assert client.get_job_status("ledex-tiny") == JobStatus.SUCCEEDED
+        logs = client.get_job_logs("ledex-tiny")
         assert "joined" in logs  # the driver joined the running cluster instead of starting its own
         summary = json.loads((run_dir / "collect" / "summary.json").read_text())
         assert summary["table1"]["humaneval"]["problems"] == 2
