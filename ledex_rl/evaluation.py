@@ -61,11 +61,12 @@ class Evaluator:
     (anything with `.run(jobs)`: the executor pool, or a Sandbox)."""
 
     def __init__(self, out_dir: Path, engines, tokenizer, style: str, executors, cfg: EvalConfig, seed: int,
-                 model_name: str, progress: bool = True):
+                 model_name: str, progress: bool = True, label: str = ""):
         self.out_dir = Path(out_dir)
         self.parts = Parts(self.out_dir / "parts", SCHEMA)
         self.engines, self.tokenizer, self.style, self.executors = engines, tokenizer, style, executors
         self.cfg, self.seed, self.model_name, self.progress = cfg, seed, model_name, progress
+        self.label = label or Path(model_name).name
         self.seconds = {"generate": 0.0, "execute": 0.0}
 
     def run(self, problems: Sequence[Problem]) -> dict:
@@ -78,7 +79,7 @@ class Evaluator:
         if done:
             log.info("eval %s: resuming; %d tasks done, %d to go", self.model_name, len(problems) - len(todo), len(todo))
         started = time.perf_counter()
-        bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"eval {Path(self.model_name).name}",
+        bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"eval {self.label}",
                    unit="task", disable=not self.progress)
         size = self.cfg.chunk_size
         self._bar = bar

@@ -46,3 +46,49 @@ def test_two_ppo_steps_through_every_actor(ray_cluster, tiny_env, tmp_path, adva
     before = AutoModelForCausalLM.from_pretrained(start).state_dict()
     after = AutoModelForCausalLM.from_pretrained(tmp_path / "rl" / "model").state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_a_killed_rl_run_resumes_and_step_k_plus_1_matches(ray_cluster, tiny_env, tmp_path):
+    """SIGKILL `ledex-rl rl` once step 1 is checkpointed and logged; the rerun resumes after step 1
+    (trainer and optimizer state, KL controller, engines brought to the checkpoint's weights), and its
+    step 2 equals step 2 of an uninterrupted run with the same seed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import ray
+
+    from ledex_rl.pipeline import run_stage
+    from tests.test_sft import REPO
+
+    extra = ["trainer.zero_stage=2", "rl.ppo.lr=1e-4", "rl.ppo.steps=3", "rl.rewards.reward_actor_num_cpus=0.25",
+             "rl.reference.num_cpus=0.1", "sandbox.executor_num_cpus=0.1", "rollout.num_cpus_per_engine=0.25"]
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    for d in (killed, whole):
+        write_collected(d, n_tasks=4)
+    address = ray.get_runtime_context().gcs_address
+    cmd = [sys.executable, "-m", "ledex_rl.cli", "rl", "--config", "configs/tiny.yaml",
+           *sft_overrides(killed, *extra, f"ray.address={address}")]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+    log = killed / "rl" / "metrics.jsonl"
+    deadline = time.time() + 600
+    while not (log.is_file() and log.read_text().strip()) and time.time() < deadline:
+        assert proc.poll() is None, "rl finished or failed before it could be killed"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "rl" / "DONE").exists()
+    time.sleep(2)  # let Ray reap the dead driver's actors
+
+    assert run_stage("rl", load_config("configs/tiny.yaml", sft_overrides(killed, *extra)))
+    assert run_stage("rl", load_config("configs/tiny.yaml", sft_overrides(whole, *extra)))
+    resumed = [json.loads(line) for line in log.read_text().splitlines()]
+    expected = [json.loads(line) for line in (whole / "rl" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in resumed] == [1, 2, 3]  # step 1 ran once: the rerun started after its checkpoint
+    for key in ("reward/total", "reward/code", "kl/mean_per_response", "kl/coef", "ppo/policy_loss", "response/length_mean"):
+        assert resumed[1][key] == pytest.approx(expected[1][key], rel=1e-3, abs=1e-5), key

@@ -91,7 +91,7 @@ def evaluate_model(cfg: LedexConfig, label: str, model_path: str, problems, exec
     engines = EnginePool(model_path, cfg.rollout, cfg.model, cfg.seed, name_prefix=f"eval-{label}-rollout")
     try:
         evaluator = Evaluator(out, engines, tokenizer, prompts.prompt_style(cfg.model.prompt_style, tokenizer), executors,
-                              cfg.eval, cfg.seed, model_path)
+                              cfg.eval, cfg.seed, model_path, label=label)
         results = evaluator.run(problems)
     finally:
         engines.shutdown()

@@ -13,7 +13,8 @@ frozen reference model. One PPO step (`PPOStep.run`):
   6. sync the new weights to the engines.
 
 Output in `run_dir/rl/`: `model/` (the final policy, picked up by evaluation), `metrics.jsonl`
-(+ TensorBoard under `run_dir/tensorboard/rl`), `checkpoints/` for resuming, `summary.json`.
+(+ TensorBoard under `run_dir/tensorboard/rl`), `checkpoints/` for resuming, `summary.json`, and
+`evals/step-N/` when `rl.eval_every_steps` evaluates the policy during training.
 """
 
 from __future__ import annotations
