@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import ray
 
@@ -173,18 +173,43 @@ class EnginePool:
 
     def __init__(self, model_path: str, rollout: RolloutConfig, model: ModelConfig, seed: int = 0, name_prefix: str = "rollout"):
         self.name_prefix = name_prefix
-        remote = ray.remote(RolloutEngine)
+        self.model_path, self.rollout, self.model, self.seed = model_path, rollout, model, seed
+        self.engines = [self._spawn(i, f"{name_prefix}-{i}") for i in range(rollout.num_engines)]
+        ray.get([e.info.remote() for e in self.engines])  # wait until every engine is up
+        # Called with [new engine] after a dead engine is replaced, to give it the current weights
+        # (the RL stage sets it to the trainer's `push_weights`).
+        self.on_replace: Callable[[list], object] | None = None
+        self.replacements = 0
+
+    def _spawn(self, index: int, name: str):
+        rollout = self.rollout
         resources = {"num_gpus": rollout.tensor_parallel_size} if rollout.device == "cuda" else {"num_gpus": 0}
         if rollout.device == "cpu":
             threads = str(rollout.cpu_threads or os.cpu_count() or 1)
             resources["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}}
-        self.engines = [
-            remote.options(name=f"{name_prefix}-{i}", num_cpus=rollout.num_cpus_per_engine, max_restarts=0, **resources).remote(
-                model_path, rollout, model, seed + i
-            )
-            for i in range(rollout.num_engines)
-        ]
-        ray.get([e.info.remote() for e in self.engines])  # wait until every engine is up
+        return ray.remote(RolloutEngine).options(name=name, num_cpus=rollout.num_cpus_per_engine, max_restarts=0, **resources).remote(
+            self.model_path, rollout, self.model, self.seed + index)
+
+    def replace(self, index: int) -> None:
+        """Start a new engine in place of a dead one and give it the current weights."""
+        self.replacements += 1
+        log.warning("rollout engine %s-%d died; starting a replacement", self.name_prefix, index)
+        self.engines[index] = self._spawn(index, f"{self.name_prefix}-{index}-r{self.replacements}")
+        ray.get(self.engines[index].info.remote())
+        if self.on_replace is not None:
+            self.on_replace([self.engines[index]])
+
+    def replace_dead(self) -> int:
+        """Replace every engine that no longer answers; returns how many were replaced."""
+        dead = []
+        for i, engine in enumerate(self.engines):
+            try:
+                ray.get(engine.info.remote(), timeout=60)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                dead.append(i)
+        for i in dead:
+            self.replace(i)
+        return len(dead)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         if not requests:
@@ -193,10 +218,17 @@ class EnginePool:
 
         started = time.perf_counter()
         shards = _balanced_shards(requests, len(self.engines))
-        refs = [(indices, engine.generate.remote([requests[i] for i in indices])) for engine, indices in zip(self.engines, shards) if indices]
+        refs = [(k, indices, engine.generate.remote([requests[i] for i in indices]))
+                for k, (engine, indices) in enumerate(zip(self.engines, shards)) if indices]
         results: list = [None] * len(requests)
-        for indices, ref in refs:
-            for i, completions in zip(indices, ray.get(ref)):
+        for k, indices, ref in refs:
+            try:
+                shard = ray.get(ref)
+            except ray.exceptions.RayActorError:
+                # Every request carries its own seed, so the replacement samples the same answers.
+                self.replace(k)
+                shard = ray.get(self.engines[k].generate.remote([requests[i] for i in indices]))
+            for i, completions in zip(indices, shard):
                 results[i] = completions
         tokens = sum(len(c.token_ids) for completions in results for c in completions)
         record({"rollout/tokens_per_second": tokens / max(time.perf_counter() - started, 1e-9)}, self.name_prefix)

@@ -430,6 +430,13 @@ class TrainerGroup:
         handles = getattr(engines, "engines", engines)
         return self._all("sync_weights", None, list(handles), self.version)[0]
 
+    def push_weights(self, engines: list) -> dict | None:
+        """Send the current weights, without a new version, to engines that lack them (a replaced
+        engine). Before the first sync the engines already hold the starting weights."""
+        if self.version == 0:
+            return None
+        return self._all("sync_weights", None, list(engines), self.version)[0]
+
     def save_model(self, directory: str | Path, tokenizer_dir: str | Path) -> None:
         self._all("save_model", None, str(directory), str(tokenizer_dir))
 

@@ -37,10 +37,11 @@ def fail_cleanly(func):
     from ledex_rl.eval_report import NoResults
     from ledex_rl.models import ModelUnavailable
     from ledex_rl.problems.base import SourceUnavailable
+    from ledex_rl.stages.rl import ActorDied
     from ledex_rl.stages.sft import NoTrainingData
     from ledex_rl.teachers import TeacherUnavailable
 
-    known = (ConfigError, ClusterSpecError, DebugInputError, NoResults, ModelUnavailable, SourceUnavailable, ClusterUnavailable, NoTrainingData, WeightSyncError, TeacherUnavailable)
+    known = (ConfigError, ClusterSpecError, DebugInputError, NoResults, ModelUnavailable, SourceUnavailable, ClusterUnavailable, NoTrainingData, WeightSyncError, TeacherUnavailable, ActorDied)
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):

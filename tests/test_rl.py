@@ -92,3 +92,43 @@ def test_a_killed_rl_run_resumes_and_step_k_plus_1_matches(ray_cluster, tiny_env
     assert [m["step"] for m in resumed] == [1, 2, 3]  # step 1 ran once: the rerun started after its checkpoint
     for key in ("reward/total", "reward/code", "kl/mean_per_response", "kl/coef", "ppo/policy_loss", "response/length_mean"):
         assert resumed[1][key] == pytest.approx(expected[1][key], rel=1e-3, abs=1e-5), key
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_killing_an_executor_and_the_engine_mid_run_loses_no_trajectory(ray_cluster, tiny_env, tmp_path):
+    """Kill the executor and the rollout engine (by their actor handles) as step 2 starts: Ray restarts
+    the executor and its jobs are retried; the engine is replaced and given the current weights. Every
+    step still scores its whole batch, and the run ends with the engine at the last weights version."""
+    import threading
+    import time
+
+    import ray
+
+    from ledex_rl.pipeline import run_stage
+
+    write_collected(tmp_path, n_tasks=4)
+    extra = ["trainer.zero_stage=0", "rl.ppo.lr=1e-4", "rl.ppo.steps=3", "rl.rewards.reward_actor_num_cpus=0.25",
+             "rl.reference.num_cpus=0.1", "sandbox.executor_num_cpus=0.1", "rollout.num_cpus_per_engine=0.25"]
+    cfg = load_config("configs/tiny.yaml", sft_overrides(tmp_path, *extra))
+    killed = []
+
+    def kill_at_step_2():
+        log = tmp_path / "rl" / "metrics.jsonl"
+        deadline = time.time() + 600
+        while not (log.is_file() and log.read_text().strip()) and time.time() < deadline:
+            time.sleep(0.05)
+        for name in ("rl-executor-0", "rl-rollout-0"):
+            ray.kill(ray.get_actor(name), no_restart=False)
+            killed.append(name)
+
+    killer = threading.Thread(target=kill_at_step_2, daemon=True)
+    killer.start()
+    assert run_stage("rl", cfg)
+    killer.join(timeout=10)
+    assert killed == ["rl-executor-0", "rl-rollout-0"]
+    metrics = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["response/count"] for m in metrics] == [cfg.rl.ppo.batch_size] * 3
+    summary = json.loads((tmp_path / "rl" / "summary.json").read_text())
+    assert summary["engine_replacements"] == 1
+    assert summary["engine_weights_versions"] == [3]

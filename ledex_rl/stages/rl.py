@@ -50,6 +50,11 @@ class PhaseTimer:
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
 
 
+class ActorDied(RuntimeError):
+    """An actor the run cannot replace (a trainer rank, the reference model) died; the message says
+    where the run can resume."""
+
+
 class PPOStep:
     """One PPO step across the actors. Holds no state besides the KL controller and the data order."""
 
@@ -134,7 +139,7 @@ class PPOStep:
                     batch = self._micro_batches(rows, width, chosen, old_logprobs, old_values, advantages, returns, mask)
                     train_metrics.append(self.trainer.ppo_step(batch, p.clip_range, p.value_clip_range, p.vf_coef))
         with timer.phase("sync"):
-            self.trainer.sync_weights(self.engines)
+            self._sync()
 
         mean_kl = float((kl.sum(1)).mean())
         self.kl.update(mean_kl, p.batch_size)
@@ -148,13 +153,24 @@ class PPOStep:
             "reward/s_unit_tests": _mean([pt.s_ut for pt in parts]),
             "reward/pass_rate": _mean([float(pt.passed) for pt in parts]),
             "kl/mean_per_response": mean_kl, "kl/coef": self.kl.value,
-            "response/length_mean": float(mask.sum(1).mean()), "response/length_max": float(mask.sum(1).max()),
+            "response/count": len(samples), "response/length_mean": float(mask.sum(1).mean()), "response/length_max": float(mask.sum(1).max()),
             **{f"ppo/{k}": _mean([m[k] for m in train_metrics]) for k in ("policy_loss", "value_loss", "clip_fraction", "entropy", "approx_kl")},
             **{f"time/{k}_s": v for k, v in timer.seconds.items()},
             "time/execute_s": self.rewards.last_timing["execute_s"],  # inside score: tests in the sandbox
             "time/rewards_s": self.rewards.last_timing["score_s"],  # inside score: CodeBLEU and embeddings
         }
         return metrics
+
+    def _sync(self) -> None:
+        """New weights to every engine; an engine that died meanwhile is replaced and the sync redone."""
+        from actors.weight_sync import WeightSyncError
+
+        try:
+            self.trainer.sync_weights(self.engines)
+        except WeightSyncError:
+            if not self.engines.replace_dead():
+                raise
+            self.trainer.sync_weights(self.engines)
 
     def _conversation(self, item: RLPrompt, mode: str) -> list[dict]:
         problem = self.problems[item.task_id]
@@ -210,6 +226,8 @@ def run(cfg: LedexConfig, out: Path) -> None:
     from ledex_rl.stages.eval import during_training, load_eval_problems
     from ledex_rl.stages.sft import NoTrainingData, read_collected
 
+    import ray
+
     p = cfg.rl.ppo
     rows = read_collected(Path(cfg.run_dir) / "collect")
     connect(cfg.ray)
@@ -236,6 +254,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
                            name_prefix="rl-trainer")
     reference = start_reference(policy_path, cfg.model, ref_cfg, cfg.trainer.device, cfg.trainer.cpu_threads,
                                 placement_group=trainer.placement_group if ref_cfg.colocate else None, name="rl-reference")
+    engines.on_replace = trainer.push_weights  # a replaced engine gets the current policy, not the start
     stepper = PPOStep(cfg, items, problems, tokenizer, style, engines, rewards, reference, trainer)
     eval_problems = load_eval_problems(cfg, executors.run, limit=cfg.rl.eval_tasks) if cfg.rl.eval_every_steps else []
     checkpoints = out / "checkpoints"
@@ -247,29 +266,36 @@ def run(cfg: LedexConfig, out: Path) -> None:
             stepper.kl.value = resumed["kl_coef"]
             trainer.sync_weights(engines)  # the engines start from the SFT model; bring them to the checkpoint
             log.info("rl: resuming after step %d of %d", start, p.steps)
+        saved = start
         bar = tqdm(total=p.steps, initial=start, desc="rl", unit="step")
         for step in range(start, p.steps):
-            values = stepper.run(step)
+            try:
+                values = stepper.run(step)
+            except ray.exceptions.RayActorError as exc:
+                raise ActorDied(f"rl: an actor of step {step + 1} died ({str(exc).splitlines()[0][:160]}); the run stopped. "
+                                + (f"Rerun the same command to resume after step {saved} from its checkpoint" if saved
+                                   else "No step was checkpointed yet; rerunning starts the stage again")) from None
             done = step + 1
             if eval_problems and (done % cfg.rl.eval_every_steps == 0 or done == p.steps):
                 values.update(during_training(cfg, done, engines, tokenizer, style, executors, eval_problems, out / "evals"))
             if done % p.save_every_steps == 0 or done == p.steps:
                 trainer.save_checkpoint(checkpoints, {"step": done, "kl_coef": stepper.kl.value})
+                saved = done
             metrics.log(done, values)
             bar.update(1)
             bar.set_postfix(reward=f"{values['reward/total']:.2f}", kl=f"{values['kl/mean_per_response']:.3f}")
         bar.close()
         trainer.save_model(out / "model", policy_path)
         engine_versions = [info["weights_version"] for info in engines.info()]
+        replacements = engines.replacements
     finally:
         metrics.close()
         for group in (trainer, engines, rewards, executors):
             group.shutdown()
-        import ray
-
         ray.kill(reference)
     history = metrics.read()
     summary = {"steps": p.steps, "prompts": len(items), "model": str(out / "model"), "engine_weights_versions": engine_versions,
+               "engine_replacements": replacements,
                "reward_first": history[0]["reward/total"] if history else None, "reward_last": history[-1]["reward/total"] if history else None}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if not p.keep_checkpoints:
