@@ -11,6 +11,7 @@ the cluster waits for the autoscaler.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ import ray
 from ledex_rl.config import RewardConfig
 from ledex_rl.problems.base import Problem
 from ledex_rl.rewards import RewardParts
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -89,15 +92,21 @@ class RewardActor:
         return {"pid": os.getpid(), "scored": self.scored}
 
 
+class RewardError(RuntimeError):
+    """A reward actor hung or died twice on the same answers; the message says what to check."""
+
+
 class RewardPool:
     def __init__(self, cfg: RewardConfig, executors, name_prefix: str = "reward"):
         remote = ray.remote(RewardActor)
+        self.cfg, self.name_prefix = cfg, name_prefix
         self.actors = [
-            remote.options(name=f"{name_prefix}-{i}", num_cpus=cfg.reward_actor_num_cpus, max_restarts=1,
+            remote.options(name=f"{name_prefix}-{i}", num_cpus=cfg.reward_actor_num_cpus, max_restarts=-1,
                            runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}}).remote(cfg.embedding_model, executors)
             for i in range(cfg.num_reward_actors)
         ]
         ray.get([a.info.remote() for a in self.actors])
+        self.retries = 0
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[tuple[RewardParts, str]]:
         """(reward parts, test feedback) in request order; requests are split evenly over the actors.
@@ -107,14 +116,45 @@ class RewardPool:
         refs = [(idx, actor.score.remote([requests[i] for i in idx])) for actor, idx in zip(self.actors, shards) if idx]
         out: list = [None] * len(requests)
         self.last_timing = {"execute_s": 0.0, "score_s": 0.0}
-        for idx, ref in refs:
-            answer = ray.get(ref)
+        for k, (idx, ref) in enumerate(refs):
+            answer = self._get_or_retry(k, ref, [requests[i] for i in idx])
             for key in self.last_timing:
                 self.last_timing[key] = max(self.last_timing[key], answer[key])
             for i, scored in zip(idx, answer["scores"]):
                 feedback = scored.pop("feedback")
                 out[i] = (RewardParts(**scored), feedback)
         return out
+
+    def _get_or_retry(self, k: int, ref, shard: list) -> dict:
+        """One actor's answer; after a timeout or a death the actor is restarted and the shard retried once."""
+        timeout = self.cfg.timeout_s
+        for attempt in (1, 2):
+            try:
+                return ray.get(ref, timeout=timeout)
+            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as exc:
+                what = f"took longer than {timeout:g} s" if isinstance(exc, ray.exceptions.GetTimeoutError) else "died"
+                if attempt == 2:
+                    raise RewardError(f"rl: reward actor {self.name_prefix}-{k} {what} twice scoring {len(shard)} answers; check "
+                                      "its log in the Ray dashboard, or raise rl.rewards.timeout_s") from None
+                log.warning("reward actor %s-%d %s; restarting it and retrying its %d answers", self.name_prefix, k, what, len(shard))
+                self.retries += 1
+                self._restart(k)
+                ref = self.actors[k].score.remote(shard)
+        raise AssertionError("unreachable")
+
+    def _restart(self, k: int, wait_s: float = 300.0) -> None:
+        """Kill actor k and wait until Ray has restarted it (max_restarts=-1)."""
+        ray.kill(self.actors[k], no_restart=False)
+        deadline = time.time() + wait_s
+        while True:
+            try:
+                ray.get(self.actors[k].info.remote(), timeout=30)
+                return
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                if time.time() > deadline:
+                    raise RewardError(f"rl: reward actor {self.name_prefix}-{k} did not restart within {wait_s:g} s; "
+                                      "check the cluster's resources in the Ray dashboard") from None
+                time.sleep(0.5)
 
     def shutdown(self) -> None:
         for actor in self.actors:

@@ -279,6 +279,12 @@ class RewardConfig:
     embedding_model: str = "all-MiniLM-L6-v2"
     num_reward_actors: int = 1
     reward_actor_num_cpus: float = 0.25
+    # One reward actor's share of a step; an actor that takes longer (or dies) is restarted and its
+    # share retried once, then the run stops with a message instead of stalling.
+    timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        _check(self.timeout_s > 0, "rl.rewards.timeout_s: must be > 0")
 
 
 @dataclass(frozen=True)
