@@ -30,6 +30,7 @@ def fail_cleanly(func):
     """Known user-facing failures become one line on stderr and exit code 2; bugs keep tracebacks."""
     import functools
 
+    from actors.reward_pool import RewardError
     from actors.weight_sync import WeightSyncError
     from ledex_rl.cluster import ClusterUnavailable
     from ledex_rl.cluster_plan import ClusterSpecError
@@ -41,7 +42,7 @@ def fail_cleanly(func):
     from ledex_rl.stages.sft import NoTrainingData
     from ledex_rl.teachers import TeacherUnavailable
 
-    known = (ConfigError, ClusterSpecError, DebugInputError, NoResults, ModelUnavailable, SourceUnavailable, ClusterUnavailable, NoTrainingData, WeightSyncError, TeacherUnavailable, ActorDied)
+    known = (ConfigError, ClusterSpecError, DebugInputError, NoResults, ModelUnavailable, SourceUnavailable, ClusterUnavailable, NoTrainingData, WeightSyncError, TeacherUnavailable, ActorDied, RewardError)
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):

@@ -184,9 +184,11 @@ def test_sft_without_verified_data_says_how_to_get_some(tiny_env, tmp_path):
     assert kinds[0] == "generate" and "refine" in kinds
 
 
-def test_sft_resumes_after_a_kill(ray_cluster, tiny_env, tmp_path):
-    """SIGKILL the `ledex-rl sft` process after its first checkpoint; rerunning resumes from that step
-    and ends with the same held-out loss as an uninterrupted run."""
+@pytest.mark.parametrize("kill_after", [2, pytest.param(5, marks=pytest.mark.slow)], ids=["mid-epoch", "epoch-boundary"])
+def test_sft_resumes_after_a_kill(ray_cluster, tiny_env, tmp_path, kill_after):
+    """SIGKILL the `ledex-rl sft` process once step `kill_after` is checkpointed (step 5 ends the first
+    of 3 epochs of 5 steps); rerunning resumes from that step and ends with the same held-out loss as
+    an uninterrupted run."""
     import ray
 
     from ledex_rl.pipeline import run_stage
@@ -201,7 +203,7 @@ def test_sft_resumes_after_a_kill(ray_cluster, tiny_env, tmp_path):
                             env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
     latest = killed / "sft" / "checkpoints" / "latest"
     deadline = time.time() + 300
-    while not (latest.is_file() and latest.read_text().strip() == "step-2") and time.time() < deadline:
+    while not (latest.is_file() and latest.read_text().strip() == f"step-{kill_after}") and time.time() < deadline:
         assert proc.poll() is None, "sft finished or failed before it could be killed"
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -215,7 +217,8 @@ def test_sft_resumes_after_a_kill(ray_cluster, tiny_env, tmp_path):
     expected = json.loads((whole / "sft" / "summary.json").read_text())
     assert resumed["held_out_loss_after"] == pytest.approx(expected["held_out_loss_after"], rel=1e-4)
     steps = [json.loads(line)["step"] for line in (killed / "sft" / "metrics.jsonl").read_text().splitlines()]
-    assert steps.count(1) == 1  # step 1 ran once: the rerun started after the checkpoint
+    assert steps.count(1) == 1 and steps.count(kill_after) == 1  # the rerun started after the checkpoint
+    assert max(steps) == 15
 
 
 @pytest.mark.slow
