@@ -132,3 +132,36 @@ def test_killing_an_executor_and_the_engine_mid_run_loses_no_trajectory(ray_clus
     summary = json.loads((tmp_path / "rl" / "summary.json").read_text())
     assert summary["engine_replacements"] == 1
     assert summary["engine_weights_versions"] == [3]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_a_dead_trainer_stops_the_run_with_a_resumable_checkpoint(ray_cluster, tiny_env, tmp_path):
+    """Kill trainer rank 0 after step 1: the stage stops with one line naming the checkpoint, and the
+    rerun resumes after step 1 and finishes."""
+    import threading
+    import time
+
+    import ray
+
+    from ledex_rl.pipeline import run_stage
+    from ledex_rl.stages.rl import ActorDied
+
+    write_collected(tmp_path, n_tasks=4)
+    extra = ["rl.ppo.lr=1e-4", "rl.ppo.steps=3", "rl.rewards.reward_actor_num_cpus=0.25", "rl.reference.num_cpus=0.1",
+             "sandbox.executor_num_cpus=0.1", "rollout.num_cpus_per_engine=0.25"]
+    cfg = load_config("configs/tiny.yaml", sft_overrides(tmp_path, *extra))
+    log = tmp_path / "rl" / "metrics.jsonl"
+
+    def kill_trainer():
+        deadline = time.time() + 600
+        while not (log.is_file() and log.read_text().strip()) and time.time() < deadline:
+            time.sleep(0.05)
+        ray.kill(ray.get_actor("rl-trainer-rank0"))
+
+    threading.Thread(target=kill_trainer, daemon=True).start()
+    with pytest.raises(ActorDied, match="an actor of step 2 died .*resume after step 1 from its checkpoint"):
+        run_stage("rl", cfg)
+    time.sleep(2)
+    assert run_stage("rl", cfg)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3]

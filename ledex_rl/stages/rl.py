@@ -155,7 +155,7 @@ class PPOStep:
             "kl/mean_per_response": mean_kl, "kl/coef": self.kl.value,
             "response/count": len(samples), "response/length_mean": float(mask.sum(1).mean()), "response/length_max": float(mask.sum(1).max()),
             **{f"ppo/{k}": _mean([m[k] for m in train_metrics]) for k in ("policy_loss", "value_loss", "clip_fraction", "entropy", "approx_kl")},
-            **{f"time/{k}_s": v for k, v in timer.seconds.items()},
+            **{f"time/{k}_s": v for k, v in timer.seconds.items()}, "time/step_s": sum(timer.seconds.values()),
             "time/execute_s": self.rewards.last_timing["execute_s"],  # inside score: tests in the sandbox
             "time/rewards_s": self.rewards.last_timing["score_s"],  # inside score: CodeBLEU and embeddings
         }
