@@ -26,12 +26,13 @@ def test_ray_job_submit_runs_the_pipeline_on_a_running_head(tmp_path, tiny_model
     ray = str(Path(sys.executable).parent / "ray")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
-    gcs, dashboard = _free_port(), _free_port()
+    gcs, dashboard, agent = _free_port(), _free_port(), _free_port()
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     # --block keeps the head in this process group, so the test can stop it without `ray stop`
     # (which would stop every Ray on the machine, the test session's own cluster included).
     head = subprocess.Popen([ray, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}",
-                             "--dashboard-host=127.0.0.1", "--num-cpus=2", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+                             # the session's own cluster already holds the agent's default port, 52365
+                             f"--dashboard-agent-listen-port={agent}", "--dashboard-host=127.0.0.1", "--num-cpus=2", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
     try:
@@ -40,16 +41,11 @@ def test_ray_job_submit_runs_the_pipeline_on_a_running_head(tmp_path, tiny_model
             assert time.time() < deadline and head.poll() is None, "the Ray head did not come up"
             time.sleep(2)
         run_dir = tmp_path / "run"
-        command = [ray, "job", "submit", "--address", address, "--working-dir", str(REPO), "--submission-id", "ledex-tiny",
-                   "--", sys.executable, "-m", "ledex_rl.train", "--config", "configs/tiny.yaml", f"run_dir={run_dir}",
-                   f"model.name_or_path={tiny_model}", "stages=[collect]", "data.train.0.limit=2"]
-        deadline = time.time() + 120
-        while True:
-            submit = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-            # The dashboard answers before the node's job agent has registered; Ray says to retry.
-            if "No available agent" not in submit.stderr or time.time() > deadline:
-                break
-            time.sleep(2)
+        submit = subprocess.run(
+            [ray, "job", "submit", "--address", address, "--working-dir", str(REPO), "--submission-id", "ledex-tiny",
+             "--", sys.executable, "-m", "ledex_rl.train", "--config", "configs/tiny.yaml", f"run_dir={run_dir}",
+             f"model.name_or_path={tiny_model}", "stages=[collect]", "data.train.0.limit=2"],
+            env=env, capture_output=True, text=True, timeout=900)
         assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
         assert "done: every stage's output is in" in submit.stdout
         from ray.job_submission import JobStatus, JobSubmissionClient
