@@ -153,42 +153,45 @@ class Verdict:
 def judge(plan: Plan, record: dict | None, entry_point: str) -> Verdict:
     """The verdict for one test from its record (None: the child never reported it)."""
     test = plan.test
-    label = test.describe(entry_point or "candidate")
+
+    def label() -> str:  # built only for a message: most tests pass
+        return test.describe(entry_point or "candidate")
+
     if record is None:
-        return Verdict("error", f"{_short(label)}: no result (the program stopped or exited before this test)")
+        return Verdict("error", f"{_short(label())}: no result (the program stopped or exited before this test)")
     if "error" in record:
         kind, message = record["error"], record.get("message", "")
         if kind == "timeout":
-            return Verdict("timeout", f"{_short(label)}: timed out")
+            return Verdict("timeout", f"{_short(label())}: timed out")
         if kind == "unserializable":
-            return Verdict("failed", f"{_short(label)}: {message}")
-        return Verdict("error", f"{_short(label)}: raised {message or kind}")
+            return Verdict("failed", f"{_short(label())}: {message}")
+        return Verdict("error", f"{_short(label())}: raised {message or kind}")
     wire = plan.wire["kind"]
     if wire == "script":
-        return Verdict("passed") if record.get("ok") is True else Verdict("error", f"{_short(label)}: no verdict")
+        return Verdict("passed") if record.get("ok") is True else Verdict("error", f"{_short(label())}: no verdict")
     try:
         raw = record["values"]
         values = [decode(v) for v in raw]
     except (KeyError, TypeError, MalformedValue) as exc:
-        return Verdict("error", f"{_short(label)}: malformed result ({exc})")
+        return Verdict("error", f"{_short(label())}: malformed result ({exc})")
     expected_count = len(plan.wire["exprs"]) if wire == "eval" else 1
     if len(values) != expected_count:
-        return Verdict("error", f"{_short(label)}: malformed result (wrong number of values)")
+        return Verdict("error", f"{_short(label())}: malformed result (wrong number of values)")
     if wire == "eval":
         env = {"__builtins__": SAFE_BUILTINS, **SAFE_ENV, **{f"__v{i}": v for i, v in enumerate(values)}}
         try:
             ok = bool(eval(_compiled(plan.residual), env))  # noqa: S307 - dataset code on plain data
         except Exception as exc:  # noqa: BLE001
-            return Verdict("failed", f"{_short(label)}: checking the result raised {type(exc).__name__}: {exc}")
+            return Verdict("failed", f"{_short(label())}: checking the result raised {type(exc).__name__}: {exc}")
         if ok:
             return Verdict("passed")
         got = ", ".join(f"{src} returned {show(v)}" for src, v in zip(plan.wire["exprs"], values))
-        return Verdict("failed", f"{_short(label)} failed: {got}")
+        return Verdict("failed", f"{_short(label())} failed: {got}")
     (got,) = values
     if wire == "call":
         if equal(got, test.expected, test.atol):
             return Verdict("passed", value=got)
-        return Verdict("failed", f"{_short(label)} failed: got {show(got)}", value=got)
+        return Verdict("failed", f"{_short(label())} failed: got {show(got)}", value=got)
     if same_output(got, test.expected_stdout):
         return Verdict("passed")
     return Verdict("failed", f"input {show(test.stdin, 80)}: expected output {show(test.expected_stdout, 80)}, got {show(got, 80)}")

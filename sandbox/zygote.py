@@ -11,6 +11,7 @@ Why a fork server: forking a warm interpreter costs ~1 ms; starting Python costs
 """
 
 import ctypes
+import fcntl
 import io
 import json
 import os
@@ -186,11 +187,13 @@ _PREBUILT = {}
 
 
 def prebuild_seccomp(no_fork):
-    """Assemble the filter once in the zygote; a child only writes its own pid into it."""
+    """Assemble the filter into C memory once, in the zygote: a child only writes its own pid into
+    the copy it inherits and loads it, two stores and two prctl calls."""
     prog = seccomp_program(PID_PLACEHOLDER, no_fork)
-    raw = bytearray(b"".join(struct.pack("HBBI", *ins) for ins in prog))
+    filt = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in prog))
     slots = [i for i, ins in enumerate(prog) if ins[3] == PID_PLACEHOLDER]
-    _PREBUILT[no_fork] = (raw, slots, len(prog))
+    fprog = ctypes.create_string_buffer(struct.pack("HxxxxxxQ", len(prog), ctypes.addressof(filt)))
+    _PREBUILT[no_fork] = (filt, slots, fprog)
 
 
 def install_seccomp(own_pid, no_fork):
@@ -198,16 +201,12 @@ def install_seccomp(own_pid, no_fork):
         return False
     if no_fork not in _PREBUILT:
         prebuild_seccomp(no_fork)
-    raw, slots, count = _PREBUILT[no_fork]
-    raw = bytearray(raw)
+    filt, slots, fprog = _PREBUILT[no_fork]
     for i in slots:
-        struct.pack_into("I", raw, i * 8 + 4, own_pid)
-    filt = ctypes.create_string_buffer(bytes(raw))
-    fprog = struct.pack("HxxxxxxQ", count, ctypes.addressof(filt))
-    fprog_buf = ctypes.create_string_buffer(fprog)
+        struct.pack_into("I", filt, i * 8 + 4, own_pid)
     if LIBC.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
         raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")
-    if LIBC.prctl(22, 2, ctypes.addressof(fprog_buf), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+    if LIBC.prctl(22, 2, ctypes.addressof(fprog), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
         raise OSError(ctypes.get_errno(), "PR_SET_SECCOMP failed")
     return True
 
@@ -226,9 +225,10 @@ def landlock_abi():
     return max(abi, 0)
 
 
-def install_landlock(abi, readable, writable):
-    """Only `readable` paths may be read (and executed), only `writable` ones written; TCP and
-    signals to processes outside the job are refused (ABI >= 4 and >= 6)."""
+def build_landlock(abi, readable, writable):
+    """A ruleset in which only `readable` paths may be read (and executed), only `writable` ones
+    written, and TCP and signals to processes outside the job are refused (ABI >= 4 and >= 6).
+    Built once by the zygote; every child enters it with `enter_landlock`, becoming its own domain."""
     handled = (1 << 13) - 1  # ABI 1: execute .. make_sym
     if abi >= 2:
         handled |= 1 << 13  # refer
@@ -254,15 +254,18 @@ def install_landlock(abi, readable, writable):
             rule = ctypes.create_string_buffer(struct.pack("=Qi", allowed, fd))
             LIBC.syscall(ctypes.c_long(SYS_LANDLOCK_ADD_RULE), ctypes.c_int(ruleset), ctypes.c_int(1), rule, ctypes.c_uint32(0))
             os.close(fd)
+    return ruleset
+
+
+def enter_landlock(ruleset):
     if LIBC.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
         raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")
     if LIBC.syscall(ctypes.c_long(SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_int(ruleset), ctypes.c_uint32(0)) != 0:
         raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
-    os.close(ruleset)
 
 
 LANDLOCK_ABI = 0
-READABLE = []
+LANDLOCK_RULESET = -1  # the zygote's ruleset fd: read the Python install, write the slot's scratch root
 
 
 # --- the child: harden, then run the candidate and the test expressions ---------------------------------
@@ -297,8 +300,10 @@ def harden(job, slot_uid, no_fork, workdir, use_seccomp):
         os.setuid(slot_uid)
     os.environ.clear()
     os.environ.update({"PATH": "/usr/bin:/bin", "HOME": workdir, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"})
-    if use_seccomp and LANDLOCK_ABI:
-        install_landlock(LANDLOCK_ABI, READABLE, [workdir])
+    if LANDLOCK_RULESET >= 0:
+        if use_seccomp:
+            enter_landlock(LANDLOCK_RULESET)
+        os.close(LANDLOCK_RULESET)
     if use_seccomp:
         install_seccomp(os.getpid(), no_fork)
 
@@ -473,6 +478,23 @@ def remove_tree(path):
         shutil.rmtree(path, ignore_errors=True)
 
 
+def wipe_scratch(scratch_root):
+    """Remove everything the job left in the slot's scratch root: its directory (usually empty, so a
+    single rmdir) and anything it wrote beside it."""
+    with os.scandir(scratch_root) as entries:
+        for entry in list(entries):
+            if entry.is_dir(follow_symlinks=False):
+                try:
+                    os.rmdir(entry.path)
+                except OSError:
+                    remove_tree(entry.path)
+            else:
+                try:
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    pass
+
+
 def run_job(job, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
     workdir = os.path.join(scratch_root, f"job{job['id']}")
     os.mkdir(workdir, 0o700)
@@ -494,7 +516,10 @@ def run_job(job, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
             os.dup2(res_w, 3)
-            os.closerange(4, 65536)
+            keep = LANDLOCK_RULESET  # >= 10 when set; harden() closes it once entered
+            if keep >= 0:
+                os.closerange(4, keep)
+            os.closerange(max(keep + 1, 4), 65536)
             sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True)
             sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True)
             harden(job, slot_uid, no_fork, workdir, use_seccomp)
@@ -545,7 +570,7 @@ def run_job(job, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
     _, wait_status = os.waitpid(pid, 0)
     os.close(pidfd)
     reaped = reap_all(time.monotonic() + 2.0)
-    remove_tree(workdir)
+    wipe_scratch(scratch_root)
     report = {
         "id": job["id"],
         "status": status,
@@ -584,10 +609,16 @@ def main():
     pid_namespace = sys.argv[3] == "1"
     scratch_root = sys.argv[4]
     use_seccomp = sys.argv[5] == "1"
-    global LANDLOCK_ABI
+    global LANDLOCK_ABI, LANDLOCK_RULESET
     LANDLOCK_ABI = landlock_abi()
-    READABLE.extend(sorted({sys.prefix, sys.exec_prefix, "/usr", "/lib", "/lib64", "/etc/ld.so.cache"}))
     os.makedirs(scratch_root, exist_ok=True)
+    if use_seccomp and LANDLOCK_ABI:
+        # Writable: the slot's own scratch root, which holds nothing but the running job's directory.
+        readable = sorted({sys.prefix, sys.exec_prefix, "/usr", "/lib", "/lib64", "/etc/ld.so.cache"})
+        ruleset = build_landlock(LANDLOCK_ABI, readable, [scratch_root])
+        # Above the descriptors a child rewires (0-3), so that the ruleset survives its dup2 calls.
+        LANDLOCK_RULESET = fcntl.fcntl(ruleset, fcntl.F_DUPFD, 10)
+        os.close(ruleset)
     try:  # orphans of a job re-parent to us, so that we can reap them
         LIBC.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
     except Exception:  # noqa: BLE001

@@ -159,6 +159,24 @@ def test_writing_to_the_host_is_blocked(sandbox):
     assert not marker.exists()
 
 
+def test_nothing_a_job_writes_reaches_the_next_job(sandbox):
+    """Whatever a job manages to write, in its directory or beside it in the slot's scratch root
+    (refused by file permissions when the slot drops to its own uid), is gone before the next job."""
+    leave = ("import os\ndef add(a, b):\n"
+             "    for path in ('here', '../beside', '../tree/deep/f'):\n"
+             "        try:\n"
+             "            os.makedirs(os.path.dirname(path) or '.', exist_ok=True)\n"
+             "            open(path, 'w').write('x')\n"
+             "        except OSError:\n"
+             "            pass\n"
+             "    return 0")
+    left = sandbox.run_one(Job(leave, TESTS, entry_point="add"))
+    assert left.status == "failed", left.feedback()
+    look = ("import os\ndef add(a, b):\n"
+            "    return os.listdir('.') + [p for p in ('../beside', '../tree') if os.path.lexists(p)]")
+    assert sandbox.run_one(Job(look, (TestCase(kind="call", args=(1, 2), expected=[]),), entry_point="add")).passed
+
+
 def test_killing_the_parent(sandbox):
     for program in ("import os\ndef add(a, b):\n    os.kill(os.getppid(), 9)", "import os\ndef add(a, b):\n    os.kill(-1, 9)",
                     "import os, signal\ndef add(a, b):\n    os.kill(1, signal.SIGKILL)"):
