@@ -3,7 +3,7 @@
 Standard library only, started as `python -I -S zygote.py SLOT_UID NO_FORK PIDNS SCRATCH SECCOMP` in bubblewrap
 (or directly, in weaker tiers). It reads jobs from stdin and writes reports to stdout, one
 length-prefixed JSON message each. For every job it forks a child that hardens itself (new session,
-rlimits, uid drop, closed fds, empty environment, seccomp) and then runs the candidate and the
+rlimits, uid drop, closed fds, Landlock, seccomp; the environment is the zygote's minimal one) and then runs the candidate and the
 per-test expressions, writing one JSON line per test to fd 3. It holds no expected value and
 decides nothing: the trusted parent (sandbox/executor.py) compares the returned values.
 
