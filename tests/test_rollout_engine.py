@@ -96,3 +96,21 @@ def test_many_long_seeded_prompts_do_not_crash_the_cpu_engine(engines, reference
     first = engines.generate(requests)
     again = engines.generate(requests)
     assert [c.token_ids for cs in first for c in cs] == [c.token_ids for cs in again for c in cs]
+
+
+def test_a_dead_engine_is_replaced_within_generate(engines, tiny_model):
+    """Collect and eval rely on this: their weights never change, so a replacement started from the
+    model path samples what the dead engine would have (RL also pushes the current weights)."""
+    import ray
+    from transformers import AutoModelForCausalLM
+
+    from actors.rollout_engine import GenerationRequest
+
+    fresh = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    request = GenerationRequest("def add(a, b):", n=1, temperature=0.0, max_tokens=8)
+    replacements = engines.replacements
+    ray.kill(engines.engines[0], no_restart=True)
+    (after,) = engines.generate([request])
+    assert engines.replacements == replacements + 1
+    assert list(after[0].token_ids) == greedy_reference(fresh, after[0].prompt_token_ids, 8)
+    assert engines.info()[0]["weights_version"] == 0  # the model path's weights, not the pushed ones
