@@ -241,9 +241,9 @@ def cluster_check(cluster_file, config_path, overrides):
     from ledex_rl import cluster_plan
 
     cfg = load_or_exit(config_path, overrides)
-    types = cluster_plan.node_types(cluster_file)
-    click.echo(cluster_plan.describe(cfg, types))
-    problems = cluster_plan.check(cfg, types)
+    cluster = cluster_plan.load_cluster(cluster_file)
+    click.echo(cluster_plan.describe(cfg, cluster))
+    problems = cluster_plan.check(cfg, cluster)
     for line in problems:
         click.echo(f"does not fit: {line}", err=True)
     if problems:

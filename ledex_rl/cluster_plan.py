@@ -3,7 +3,8 @@ the node types of a Ray cluster launcher file or a KubeRay RayJob / RayCluster m
 
 Two rules, both about what the autoscaler can do: every single actor (or placement-group bundle) must
 fit on one node of some type, or Ray waits forever for it; and each stage's actors together must fit
-the cluster at its maximum size, or the stage waits forever for the last of them.
+the cluster at its maximum size (each type's own maximum, and a launcher file's global `max_workers`),
+or the stage waits forever for the last of them.
 
     ledex-rl cluster-check configs/cluster/ray-cluster.yaml --config configs/codellama-7b.yaml
 """
@@ -36,6 +37,13 @@ class NodeType:
     cpu: float
     gpu: float
     max_workers: int
+    head: bool = False
+
+
+@dataclass(frozen=True)
+class Cluster:
+    types: list[NodeType]
+    max_workers: int | None = None  # a launcher file's cap on worker nodes of all types together
 
 
 def stage_demands(cfg: LedexConfig) -> dict[str, list[Demand]]:
@@ -62,10 +70,9 @@ def stage_demands(cfg: LedexConfig) -> dict[str, list[Demand]]:
     }
 
 
-def node_types(path: str | Path) -> list[NodeType]:
-    """Worker node types (with the head, which can host actors when it has logical CPUs) from a Ray
-    cluster launcher YAML, or a KubeRay RayJob / RayCluster manifest. A launcher file's global
-    `max_workers` is not modelled: the capacity is each type's own maximum."""
+def load_cluster(path: str | Path) -> Cluster:
+    """Node types (the head too: it can host actors when it has logical CPUs) and the global worker
+    cap, from a Ray cluster launcher YAML or a KubeRay RayJob / RayCluster manifest."""
     file = Path(path)
     try:
         doc = yaml.safe_load(file.read_text())
@@ -86,7 +93,7 @@ def _require(mapping: dict, key: str, where: str, file: Path):
     return mapping[key]
 
 
-def _launcher_types(doc: dict, file: Path) -> list[NodeType]:
+def _launcher_types(doc: dict, file: Path) -> Cluster:
     for key in ("cluster_name", "provider", "head_node_type"):
         _require(doc, key, "the top level", file)
     types = doc["available_node_types"]
@@ -99,8 +106,11 @@ def _launcher_types(doc: dict, file: Path) -> list[NodeType]:
         max_workers = 1 if is_head else int(_require(spec, "max_workers", f"node type '{name}'", file))
         if not is_head and int(spec.get("min_workers", 0)) > max_workers:
             raise ClusterSpecError(f"{file}: node type '{name}' has min_workers > max_workers")
-        out.append(NodeType(name, float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), max_workers))
-    return out
+        out.append(NodeType(name, float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), max_workers, is_head))
+    cap = doc.get("max_workers")
+    if cap is not None and (not isinstance(cap, int) or cap < 0):
+        raise ClusterSpecError(f"{file}: the top-level max_workers must be a whole number >= 0 (it is {cap!r})")
+    return Cluster(out, cap)
 
 
 def _quantity(value) -> float:
@@ -108,7 +118,7 @@ def _quantity(value) -> float:
     return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
 
 
-def _group_type(name: str, group: dict, max_workers: int, file: Path) -> NodeType:
+def _group_type(name: str, group: dict, max_workers: int, file: Path, head: bool = False) -> NodeType:
     params = group.get("rayStartParams") or {}
     containers = _require(_require(_require(group, "template", name, file), "spec", f"{name}.template", file),
                           "containers", f"{name}.template.spec", file)
@@ -117,10 +127,10 @@ def _group_type(name: str, group: dict, max_workers: int, file: Path) -> NodeTyp
     gpu = _quantity(params["num-gpus"]) if "num-gpus" in params else _quantity(limits.get("nvidia.com/gpu", 0))
     if "nvidia.com/gpu" in limits and gpu > _quantity(limits["nvidia.com/gpu"]):
         raise ClusterSpecError(f"{file}: {name} tells Ray it has {gpu:g} GPUs but its container gets {limits['nvidia.com/gpu']}")
-    return NodeType(name, cpu, gpu, max_workers)
+    return NodeType(name, cpu, gpu, max_workers, head)
 
 
-def _kuberay_types(doc: dict, file: Path) -> list[NodeType]:
+def _kuberay_types(doc: dict, file: Path) -> Cluster:
     if not str(doc.get("apiVersion", "")).startswith("ray.io/"):
         raise ClusterSpecError(f"{file}: apiVersion must be ray.io/v1 for a KubeRay {doc.get('kind')}")
     spec = _require(doc, "spec", "the top level", file)
@@ -129,7 +139,7 @@ def _kuberay_types(doc: dict, file: Path) -> list[NodeType]:
         if "ledex_rl.train" not in entry:
             raise ClusterSpecError(f"{file}: spec.entrypoint should run `python -m ledex_rl.train --config ...` (it is '{entry}')")
         spec = _require(spec, "rayClusterSpec", "spec", file)
-    head = _group_type("headGroupSpec", _require(spec, "headGroupSpec", "the cluster spec", file), 1, file)
+    head = _group_type("headGroupSpec", _require(spec, "headGroupSpec", "the cluster spec", file), 1, file, head=True)
     out = [head]
     for group in spec.get("workerGroupSpecs") or []:
         name = _require(group, "groupName", "a workerGroupSpec", file)
@@ -137,12 +147,38 @@ def _kuberay_types(doc: dict, file: Path) -> list[NodeType]:
         if int(group.get("minReplicas", 0)) > max_replicas:
             raise ClusterSpecError(f"{file}: worker group '{name}' has minReplicas > maxReplicas")
         out.append(_group_type(name, group, max_replicas, file))
-    return out
+    return Cluster(out)
 
 
-def check(cfg: LedexConfig, types: list[NodeType]) -> list[str]:
-    """Every way `cfg` does not fit `types`, as one line each (empty: it fits)."""
+def fits_worker_cap(cluster: Cluster, cpu: float, gpu: float) -> bool:
+    """Can the head plus at most `cluster.max_workers` workers (each type within its own maximum)
+    provide `cpu` and `gpu` together? A search over how many nodes of each type, pruned by what the
+    remaining types could still add; cluster files have a handful of types."""
+    heads = [t for t in cluster.types if t.head]
+    need_cpu = cpu - sum(t.cpu for t in heads)
+    need_gpu = gpu - sum(t.gpu for t in heads)
+    workers = [t for t in cluster.types if not t.head and t.max_workers]
+    if cluster.max_workers is None:
+        return sum(t.cpu * t.max_workers for t in workers) >= need_cpu and sum(t.gpu * t.max_workers for t in workers) >= need_gpu
+
+    def search(i: int, nodes_left: int, have_cpu: float, have_gpu: float) -> bool:
+        if have_cpu >= need_cpu and have_gpu >= need_gpu:
+            return True
+        rest = workers[i:]
+        if (have_cpu + sum(t.cpu * t.max_workers for t in rest) < need_cpu
+                or have_gpu + sum(t.gpu * t.max_workers for t in rest) < need_gpu or not rest or not nodes_left):
+            return False
+        t = rest[0]
+        return any(search(i + 1, nodes_left - n, have_cpu + n * t.cpu, have_gpu + n * t.gpu)
+                   for n in range(min(t.max_workers, nodes_left), -1, -1))
+
+    return search(0, cluster.max_workers, 0.0, 0.0)
+
+
+def check(cfg: LedexConfig, cluster: Cluster) -> list[str]:
+    """Every way `cfg` does not fit `cluster`, as one line each (empty: it fits)."""
     problems = []
+    types = cluster.types
     for stage, demands in stage_demands(cfg).items():
         if stage not in cfg.stages:
             continue
@@ -156,11 +192,17 @@ def check(cfg: LedexConfig, types: list[NodeType]) -> list[str]:
         if cpu > max_cpu or gpu > max_gpu:
             problems.append(f"{stage}: its actors need {cpu:g} CPU and {gpu:g} GPU together; the cluster has at most "
                             f"{max_cpu:g} CPU and {max_gpu:g} GPU (raise max_workers or lower the actor counts)")
+        elif not fits_worker_cap(cluster, cpu, gpu):
+            problems.append(f"{stage}: its actors need {cpu:g} CPU and {gpu:g} GPU together; no mix of at most "
+                            f"{cluster.max_workers} workers (the file's top-level max_workers) provides that "
+                            "(raise it or lower the actor counts)")
     return problems
 
 
-def describe(cfg: LedexConfig, types: list[NodeType]) -> str:
-    lines = ["node types: " + ", ".join(f"{t.name} ({t.cpu:g} CPU, {t.gpu:g} GPU, up to {t.max_workers})" for t in types)]
+def describe(cfg: LedexConfig, cluster: Cluster) -> str:
+    types = ", ".join(f"{t.name} ({t.cpu:g} CPU, {t.gpu:g} GPU, up to {t.max_workers})" for t in cluster.types)
+    cap = f"; at most {cluster.max_workers} workers in all" if cluster.max_workers is not None else ""
+    lines = [f"node types: {types}{cap}"]
     for stage, demands in stage_demands(cfg).items():
         if stage in cfg.stages:
             asks = ", ".join(f"{d.count} x {d.group} ({d.cpu:g} CPU, {d.gpu:g} GPU)" for d in demands if d.count)

@@ -7,7 +7,7 @@ import yaml
 from click.testing import CliRunner
 
 from ledex_rl.cli import main
-from ledex_rl.cluster_plan import ClusterSpecError, check, node_types, stage_demands
+from ledex_rl.cluster_plan import Cluster, ClusterSpecError, NodeType, check, fits_worker_cap, load_cluster, stage_demands
 from ledex_rl.config import ConfigError, load_config
 
 CLUSTER = Path(__file__).resolve().parents[1] / "configs" / "cluster"
@@ -17,14 +17,14 @@ PAPER = Path(__file__).resolve().parents[1] / "configs" / "codellama-7b.yaml"
 @pytest.mark.parametrize("name", ["ray-cluster.yaml", "rayjob.yaml"])
 def test_the_shipped_cluster_files_fit_the_paper_config(name):
     cfg = load_config(PAPER)
-    types = node_types(CLUSTER / name)
-    assert check(cfg, types) == []
-    assert any(t.gpu >= 8 for t in types) and any(t.cpu >= 32 and t.gpu == 0 for t in types)
+    cluster = load_cluster(CLUSTER / name)
+    assert check(cfg, cluster) == []
+    assert any(t.gpu >= 8 for t in cluster.types) and any(t.cpu >= 32 and t.gpu == 0 for t in cluster.types)
 
 
 def test_launcher_and_rayjob_describe_the_same_cluster():
-    launcher = {(t.cpu, t.gpu, t.max_workers) for t in node_types(CLUSTER / "ray-cluster.yaml")}
-    rayjob = {(t.cpu, t.gpu, t.max_workers) for t in node_types(CLUSTER / "rayjob.yaml")}
+    launcher = {(t.cpu, t.gpu, t.max_workers) for t in load_cluster(CLUSTER / "ray-cluster.yaml").types}
+    rayjob = {(t.cpu, t.gpu, t.max_workers) for t in load_cluster(CLUSTER / "rayjob.yaml").types}
     assert launcher == rayjob
     entry = yaml.safe_load((CLUSTER / "rayjob.yaml").read_text())["spec"]["entrypoint"]
     config = entry.split("--config")[1].split()[0]
@@ -42,7 +42,7 @@ def test_demands_follow_the_config():
 
 def test_a_config_too_large_for_the_cluster_is_named():
     cfg = load_config(PAPER, ["rollout.tensor_parallel_size=16", "trainer.num_ranks=20"])
-    problems = check(cfg, node_types(CLUSTER / "rayjob.yaml"))
+    problems = check(cfg, load_cluster(CLUSTER / "rayjob.yaml"))
     assert "rl: a rollout engine needs 4 CPU and 16 GPU on one node; no node type has that" in problems
     assert any(p.startswith("sft: its actors need 80 CPU and 20 GPU together") for p in problems)
     result = CliRunner().invoke(main, ["cluster-check", str(CLUSTER / "rayjob.yaml"), "--config", str(PAPER), "trainer.num_ranks=20"])
@@ -58,13 +58,14 @@ def test_a_cuda_reference_model_needs_a_gpu():
     (lambda d: d.pop("head_node_type"), "missing 'head_node_type'"),
     (lambda d: d["available_node_types"]["cpu_worker"].pop("resources"), "missing 'resources' in node type 'cpu_worker'"),
     (lambda d: d["available_node_types"]["gpu_worker"].update(min_workers=9), "min_workers > max_workers"),
+    (lambda d: d.update(max_workers=-1), "top-level max_workers must be a whole number"),
 ])
 def test_broken_launcher_files_are_one_line_errors(tmp_path, mutate, message):
     doc = yaml.safe_load((CLUSTER / "ray-cluster.yaml").read_text())
     mutate(doc)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
     with pytest.raises(ClusterSpecError, match=message):
-        node_types(tmp_path / "c.yaml")
+        load_cluster(tmp_path / "c.yaml")
 
 
 @pytest.mark.parametrize("mutate, message", [
@@ -78,3 +79,28 @@ def test_broken_rayjobs_are_one_line_errors(tmp_path, mutate, message):
     (tmp_path / "j.yaml").write_text(yaml.safe_dump(doc))
     result = CliRunner().invoke(main, ["cluster-check", str(tmp_path / "j.yaml"), "--config", str(PAPER)])
     assert result.exit_code == 2 and message in result.output
+
+
+def test_the_global_worker_cap_counts_nodes_of_all_types():
+    head = NodeType("head", 4, 0, 1, head=True)
+    cpu, gpu = NodeType("cpu", 32, 0, 6), NodeType("gpu", 8, 8, 4)
+    uncapped = Cluster([head, cpu, gpu])
+    assert fits_worker_cap(uncapped, 4 + 6 * 32 + 4 * 8, 32)
+    capped = Cluster([head, cpu, gpu], max_workers=3)
+    assert fits_worker_cap(capped, 4 + 32 + 16, 16)  # one CPU node and two GPU nodes
+    assert not fits_worker_cap(capped, 4 + 64 + 16, 16)  # would need two CPU nodes besides the two GPU ones
+    assert not fits_worker_cap(capped, 4, 32)  # four GPU nodes
+    assert fits_worker_cap(Cluster([head, cpu, gpu], max_workers=0), 4, 0)  # the head alone
+
+
+def test_a_launcher_files_global_max_workers_is_enforced(tmp_path):
+    doc = yaml.safe_load((CLUSTER / "ray-cluster.yaml").read_text())
+    cfg = load_config(PAPER)
+    rl_gpus = sum(d.count * d.gpu for d in stage_demands(cfg)["rl"])
+    gpu_node = next(t for t in load_cluster(CLUSTER / "ray-cluster.yaml").types if t.gpu)
+    needed = int(-(-rl_gpus // gpu_node.gpu))  # GPU nodes the RL stage needs
+    doc["max_workers"] = needed - 1
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
+    assert any("no mix of at most" in p and p.startswith("rl:") for p in check(cfg, load_cluster(tmp_path / "c.yaml")))
+    result = CliRunner().invoke(main, ["cluster-check", str(tmp_path / "c.yaml"), "--config", str(PAPER)])
+    assert result.exit_code == 1 and f"at most {needed - 1} workers in all" in result.output
