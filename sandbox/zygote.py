@@ -3,9 +3,10 @@
 Standard library only, started as `python -I -S zygote.py SLOT_UID NO_FORK PIDNS SCRATCH SECCOMP` in bubblewrap
 (or directly, in weaker tiers). It reads jobs from stdin and writes reports to stdout, one
 length-prefixed JSON message each. For every job it forks a child that hardens itself (new session,
-rlimits, uid drop, closed fds, Landlock, seccomp; the environment is the zygote's minimal one) and then runs the candidate and the
-per-test expressions, writing one JSON line per test to fd 3. It holds no expected value and
-decides nothing: the trusted parent (sandbox/executor.py) compares the returned values.
+rlimits, uid drop, closed fds, Landlock, seccomp; the environment is the zygote's minimal one) and
+then runs the candidate and the per-test expressions, writing one JSON line per test to fd 3. It
+holds no expected value and decides nothing: the trusted parent (sandbox/executor.py) compares the
+returned values.
 
 Why a fork server: forking a warm interpreter costs ~1 ms; starting Python costs ~35 ms.
 """
@@ -304,9 +305,8 @@ def harden(job, slot_uid, no_fork, workdir, use_seccomp):
         os.setgroups([])
         os.setgid(slot_uid)
         os.setuid(slot_uid)
-    if LANDLOCK_RULESET >= 0:
-        if use_seccomp:
-            enter_landlock(LANDLOCK_RULESET)
+    if LANDLOCK_RULESET >= 0:  # built only in the tiers that use seccomp
+        enter_landlock(LANDLOCK_RULESET)
         os.close(LANDLOCK_RULESET)
     if use_seccomp:
         install_seccomp(os.getpid(), no_fork)
