@@ -158,8 +158,7 @@ def fits_worker_cap(cluster: Cluster, cpu: float, gpu: float) -> bool:
     need_cpu = cpu - sum(t.cpu for t in heads)
     need_gpu = gpu - sum(t.gpu for t in heads)
     workers = [t for t in cluster.types if not t.head and t.max_workers]
-    if cluster.max_workers is None:
-        return sum(t.cpu * t.max_workers for t in workers) >= need_cpu and sum(t.gpu * t.max_workers for t in workers) >= need_gpu
+    cap = sum(t.max_workers for t in workers) if cluster.max_workers is None else cluster.max_workers
 
     def search(i: int, nodes_left: int, have_cpu: float, have_gpu: float) -> bool:
         if have_cpu >= need_cpu and have_gpu >= need_gpu:
@@ -172,7 +171,7 @@ def fits_worker_cap(cluster: Cluster, cpu: float, gpu: float) -> bool:
         return any(search(i + 1, nodes_left - n, have_cpu + n * t.cpu, have_gpu + n * t.gpu)
                    for n in range(min(t.max_workers, nodes_left), -1, -1))
 
-    return search(0, cluster.max_workers, 0.0, 0.0)
+    return search(0, cap, 0.0, 0.0)
 
 
 def check(cfg: LedexConfig, cluster: Cluster) -> list[str]:
@@ -192,7 +191,7 @@ def check(cfg: LedexConfig, cluster: Cluster) -> list[str]:
         if cpu > max_cpu or gpu > max_gpu:
             problems.append(f"{stage}: its actors need {cpu:g} CPU and {gpu:g} GPU together; the cluster has at most "
                             f"{max_cpu:g} CPU and {max_gpu:g} GPU (raise max_workers or lower the actor counts)")
-        elif not fits_worker_cap(cluster, cpu, gpu):
+        elif cluster.max_workers is not None and not fits_worker_cap(cluster, cpu, gpu):
             problems.append(f"{stage}: its actors need {cpu:g} CPU and {gpu:g} GPU together; no mix of at most "
                             f"{cluster.max_workers} workers (the file's top-level max_workers) provides that "
                             "(raise it or lower the actor counts)")
