@@ -10,13 +10,14 @@ import os
 from typing import Sequence
 
 import ray
+import torch
 
 from ledex_rl.config import ModelConfig, ReferenceConfig
+from ledex_rl.experience import MicroBatch
 
 
 class ReferenceModel:
     def __init__(self, model_path: str, model_cfg: ModelConfig, device: str = "cpu", threads: int = 0):
-        import torch
         from transformers import AutoModelForCausalLM
 
         if device == "cpu":
@@ -29,8 +30,6 @@ class ReferenceModel:
 
     def token_logprobs(self, micro_batches: list[dict]) -> list[list[float]]:
         """Per example, log p(token t | tokens < t) for t = 1 .. its length - 1."""
-        import torch
-
         from ledex_rl.losses import logprob_lists
 
         out: list[list[float]] = []
@@ -40,6 +39,19 @@ class ReferenceModel:
                 mask = torch.tensor(mb["attention_mask"], device=self.device)
                 logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
                 out += logprob_lists(logits, ids, mask)
+        return out
+
+    def response_logprobs(self, micro_batches: list[MicroBatch], temperature: float) -> list[torch.Tensor]:
+        """Per micro-batch: log-probs of the response tokens at the sampling temperature, [b, T]."""
+        from ledex_rl.losses import logits_tail, response_logprobs
+
+        out = []
+        with torch.no_grad():
+            for mb in micro_batches:
+                ids, starts = mb.input_ids.to(self.device), mb.response_start.to(self.device)
+                logits = self.model(input_ids=ids, attention_mask=mb.attention_mask.to(self.device), use_cache=False,
+                                    logits_to_keep=logits_tail(ids, starts)).logits
+                out.append(response_logprobs(logits, ids, starts, mb.width, temperature)[1].cpu())
         return out
 
     def info(self) -> dict:
@@ -62,4 +74,10 @@ def start_reference(model_path: str, model_cfg: ModelConfig, cfg: ReferenceConfi
 
 
 def reference_logprobs(actor, micro_batches: Sequence[dict]) -> list[list[float]]:
+    """Whole-sequence log-probs per example (what the engines' `score` returns)."""
     return ray.get(actor.token_logprobs.remote(list(micro_batches)))
+
+
+def reference_response_logprobs(actor, micro_batches: Sequence[MicroBatch], temperature: float) -> torch.Tensor:
+    """The responses' log-probs at `temperature`, one row per response in micro-batch order: [B, T]."""
+    return torch.cat(ray.get(actor.response_logprobs.remote(list(micro_batches), temperature)))

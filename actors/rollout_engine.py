@@ -43,7 +43,7 @@ class GenerationRequest:
 class Completion:
     text: str
     token_ids: tuple[int, ...]
-    logprobs: tuple[float, ...]  # log-probability of each sampled token under the engine's weights
+    logprobs: tuple[float, ...]  # log-probability of each sampled token as sampled (at the request's temperature)
     finish_reason: str
     prompt_token_ids: tuple[int, ...] = field(default=(), repr=False)
 
@@ -68,6 +68,9 @@ class RolloutEngine:
             tensor_parallel_size=rollout.tensor_parallel_size,
             seed=seed,
             load_format=rollout.load_format,
+            # The log-probs of the distribution the tokens were drawn from (after temperature and
+            # top-p), not of the raw logits: what PPO's ratios must compare against.
+            logprobs_mode="processed_logprobs",
         )
         if rollout.device == "cuda":
             kwargs["gpu_memory_utilization"] = rollout.gpu_memory_utilization

@@ -1,4 +1,4 @@
-"""The policy trainer: DeepSpeed ranks in Ray actors, holding the policy and (for PPO) a value head.
+"""The policy trainer: DeepSpeed ranks in Ray actors, holding the policy and (for PPO) the critic.
 
 One actor per rank, all in one placement group; rank 0 also sends weights to the rollout engines.
 The same code trains on CPUs (`DS_ACCELERATOR=cpu`, gloo) and GPUs (NCCL); `trainer.device` picks.
@@ -24,7 +24,8 @@ import ray
 import torch
 from torch import nn
 
-from ledex_rl.config import ModelConfig, TrainerConfig
+from ledex_rl.config import ModelConfig, PPOConfig, TrainerConfig
+from ledex_rl.experience import MicroBatch, ResponseScores
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +45,16 @@ class OptimSchedule:
 
 
 class PolicyTrainer:
-    """One DeepSpeed rank."""
+    """One DeepSpeed rank: the policy and, for PPO, the critic (its own model and optimizer)."""
 
     def __init__(self, model_path: str, cfg: TrainerConfig, model_cfg: ModelConfig, optim: OptimSchedule, rank: int,
-                 world_size: int, master_addr: str, master_port: int, seed: int = 0, value_head: bool = False):
+                 world_size: int, master_addr: str, master_port: int, seed: int = 0, critic: OptimSchedule | None = None):
         os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK="0", MASTER_ADDR=master_addr,
                           MASTER_PORT=str(master_port))
         if cfg.device == "cpu":
             os.environ["DS_ACCELERATOR"] = "cpu"
         import deepspeed
-        from transformers import AutoModelForCausalLM, get_cosine_schedule_with_warmup
-
-        from ledex_rl.lora import apply_lora
+        from transformers import AutoModelForCausalLM
 
         self.rank, self.world_size, self.cfg = rank, world_size, cfg
         self.export_dtype = getattr(torch, model_cfg.dtype)
@@ -63,39 +62,11 @@ class PolicyTrainer:
         if cfg.device == "cpu":
             torch.set_num_threads(cfg.cpu_threads or os.cpu_count() or 1)
         deepspeed.init_distributed(dist_backend="gloo" if cfg.device == "cpu" else "nccl")
-        policy = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)  # fp32 master weights
-        policy.config.use_cache = False
-        if cfg.gradient_checkpointing:
-            policy.gradient_checkpointing_enable()
-        if cfg.lora_rank:
-            apply_lora(policy, cfg.lora_rank, cfg.lora_alpha)
-            if cfg.gradient_checkpointing:
-                policy.enable_input_require_grads()
-        module = PolicyWithValue(policy, value_head)
-        if value_head:
-            nn.init.normal_(module.value_head.weight, std=1.0 / (module.hidden_size + 1) ** 0.5)
-            nn.init.zeros_(module.value_head.bias)
-        params = [p for p in module.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)  # torch's: no op to compile
-        if optim.schedule == "constant":
-            from transformers import get_constant_schedule_with_warmup
-
-            scheduler = get_constant_schedule_with_warmup(optimizer, optim.warmup_steps)
-        else:
-            scheduler = get_cosine_schedule_with_warmup(optimizer, optim.warmup_steps, max(optim.total_steps, 1))
-        ds_config = {
-            "train_batch_size": optim.batch_size,
-            "train_micro_batch_size_per_gpu": optim.micro_batch_size,
-            "gradient_accumulation_steps": optim.batch_size // (optim.micro_batch_size * world_size),
-            "gradient_clipping": cfg.max_grad_norm,
-            "zero_optimization": {"stage": cfg.zero_stage},
-            "bf16": {"enabled": cfg.bf16},
-            "zero_allow_untested_optimizer": True,
-            "steps_per_print": 1 << 30,
-        }
-        self.engine, _, _, self.scheduler = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+        policy = _prepared(AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32), cfg)  # fp32 master weights
+        self.engine, self.scheduler = _deepspeed_engine(policy, optim, cfg, world_size)
+        self.critic = _deepspeed_engine(ValueModel(model_path, cfg), critic, cfg, world_size)[0] if critic else None
         self.device = self.engine.device
-        self.trainable_params = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in params)
+        self.trainable_params = sum(getattr(p, "ds_numel", p.numel()) for p in policy.parameters() if p.requires_grad)
 
     # --- training ---------------------------------------------------------------------------------
 
@@ -104,20 +75,33 @@ class PolicyTrainer:
         from ledex_rl.losses import masked_nll
 
         self.engine.train()
-        nll_total, tokens = 0.0, 0
+        nll_total, tokens, grad_norm = 0.0, 0, None
         started = time.perf_counter()
         for mb in micro_batches:
             t = self._tensors(mb)
-            logits, _ = self.engine(t["input_ids"], t["attention_mask"], _loss_tail(t["labels"]))
+            logits = self.engine(input_ids=t["input_ids"], attention_mask=t["attention_mask"],
+                                 logits_to_keep=_loss_tail(t["labels"])).logits
             nll, n = masked_nll(logits, t["labels"])
             self.engine.backward(nll / n.clamp_min(1))
-            self.engine.step()
+            grad_norm = self._step(self.engine) or grad_norm
             nll_total += float(nll.detach())
             tokens += int(n)
-        grad_norm = self.engine.get_global_grad_norm()
-        return {"nll_sum": nll_total, "tokens": tokens, "lr": self.scheduler.get_last_lr()[0],
-                "grad_norm": float(grad_norm) if grad_norm is not None else 0.0, "seconds": time.perf_counter() - started,
-                "global_step": self.engine.global_steps}
+        return {"nll_sum": nll_total, "tokens": tokens, "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm or 0.0,
+                "seconds": time.perf_counter() - started, "global_step": self.engine.global_steps}
+
+    def _step(self, engine) -> float | None:
+        """`engine.step()`; at the end of an accumulation cycle, returns the gradient norm before
+        clipping. DeepSpeed records that norm at ZeRO 1-3 only: at ZeRO 0 (fp32) it clips and drops
+        it, so there the clipping is done here (`_deepspeed_engine` turns DeepSpeed's off)."""
+        boundary = engine.is_gradient_accumulation_boundary()
+        norm = None
+        if boundary and engine.zero_optimization_stage() == 0:
+            params = [p for p in engine.module.parameters() if p.grad is not None]
+            norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm or float("inf")))
+        engine.step()
+        if boundary and norm is None and engine.get_global_grad_norm() is not None:
+            norm = float(engine.get_global_grad_norm())
+        return norm
 
     def eval_nll(self, micro_batches: list[dict]) -> tuple[float, int]:
         """(sum of NLL over loss tokens, number of loss tokens), without gradients."""
@@ -128,7 +112,8 @@ class PolicyTrainer:
         with torch.no_grad():
             for mb in micro_batches:
                 t = self._tensors(mb)
-                logits, _ = self.engine(t["input_ids"], t["attention_mask"], _loss_tail(t["labels"]))
+                logits = self.engine(input_ids=t["input_ids"], attention_mask=t["attention_mask"],
+                                     logits_to_keep=_loss_tail(t["labels"])).logits
                 nll, n = masked_nll(logits, t["labels"])
                 total, count = total + float(nll), count + int(n)
         return total, count
@@ -142,65 +127,77 @@ class PolicyTrainer:
         with torch.no_grad():
             for mb in micro_batches:
                 t = self._tensors(mb)
-                logits, _ = self.engine(t["input_ids"], t["attention_mask"])
+                logits = self.engine(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits
                 out.append(logprob_lists(logits, t["input_ids"], t["attention_mask"]))
         return out
 
     # --- PPO -----------------------------------------------------------------------------------------
 
-    def _response_forward(self, mb: dict):
-        """Forward a micro-batch of prompt+response rows; log-probs and values at response positions.
-        Response token j of a row sits at position start + j; it is predicted, and its state valued,
-        at position start + j - 1."""
-        ids = torch.tensor(mb["input_ids"], device=self.device)
-        length = ids.shape[1]
-        starts = torch.tensor(mb["response_start"], device=self.device)
-        width = len(mb["response_mask"][0])
-        index = (starts[:, None] - 1 + torch.arange(width, device=self.device)[None]).clamp(max=length - 2)
-        # Only the tail that holds responses goes through the LM head: the prompt's logits are never
-        # needed, and at a 49k vocabulary they are most of the step's memory.
-        keep = length - (min(mb["response_start"]) - 1)
-        logits, values = self.engine(ids, torch.tensor(mb["attention_mask"], device=self.device), keep)
-        response_logits = logits.gather(1, (index - (length - keep))[..., None].expand(-1, -1, logits.shape[-1]))
-        targets = ids.gather(1, (index + 1).clamp(max=length - 1))
-        logprobs = torch.log_softmax(response_logits.float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
-        return response_logits, logprobs, values[:, :-1].gather(1, index)
+    def _policy_forward(self, mb: MicroBatch, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(response logits / temperature: [b, T, V], response log-probs: [b, T]); only the tail that
+        holds responses goes through the LM head."""
+        from ledex_rl.losses import logits_tail, response_logprobs
 
-    def ppo_evaluate(self, micro_batches: list[dict]) -> list[dict]:
-        """Per micro-batch: the current policy's log-probs and values of the response tokens."""
+        ids = mb.input_ids.to(self.device)
+        starts = mb.response_start.to(self.device)
+        logits = self.engine(input_ids=ids, attention_mask=mb.attention_mask.to(self.device),
+                             logits_to_keep=logits_tail(ids, starts)).logits
+        return response_logprobs(logits, ids, starts, mb.width, temperature)
+
+    def _critic_forward(self, mb: MicroBatch) -> torch.Tensor:
+        """V(state before response token j): [b, T], read at the position that predicts token j."""
+        ids = mb.input_ids.to(self.device)
+        values = self.critic(ids, mb.attention_mask.to(self.device))
+        steps = torch.arange(mb.width, device=self.device)[None]
+        index = (mb.response_start.to(self.device)[:, None] - 1 + steps).clamp(max=ids.shape[1] - 2)
+        return values.gather(1, index).float()
+
+    def ppo_evaluate(self, micro_batches: list[MicroBatch], temperature: float) -> list[ResponseScores]:
+        """Per micro-batch: the current policy's log-probs of the response tokens at the sampling
+        temperature, and the critic's values."""
         self.engine.eval()
+        if self.critic is not None:
+            self.critic.eval()
         out = []
         with torch.no_grad():
             for mb in micro_batches:
-                _, logprobs, values = self._response_forward(mb)
-                out.append({"logprobs": logprobs.float().tolist(), "values": values.float().tolist()})
+                _, logprobs = self._policy_forward(mb, temperature)
+                values = self._critic_forward(mb) if self.critic is not None else torch.zeros_like(logprobs)
+                out.append(ResponseScores(logprobs.cpu(), values.cpu()))
         return out
 
-    def ppo_step(self, micro_batches: list[dict], clip_range: float, value_clip_range: float, vf_coef: float) -> dict:
-        """One optimizer step of the clipped PPO objective over this rank's micro-batches."""
+    def ppo_step(self, micro_batches: list[MicroBatch], settings: PPOConfig) -> dict:
+        """One optimizer step of the clipped policy objective, and one of the critic's clipped value
+        regression, over this rank's micro-batches. Separate optimizers and separate gradient
+        clipping: the value loss, whose returns span +-5 and more, never scales the policy's step."""
         from ledex_rl import ppo
 
         self.engine.train()
-        totals = {"policy_loss": 0.0, "value_loss": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "approx_kl": 0.0}
+        totals = dict.fromkeys(("policy_loss", "value_loss", "clip_fraction", "entropy", "approx_kl"), 0.0)
+        norms = {"policy_grad_norm": None, "critic_grad_norm": None}
         for mb in micro_batches:
-            response_logits, logprobs, values = self._response_forward(mb)
-
-            def field(key):
-                return torch.tensor(mb[key], dtype=torch.float32, device=self.device)
-
-            mask, old_logprobs = field("response_mask"), field("old_logprobs")
-            policy_loss, clip_fraction = ppo.policy_loss(logprobs, old_logprobs, field("advantages"), mask, clip_range)
-            value_loss = ppo.value_loss(values.float(), field("old_values"), field("returns"), mask, value_clip_range)
-            self.engine.backward(policy_loss + vf_coef * value_loss)
-            self.engine.step()
+            mask = mb.response_mask.to(self.device)
+            old_logprobs = mb.old_logprobs.to(self.device)
+            logits, logprobs = self._policy_forward(mb, settings.temperature)
+            policy_loss, clip_fraction = ppo.policy_loss(logprobs, old_logprobs, mb.advantages.to(self.device), mask,
+                                                         settings.clip_range)
+            self.engine.backward(policy_loss)
+            norms["policy_grad_norm"] = self._step(self.engine) or norms["policy_grad_norm"]
+            if self.critic is not None:
+                self.critic.train()
+                values = self._critic_forward(mb)
+                value_loss = ppo.value_loss(values, mb.old_values.to(self.device), mb.returns.to(self.device), mask,
+                                            settings.value_clip_range)
+                self.critic.backward(value_loss)
+                norms["critic_grad_norm"] = self._step(self.critic) or norms["critic_grad_norm"]
+                totals["value_loss"] += float(value_loss.detach())
             with torch.no_grad():
-                totals["entropy"] += float(ppo.entropy(response_logits, mask))
-                totals["approx_kl"] += float(ppo.masked_mean(old_logprobs - logprobs.float(), mask))
+                totals["entropy"] += float(ppo.entropy(logits, mask))
+                totals["approx_kl"] += float(ppo.masked_mean(old_logprobs - logprobs, mask))
             totals["policy_loss"] += float(policy_loss.detach())
-            totals["value_loss"] += float(value_loss.detach())
             totals["clip_fraction"] += float(clip_fraction)
         n = max(len(micro_batches), 1)
-        return {k: v / n for k, v in totals.items()} | {"global_step": self.engine.global_steps}
+        return {k: v / n for k, v in totals.items()} | {k: v or 0.0 for k, v in norms.items()} | {"global_step": self.engine.global_steps}
 
     def _tensors(self, mb: dict) -> dict:
         return {k: torch.tensor(v, dtype=torch.long, device=self.device) for k, v in mb.items()}
@@ -214,7 +211,7 @@ class PolicyTrainer:
         from actors.weight_sync import plan_buckets
         from ledex_rl.lora import export_names, export_value
 
-        policy = self.engine.module.policy
+        policy = self.engine.module
         entries = dict(export_names(policy, include_tied))
         itemsize = self.export_dtype.itemsize
         # A merged LoRA weight has the base weight's size: count the first part only.
@@ -253,7 +250,7 @@ class PolicyTrainer:
         final, tmp = Path(directory), Path(f"{directory}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        policy = self.engine.module.policy
+        policy = self.engine.module
         config = policy.config
         config.dtype = self.export_dtype
         config.use_cache = True
@@ -269,12 +266,16 @@ class PolicyTrainer:
 
     def save_checkpoint(self, directory: str, client_state: dict) -> None:
         tag = f"step-{self.engine.global_steps}"
+        if self.critic is not None:  # first, so that the policy's `latest` marks a whole checkpoint
+            self.critic.save_checkpoint(str(Path(directory) / "critic"), tag=tag)
         self.engine.save_checkpoint(directory, tag=tag, client_state={"ledex": client_state})
 
     def load_checkpoint(self, directory: str) -> dict | None:
         if not (Path(directory) / "latest").is_file():
             return None
         path, client_state = self.engine.load_checkpoint(directory)
+        if self.critic is not None:
+            self.critic.load_checkpoint(str(Path(directory) / "critic"))
         return client_state.get("ledex") if path is not None else None
 
     def info(self) -> dict:
@@ -282,22 +283,65 @@ class PolicyTrainer:
                 "trainable_params": self.trainable_params, "device": str(self.device)}
 
 
-class PolicyWithValue(nn.Module):
-    """The policy and a linear value head on its last hidden state (the paper's value model)."""
+class ValueModel(nn.Module):
+    """The critic (the paper's value model): the starting policy's transformer without its LM head,
+    and a linear head on the last hidden state. Its own model, as OpenRLHF and verl train it, so that
+    regressing returns never rewrites the policy's weights."""
 
-    def __init__(self, policy, value_head: bool):
+    def __init__(self, model_path: str, cfg: TrainerConfig):
         super().__init__()
-        self.policy = policy
-        text_config = policy.config.get_text_config() if hasattr(policy.config, "get_text_config") else policy.config
-        self.hidden_size = text_config.hidden_size
-        self.value_head = nn.Linear(self.hidden_size, 1) if value_head else None
+        from transformers import AutoModel
 
-    def forward(self, input_ids, attention_mask, logits_to_keep: int = 0):
-        """(logits of the last `logits_to_keep` positions, or all when 0; values at every position)."""
-        out = self.policy(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
-                          output_hidden_states=self.value_head is not None, logits_to_keep=logits_to_keep)
-        values = self.value_head(out.hidden_states[-1]).squeeze(-1) if self.value_head is not None else None
-        return out.logits, values
+        self.trunk = _prepared(AutoModel.from_pretrained(model_path, dtype=torch.float32), cfg)
+        text_config = self.trunk.config.get_text_config() if hasattr(self.trunk.config, "get_text_config") else self.trunk.config
+        self.head = nn.Linear(text_config.hidden_size, 1)
+        nn.init.normal_(self.head.weight, std=1.0 / (text_config.hidden_size + 1) ** 0.5)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Values at every position: [b, L]."""
+        hidden = self.trunk(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        return self.head(hidden).squeeze(-1)
+
+
+def _prepared(model: nn.Module, cfg: TrainerConfig) -> nn.Module:
+    """No KV cache while training; gradient checkpointing and LoRA as configured."""
+    from ledex_rl.lora import apply_lora
+
+    model.config.use_cache = False
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if cfg.lora_rank:
+        apply_lora(model, cfg.lora_rank, cfg.lora_alpha)
+        if cfg.gradient_checkpointing:
+            model.enable_input_require_grads()
+    return model
+
+
+def _deepspeed_engine(module: nn.Module, optim: OptimSchedule, cfg: TrainerConfig, world_size: int):
+    """(DeepSpeed engine, LR scheduler) for `module` with a torch AdamW (nothing to compile).
+    At ZeRO 0 gradient clipping is left to `PolicyTrainer._step`, which also reports the norm."""
+    import deepspeed
+    from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    if optim.schedule == "constant":
+        scheduler = get_constant_schedule_with_warmup(optimizer, optim.warmup_steps)
+    else:
+        scheduler = get_cosine_schedule_with_warmup(optimizer, optim.warmup_steps, max(optim.total_steps, 1))
+    ds_config = {
+        "train_batch_size": optim.batch_size,
+        "train_micro_batch_size_per_gpu": optim.micro_batch_size,
+        "gradient_accumulation_steps": optim.batch_size // (optim.micro_batch_size * world_size),
+        "gradient_clipping": cfg.max_grad_norm if cfg.zero_stage else 0.0,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "bf16": {"enabled": cfg.bf16},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 1 << 30,
+    }
+    engine, _, _, scheduler = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+    return engine, scheduler
 
 
 def _loss_tail(labels: torch.Tensor) -> int:
@@ -330,10 +374,11 @@ def _free_port() -> tuple[str, int]:
 
 class TrainerGroup:
     """`trainer.num_ranks` PolicyTrainer actors in one placement group (bundle 0 also fits the
-    reference model when it is colocated). Calls fan out to every rank and return rank 0's answer."""
+    reference model when it is colocated). Calls fan out to every rank and return rank 0's answer.
+    With `critic` (its optimizer schedule) each rank also trains a value model for PPO."""
 
     def __init__(self, model_path: str, cfg: TrainerConfig, model_cfg: ModelConfig, optim: OptimSchedule, seed: int = 0,
-                 value_head: bool = False, extra_bundle0: dict | None = None, name_prefix: str = "trainer"):
+                 critic: OptimSchedule | None = None, extra_bundle0: dict | None = None, name_prefix: str = "trainer"):
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -367,7 +412,7 @@ class TrainerGroup:
         self.ranks = [
             remote.options(name=f"{name_prefix}-rank{r}", num_cpus=cfg.num_cpus_per_rank, num_gpus=cfg.num_gpus_per_rank,
                            scheduling_strategy=in_bundle(r), runtime_env={"env_vars": env}, max_restarts=0).remote(
-                model_path, cfg, model_cfg, optim, r, cfg.num_ranks, addr, port, seed, value_head)
+                model_path, cfg, model_cfg, optim, r, cfg.num_ranks, addr, port, seed, critic)
             for r in range(cfg.num_ranks)
         ]
         ray.get([rank.info.remote() for rank in self.ranks])
@@ -384,11 +429,10 @@ class TrainerGroup:
         k = len(self.ranks)
         mbs = list(micro_batches)
         if mbs and len(mbs) % k:
-            pad = dict(mbs[0])
-            if "labels" in pad:
-                pad["labels"] = [[IGNORE] * len(row) for row in pad["labels"]]
-            if "response_mask" in pad:
-                pad["response_mask"] = [[0] * len(row) for row in pad["response_mask"]]
+            if isinstance(mbs[0], MicroBatch):
+                pad = mbs[0].padding()
+            else:
+                pad = dict(mbs[0], labels=[[IGNORE] * len(row) for row in mbs[0]["labels"]])
             mbs += [pad] * (k - len(mbs) % k)
         return [(mbs[r::k],) for r in range(k)]
 
@@ -413,15 +457,15 @@ class TrainerGroup:
             out += per_rank[i % k][i // k]
         return out
 
-    def ppo_evaluate(self, micro_batches: Sequence[dict]) -> list[dict]:
+    def ppo_evaluate(self, micro_batches: Sequence[MicroBatch], temperature: float) -> list[ResponseScores]:
+        """Per micro-batch, in order: the policy's log-probs (at `temperature`) and the critic's values."""
         k = len(self.ranks)
-        per_rank = self._all("ppo_evaluate", self.shard(micro_batches))
+        per_rank = self._all("ppo_evaluate", [(mbs, temperature) for (mbs,) in self.shard(micro_batches)])
         return [per_rank[i % k][i // k] for i in range(len(micro_batches))]
 
-    def ppo_step(self, micro_batches: Sequence[dict], clip_range: float, value_clip_range: float, vf_coef: float) -> dict:
-        """One optimizer step over a mini-batch given as micro-batches."""
-        shards = [(mbs, clip_range, value_clip_range, vf_coef) for (mbs,) in self.shard(micro_batches)]
-        results = self._all("ppo_step", shards)
+    def ppo_step(self, micro_batches: Sequence[MicroBatch], settings: PPOConfig) -> dict:
+        """One optimizer step of the policy and one of the critic over a mini-batch of micro-batches."""
+        results = self._all("ppo_step", [(mbs, settings) for (mbs,) in self.shard(micro_batches)])
         return {k: sum(r[k] for r in results) / len(results) for k in results[0]}
 
     def sync_weights(self, engines) -> dict:

@@ -197,7 +197,7 @@ def show_config(config_path, overrides):
 @click.argument("name", default="smollm2-135m-instruct")
 @fail_cleanly
 def prepare_model(name: str) -> None:
-    """Convert or build a built-in model (smollm2-135m-instruct, tiny) once; print its folder."""
+    """Convert or build a built-in model (smollm2-135m-instruct, tiny, miniature-base) once; print its folder."""
     from ledex_rl.models import resolve_model
 
     click.echo(resolve_model(name))
@@ -249,6 +249,23 @@ def cluster_check(cluster_file, config_path, overrides):
     if problems:
         sys.exit(1)
     click.echo("fits: every actor has a node type, and every stage fits the cluster at its maximum size")
+
+
+@main.command(name="miniature-teacher")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8123, show_default=True)
+@click.option("--error-rate", default=0.2, show_default=True, help="Share of answers that blame the wrong bug and fail.")
+@fail_cleanly
+def miniature_teacher(host: str, port: int, error_rate: float) -> None:
+    """Serve the miniature domain's scripted teacher as an OpenAI-compatible endpoint (configs/miniature.yaml)."""
+    from ledex_rl.miniature_teacher import ScriptedTeacher, TeacherServer
+
+    server = TeacherServer(ScriptedTeacher.for_every_split(error_rate), host, port)
+    click.echo(f"miniature teacher at {server.url} (error rate {error_rate:g}); Ctrl-C stops it")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
 
 
 @main.command(name="problems")

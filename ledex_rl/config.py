@@ -18,7 +18,8 @@ from ledex_rl.config_schema import ConfigError, apply_override, build, to_dict
 __all__ = ["ConfigError", "LedexConfig", "load_config", "parse_overrides"]
 
 SourceName = Literal[
-    "humaneval", "humaneval-plus", "mbpp", "mbpp-sanitized", "mbpp-plus", "apps", "codecontests"
+    "humaneval", "humaneval-plus", "mbpp", "mbpp-sanitized", "mbpp-plus", "apps", "codecontests", "miniature",
+    "miniature-unseen",
 ]
 
 
@@ -251,7 +252,9 @@ class PPOConfig:
     lam: float = 0.95
     clip_range: float = 0.2
     value_clip_range: float = 0.2
-    vf_coef: float = 0.1
+    # The critic is its own model (the starting policy's transformer + a linear value head) with its
+    # own AdamW; not in the paper, whose value head shares the policy's trunk and loss (vf_coef).
+    critic_lr: float = 1e-5
     kl_coef: float = 0.2
     adaptive_kl: bool = True
     kl_target: float = 6.0
@@ -261,6 +264,8 @@ class PPOConfig:
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "rl.ppo.lr: must be > 0")
+        _check(self.critic_lr > 0, "rl.ppo.critic_lr: must be > 0")
+        _check(self.temperature > 0, "rl.ppo.temperature: must be > 0 (PPO scores tokens at the sampling temperature)")
         _check(0 < self.gamma <= 1, "rl.ppo.gamma: must be in (0, 1]")
         _check(0 <= self.lam <= 1, "rl.ppo.lam: must be in [0, 1]")
         _check(self.kl_coef >= 0, "rl.ppo.kl_coef: must be >= 0")
@@ -311,9 +316,16 @@ class RLConfig:
     # on the first `eval_tasks` tasks of data.eval with the eval.* settings; logged as eval/... metrics.
     eval_every_steps: int = 0
     eval_tasks: int = 8
+    # Validation: this fraction of the RL prompts' tasks is held out of training; before the first step,
+    # every `validation_every_steps` and after the last, the policy answers them greedily and at the
+    # sampling temperature, and their pass rates per mode are logged as validation/... metrics.
+    validation_fraction: float = 0.0
+    validation_every_steps: int = 10
 
     def __post_init__(self) -> None:
         _check(self.eval_every_steps >= 0, "rl.eval_every_steps: must be >= 0 (0 = no evaluation during RL)")
+        _check(0 <= self.validation_fraction < 1, "rl.validation_fraction: must be in [0, 1)")
+        _check(self.validation_every_steps >= 1, "rl.validation_every_steps: must be >= 1")
         _check(self.eval_tasks >= 1, "rl.eval_tasks: must be >= 1")
         _check(self.advantage != "grpo" or self.ppo.samples_per_prompt >= 2,
                "rl.advantage=grpo: set rl.ppo.samples_per_prompt to 2 or more (groups of responses per prompt)")

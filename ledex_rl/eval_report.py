@@ -174,6 +174,9 @@ def plot_training(run_dir: Path, path: Path) -> Path | None:
     during = sorted({k for m in logs.get("rl", []) for k in m if k.startswith("eval/") and k.endswith("pass@1")})
     if during:
         panels.append(("rl", during, "pass@1 during RL"))
+    validation = sorted({k for m in logs.get("rl", []) for k in m if k.startswith("validation/pass_rate/")})
+    if validation:
+        panels.append(("rl", validation, "RL validation pass rate (held-out tasks)"))
     if not panels:
         return None
     cols = min(3, len(panels))

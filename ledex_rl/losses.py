@@ -33,3 +33,29 @@ def logprob_lists(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask:
     logp = token_logprobs(logits, input_ids)
     lengths = attention_mask.sum(-1).tolist()
     return [row[: max(int(n) - 1, 0)].tolist() for row, n in zip(logp, lengths)]
+
+
+def logits_tail(input_ids: torch.Tensor, response_start: torch.Tensor) -> int:
+    """How many final positions need logits to score every response: from the position that
+    predicts the earliest response's first token. A forward run with `logits_to_keep` set to this
+    skips the prompts' logits, most of the memory at a 49k vocabulary."""
+    return input_ids.shape[1] - (int(response_start.min()) - 1)
+
+
+def response_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, response_start: torch.Tensor, width: int,
+                      temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits of the response tokens divided by `temperature`: [b, width, V] float32,
+    log-probabilities of the response tokens under them: [b, width]).
+
+    Response token j of row b is `input_ids[b, response_start[b] + j]`, predicted at the position
+    before it. `logits` cover the last K positions of `input_ids` (K = L when complete). Sampling at
+    temperature T draws from softmax(logits / T): PPO's ratios and KL must use the same distribution.
+    Columns past a row's response repeat its last position; the caller masks them.
+    """
+    length, keep = input_ids.shape[1], logits.shape[1]
+    steps = torch.arange(width, device=input_ids.device)[None]
+    predicting = (response_start[:, None] - 1 + steps).clamp(max=length - 2)  # [b, width]
+    picked = logits.gather(1, (predicting - (length - keep))[..., None].expand(-1, -1, logits.shape[-1]))
+    scaled = picked.float() / temperature
+    targets = input_ids.gather(1, predicting + 1)
+    return scaled, torch.log_softmax(scaled, dim=-1).gather(-1, targets[..., None]).squeeze(-1)

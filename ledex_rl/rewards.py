@@ -10,12 +10,16 @@
 Edge cases (not in the paper; chosen here and tested):
 - no code in the response: S_cb = S_ut = 0, so R(r) = -5;
 - no reference refinements: S_cb = 0 (only the tests speak);
+- CodeBLEU's data-flow part is 0 when nothing matches, and left out where the reference has no data
+  flow (codebleu 0.7.0 gives full credit in both cases; see `codebleu`);
 - an empty explanation in explain-then-refine: S_ex = 0, so R(e) = -35/3 (worse than any real one);
 - no reference explanations: R(e) = 0 (no signal either way), and the code reward still applies.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -36,10 +40,53 @@ def codebleu_score(candidate: str, references: Sequence[str]) -> float:
     """S_cb: mean CodeBLEU of `candidate` against each reference (0 when either side is empty)."""
     if not candidate.strip() or not references:
         return 0.0
+    scores = [codebleu(candidate, ref) for ref in references if ref.strip()]
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def codebleu(candidate: str, reference: str) -> float:
+    """CodeBLEU with equal weights on its four parts (n-gram, weighted n-gram, syntax, data flow).
+
+    codebleu 0.7.0 adds `dataflow_match_score or 1`: a candidate whose data flow matches none of the
+    reference's gets full data-flow credit, exactly as one that matches all of it. Here a real 0
+    counts as 0; only where the reference has no data flow at all (`return 5`) is the part
+    undefined, and then CodeBLEU is the mean of the other three (the package's own warning says to
+    ignore the part there).
+    """
     from codebleu import calc_codebleu
 
-    scores = [calc_codebleu([ref], [candidate], lang="python")["codebleu"] for ref in references if ref.strip()]
-    return float(np.mean(scores)) if scores else 0.0
+    parts = calc_codebleu([reference], [candidate], lang="python")
+    three = parts["ngram_match_score"] + parts["weighted_ngram_match_score"] + parts["syntax_match_score"]
+    if not _has_dataflow(reference):
+        return three / 3
+    return (three + parts["dataflow_match_score"]) / 4
+
+
+@functools.lru_cache(maxsize=4096)
+def _has_dataflow(reference: str) -> bool:
+    """Whether codebleu extracts any data-flow edge from `reference` (what its match divides by)."""
+    from codebleu.dataflow_match import dfg_function, get_data_flow, normalize_dataflow, remove_comments_and_docstrings
+    from codebleu.utils import get_tree_sitter_language
+    from tree_sitter import Parser
+
+    parser = Parser()
+    parser.language = get_tree_sitter_language("python")
+    try:
+        reference = remove_comments_and_docstrings(reference, "python")
+    except Exception:  # noqa: BLE001 - codebleu scores the raw text then too
+        pass
+    return bool(normalize_dataflow(get_data_flow(reference, [parser, dfg_function["python"]])))
+
+
+class _NoDataflowWarning(logging.Filter):
+    """codebleu logs on the root logger, at every call, when a reference has no data flow; that case
+    is handled in `codebleu` above."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "no reference data-flows" not in record.getMessage()
+
+
+logging.getLogger().addFilter(_NoDataflowWarning())
 
 
 def mean_cosine(embedding: np.ndarray, references: np.ndarray) -> float:

@@ -22,8 +22,9 @@ class RLPrompt:
 
 def rl_prompts(rows: Iterable[dict], problems: Mapping, use_reference_solutions: bool) -> list[RLPrompt]:
     """One prompt per wrong first attempt that has at least one correct refinement to compare with:
-    a verified teacher refinement (the paper), or, with `use_reference_solutions`, the dataset's
-    solution (not in the paper; it gives S_cb a reference but no explanations)."""
+    its verified teacher refinements (the paper), or, only when it has none and with
+    `use_reference_solutions`, the dataset's solution (not in the paper; it gives S_cb a reference
+    but no explanations)."""
     rows = list(rows)
     verified: dict[tuple, list[dict]] = {}
     for row in rows:
@@ -37,16 +38,45 @@ def rl_prompts(rows: Iterable[dict], problems: Mapping, use_reference_solutions:
         codes = list(dict.fromkeys(r["code"] for r in refs))
         explanations = tuple(dict.fromkeys(r["explanation"] for r in refs if r["explanation"].strip()))
         reference = problems[row["task_id"]].reference_solution
-        if use_reference_solutions and reference.strip() and reference not in codes:
+        if use_reference_solutions and not codes and reference.strip():
             codes.append(reference)
         if codes:
             out.append(RLPrompt(row["task_id"], row["code"], row["feedback"], tuple(codes), explanations))
     return out
 
 
+# Tokens of context decoded before each token: enough for a byte-level BPE to finish any UTF-8
+# character (4 bytes) and for SentencePiece's leading-space rule to see the previous word.
+_DECODE_WINDOW = 8
+
+
 def token_end_offsets(tokenizer, token_ids) -> list[int]:
-    """Character offset at which each token's text ends in `tokenizer.decode(token_ids)`."""
-    return [len(tokenizer.decode(list(token_ids[: k + 1]), skip_special_tokens=True)) for k in range(len(token_ids))]
+    """Character offset at which each token's text ends in `tokenizer.decode(token_ids)`.
+
+    A character split over several tokens (byte-level BPE, byte fallback) ends at the token that
+    completes it. Linear in the length: each token's new text is the difference of two decodes of
+    a short window before it, as vLLM's incremental detokenizer does; where that disagrees with the
+    whole decode (special tokens inside the text), every prefix is decoded instead.
+    """
+    ids = list(token_ids)
+    ends, length = [], 0
+    for k in range(len(ids)):
+        window = ids[max(0, k - _DECODE_WINDOW) : k + 1]
+        length += _complete_chars(_decode(tokenizer, window)) - _complete_chars(_decode(tokenizer, window[:-1]))
+        ends.append(length)
+    if length == _complete_chars(_decode(tokenizer, ids)):
+        return ends
+    return [_complete_chars(_decode(tokenizer, ids[: k + 1])) for k in range(len(ids))]
+
+
+def _decode(tokenizer, ids: list[int]) -> str:
+    return tokenizer.decode(ids, skip_special_tokens=True) if ids else ""
+
+
+def _complete_chars(text: str) -> int:
+    """Characters of `text` that are whole: a decode that ends inside a multi-byte character ends
+    with one replacement character for the incomplete part."""
+    return len(text) - text.endswith("\ufffd")
 
 
 def token_at(offsets: list[int], char_pos: int) -> int:

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Iterable, Literal, Sequence
 
 from ledex_rl import prompts
 from ledex_rl.losses import IGNORE  # label of a token that carries no loss
+from ledex_rl.seeds import held_out_tasks
 
 Kind = Literal["generate", "refine", "explain_refine"]
 
@@ -66,12 +66,7 @@ def examples_from_rows(rows: Iterable[dict]) -> list[SFTExample]:
 
 def split_held_out(examples: Sequence[SFTExample], fraction: float, seed: int = 0) -> tuple[list, list]:
     """Split by task, so no held-out task is seen in training; stable across runs and resumes."""
-    if fraction <= 0:
-        return list(examples), []
-    tasks = sorted({ex.task_id for ex in examples})
-    ranked = sorted(tasks, key=lambda t: hashlib.sha256(f"{seed}:{t}".encode()).hexdigest())
-    n_held = min(len(tasks) - 1, round(len(tasks) * fraction)) if len(tasks) > 1 else 0
-    held = set(ranked[:n_held])
+    held = held_out_tasks((ex.task_id for ex in examples), fraction, seed)
     return [ex for ex in examples if ex.task_id not in held], [ex for ex in examples if ex.task_id in held]
 
 

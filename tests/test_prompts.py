@@ -100,3 +100,11 @@ def test_parse_never_raises(garbage):
 def test_parse_text_only_has_no_code():
     parsed = prompts.parse_response("I am not sure what is wrong.")
     assert not parsed.has_code and parsed.explanation == "I am not sure what is wrong."
+
+
+def test_parse_skips_an_empty_first_fence():
+    """An empty fence before the real code must not make the answer "no code" (R(r) = -5)."""
+    parsed = prompts.parse_response("Fixed:\n```python\n```\n\n```python\ndef f():\n    return 1\n```")
+    assert parsed.code == "def f():\n    return 1"
+    bare = prompts.parse_response("Fixed:\n```python\n\n```\ndef f():\n    return 1\n")
+    assert bare.code.startswith("def f():")

@@ -21,14 +21,22 @@ def test_two_ppo_steps_through_every_actor(ray_cluster, tiny_env, tmp_path, adva
              "rl.reference.num_cpus=0.1", "sandbox.executor_num_cpus=0.1", "rollout.num_cpus_per_engine=0.25"]
     if advantage == "grpo":
         extra.append("rl.ppo.samples_per_prompt=2")
-    else:  # evaluation during RL, after step 2 only
-        extra += ["rl.eval_every_steps=2", "rl.eval_tasks=1", "eval.max_new_tokens=16"]
+    else:  # evaluation during RL after step 2 only; validation on held-out tasks before step 1 and after each step
+        extra += ["rl.eval_every_steps=2", "rl.eval_tasks=1", "eval.max_new_tokens=16", "rl.validation_fraction=0.5",
+                  "rl.validation_every_steps=1"]
     cfg = load_config("configs/tiny.yaml", sft_overrides(tmp_path, *extra))
     start = policy_for(cfg, "rl")
     assert run_stage("rl", cfg)
     summary = json.loads((tmp_path / "rl" / "summary.json").read_text())
     assert summary["engine_weights_versions"] == [2]  # the engine received new weights after each step
     metrics = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
+    if advantage == "gae":
+        validation = [m for m in metrics if any(k.startswith("validation/") for k in m)]
+        assert [m["step"] for m in validation] == [0, 1, 2]
+        for m in validation:
+            assert {f"validation/pass_rate/{mode}/{how}" for mode in ("refine", "explain_refine")
+                    for how in ("greedy", "sampled")} <= set(m)
+        metrics = metrics[1:]
     assert [m["step"] for m in metrics] == [1, 2]
     for m in metrics:
         for key in ("reward/code", "reward/explanation", "reward/pass_rate", "kl/mean_per_response", "ppo/policy_loss",
@@ -36,6 +44,8 @@ def test_two_ppo_steps_through_every_actor(ray_cluster, tiny_env, tmp_path, adva
                     "time/score_s", "time/execute_s", "time/reference_s", "time/train_s", "time/sync_s"):
             assert key in m, key
         assert -5.0 <= m["reward/code"] <= 5.0 and m["ppo/entropy"] > 0
+        assert m["ppo/policy_grad_norm"] > 0 and (m["ppo/critic_grad_norm"] > 0) == (advantage == "gae")  # GRPO: no critic
+        assert {"reward/pass_rate/refine", "reward/pass_rate/explain_refine", "reward/code/refine"} <= set(m)
     if advantage == "gae":
         assert "eval/humaneval/init_pass@1" not in metrics[0]
         assert {"eval/humaneval/init_pass@1", "eval/humaneval/refine_pass@1", "eval/humaneval/explain_refine_pass@1"} <= set(metrics[1])

@@ -28,6 +28,31 @@ def test_codebleu_score_is_the_mean_over_references():
     assert rewards.codebleu_score("", [code]) == 0.0 and rewards.codebleu_score(code, []) == 0.0
 
 
+def test_codebleu_counts_a_data_flow_mismatch_as_zero():
+    """codebleu 0.7.0 gives full data-flow credit when nothing matches; S_cb must not."""
+    from codebleu import calc_codebleu
+
+    reference = "def add(a, b):\n    total = a + b\n    return total"
+    unrelated = "def add(a, b):\n    return 7"
+    parts = calc_codebleu([reference], [unrelated], lang="python")
+    assert parts["dataflow_match_score"] == 0
+    three = parts["ngram_match_score"] + parts["weighted_ngram_match_score"] + parts["syntax_match_score"]
+    assert rewards.codebleu_score(unrelated, [reference]) == pytest.approx(three / 4)
+    assert rewards.codebleu_score(unrelated, [reference]) < parts["codebleu"] - 0.2
+    assert rewards.codebleu_score(reference, [reference]) == pytest.approx(1.0)
+
+
+def test_codebleu_without_reference_data_flow_averages_the_other_three_parts():
+    from codebleu import calc_codebleu
+
+    reference = "def seven():\n    return 7"  # no variable, so no data-flow edge
+    candidate = "def seven():\n    return 8"
+    parts = calc_codebleu([reference], [candidate], lang="python")
+    three = parts["ngram_match_score"] + parts["weighted_ngram_match_score"] + parts["syntax_match_score"]
+    assert rewards.codebleu_score(candidate, [reference]) == pytest.approx(three / 3)
+    assert rewards.codebleu_score(reference, [reference]) == pytest.approx(1.0)
+
+
 def test_mean_cosine():
     refs = np.array([[1.0, 0.0], [0.0, 2.0]])
     assert rewards.mean_cosine(np.array([1.0, 0.0]), refs) == pytest.approx(0.5)

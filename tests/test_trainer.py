@@ -213,3 +213,18 @@ def test_a_stuck_engine_gives_a_clear_error_not_a_hang(ray_cluster):
             send_buckets([[("w", torch.zeros(4))]], [stuck], version=1, timeout_s=2)
     finally:
         ray.kill(stuck)
+
+
+def test_gradient_norm_is_reported_at_zero_0_as_at_zero_2(ray_cluster, tiny_model, tokenizer):
+    """DeepSpeed drops the norm at ZeRO 0 (fp32); the trainer clips there itself and reports it. The
+    same first step on the same batch has the same gradient at every stage."""
+    micro = two_micro_batches(sample_batch(tokenizer))
+    norms = []
+    for stage in (0, 2):
+        group = make_group(tiny_model, trainer_cfg(f"trainer.zero_stage={stage}"))
+        try:
+            norms.append(group.train_step(micro)["grad_norm"])
+        finally:
+            group.shutdown()
+    assert norms[0] > 0
+    assert norms[0] == pytest.approx(norms[1], rel=1e-3)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ledex_rl.config import ProblemSourceConfig
-from ledex_rl.problems import apps, codecontests, evalplus, humaneval, mbpp
+from ledex_rl.problems import apps, codecontests, evalplus, humaneval, mbpp, miniature
 from ledex_rl.problems.base import LoadReport, MalformedRow, Problem, SourceUnavailable, TestCase
 
 __all__ = ["LoadReport", "Problem", "SourceUnavailable", "TestCase", "load_problems", "HUB_IDS"]
@@ -47,8 +47,12 @@ def _keep(problem: Problem, split: str) -> bool:
 
 
 def load_problems(cfg: ProblemSourceConfig) -> tuple[list[Problem], LoadReport]:
-    parse = _row_parser(cfg.name)
     report = LoadReport(source=cfg.name)
+    if cfg.name in (miniature.SOURCE, miniature.UNSEEN_SOURCE):  # generated, not read
+        problems = miniature.load(cfg.name, cfg.split, cfg.offset, cfg.limit)
+        report.loaded = len(problems)
+        return problems, report
+    parse = _row_parser(cfg.name)
     problems: list[Problem] = []
     to_skip = cfg.offset
     for where, row in _records(cfg):

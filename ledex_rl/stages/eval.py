@@ -117,7 +117,7 @@ def during_training(cfg: LedexConfig, step: int, engines, tokenizer, style: str,
             flat[f"eval/{name}/init_{key}"] = value
         for mode in results["modes"]:
             for key, value in (m[mode][-1].items() if m[mode] else ()):
-                if key.startswith("pass@"):
+                if key.startswith("pass@") or (key == "success_rate" and value is not None):
                     flat[f"eval/{name}/{mode}_{key}"] = value
     return flat
 

@@ -1,12 +1,13 @@
 """Stage 3, RL (ledex-method.md, section 3): PPO with the LeDex rewards, driven by one controller.
 
 Every actor group is built in plain sight in `run`: executors (sandbox), rollout engines (vLLM),
-reward actors (tests + CodeBLEU + embeddings), the trainer (DeepSpeed policy + value head) and the
+reward actors (tests + CodeBLEU + embeddings), the trainer (DeepSpeed policy + critic) and the
 frozen reference model. One PPO step (`PPOStep.run`):
 
   1. generate explain-then-refine and refine-only answers to wrong first attempts (engines);
   2. score them: execute (sandbox), CodeBLEU and explanation similarity (reward actors);
-  3. reference log-probs (reference actor), old log-probs and values (trainer);
+  3. reference log-probs (reference actor), old log-probs and values (trainer), all at the sampling
+     temperature;
   4. per-token rewards: R(e) on the last explanation token, R(r) on the last code token, minus the
      KL to the reference on every token; GAE (or GRPO) advantages;
   5. PPO epochs over mini-batches (trainer);
@@ -25,18 +26,28 @@ import random
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from actors.executor_pool import ExecutorPool
+from actors.reference_model import reference_response_logprobs, start_reference
+from actors.reward_pool import RewardPool, ScoreRequest
+from actors.rollout_engine import Completion, EnginePool, GenerationRequest
+from actors.trainer import OptimSchedule, TrainerGroup
+from actors.weight_sync import WeightSyncError
 from ledex_rl import ppo, prompts
 from ledex_rl.config import LedexConfig
+from ledex_rl.experience import Experience
+from ledex_rl.prompts import Mode
+from ledex_rl.rewards import RewardParts
 from ledex_rl.rl_data import RLPrompt, reward_positions, rl_prompts, token_end_offsets
+from ledex_rl.seeds import held_out_tasks, request_seed
 
 log = logging.getLogger(__name__)
 
-MODES = ("explain_refine", "refine")
+MODES: tuple[Mode, ...] = ("explain_refine", "refine")
 
 
 @dataclass
@@ -55,6 +66,16 @@ class ActorDied(RuntimeError):
     where the run can resume."""
 
 
+@dataclass(frozen=True)
+class Rollout:
+    """One sampled answer to an RL prompt in a mode."""
+
+    prompt_index: int  # which (prompt, mode) pair of the step: answers to the same pair form a group
+    item: RLPrompt
+    mode: Mode
+    completion: Completion
+
+
 class PPOStep:
     """One PPO step across the actors. Holds no state besides the KL controller and the data order."""
 
@@ -66,7 +87,7 @@ class PPOStep:
         self.kl = ppo.KLController(self.p.kl_coef, self.p.adaptive_kl, self.p.kl_target, self.p.kl_horizon)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
 
-    def choose(self, step: int) -> list[tuple[RLPrompt, str]]:
+    def choose(self, step: int) -> list[tuple[RLPrompt, Mode]]:
         """The step's (prompt, mode) pairs: a seeded pass over the data per epoch, modes alternating."""
         per_step = self.p.batch_size // self.p.samples_per_prompt
         order: list[int] = []
@@ -80,91 +101,86 @@ class PPOStep:
         return [(self.items[i], MODES[(step * per_step + k) % 2]) for k, i in enumerate(chosen)]
 
     def run(self, step: int) -> dict:
-        from actors.reference_model import reference_logprobs
-        from actors.reward_pool import ScoreRequest
-        from actors.rollout_engine import GenerationRequest
-        from ledex_rl.seeds import request_seed
+        """The six phases: generate, score, reference and old log-probs/values, advantages, train, sync."""
+        timer, started = PhaseTimer(), time.perf_counter()
+        with timer.phase("generate"):
+            rollouts = self.generate(step)
+        with timer.phase("score"):
+            scored = self.score(rollouts)
+        exp = Experience.from_samples([r.completion.prompt_token_ids for r in rollouts],
+                                      [r.completion.token_ids for r in rollouts], self.pad_id)
+        micro = exp.micro_batches(range(len(exp)), self.p.micro_batch_size)
+        with timer.phase("reference"):
+            exp.ref_logprobs = reference_response_logprobs(self.reference, micro, self.p.temperature) * exp.response_mask
+        with timer.phase("values"):
+            self.evaluate(exp, micro)
+        self.advantages(exp, [self.placements(r, parts) for r, (parts, _) in zip(rollouts, scored)],
+                        [r.prompt_index for r in rollouts])
+        with timer.phase("train"):
+            train_metrics = self.train(exp, step)
+        with timer.phase("sync"):
+            self._sync()
+        self.kl.update(float(exp.kl.sum(1).mean()), self.p.batch_size)
+        return self.metrics(rollouts, [parts for parts, _ in scored], exp, train_metrics, timer) | {
+            "time/step_s": time.perf_counter() - started}
 
-        p, timer = self.p, PhaseTimer()
+    # --- the phases ----------------------------------------------------------------------------------
+
+    def generate(self, step: int) -> list[Rollout]:
+        """Explain-then-refine and refine-only answers to the step's wrong first attempts (engines)."""
+        p = self.p
         pairs = self.choose(step)
         requests = [
             GenerationRequest(prompts.render(self._conversation(item, mode), self.tokenizer, self.style), n=p.samples_per_prompt,
                               temperature=p.temperature, max_tokens=p.max_new_tokens, seed=request_seed(self.cfg.seed, "rl", step, k))
             for k, (item, mode) in enumerate(pairs)
         ]
-        with timer.phase("generate"):
-            outputs = self.engines.generate(requests)
-        samples = [(k, item, mode, c) for k, ((item, mode), cs) in enumerate(zip(pairs, outputs)) for c in cs]
-        with timer.phase("score"):
-            scored = self.rewards.score([ScoreRequest(self.problems[item.task_id], c.text, mode, item.reference_codes,
-                                                      item.reference_explanations) for _, item, mode, c in samples])
-        positions = []
-        for (_, _, mode, c), (parts, _) in zip(samples, scored):
-            text = self.tokenizer.decode(list(c.token_ids), skip_special_tokens=True)
-            positions.append(reward_positions(text, token_end_offsets(self.tokenizer, c.token_ids), mode, parts))
+        outputs = self.engines.generate(requests)
+        return [Rollout(k, item, mode, c) for k, ((item, mode), cs) in enumerate(zip(pairs, outputs)) for c in cs]
 
-        rows = [self._row(c) for _, _, _, c in samples]
-        width = max(len(r["response"]) for r in rows)
-        micro = self._micro_batches(rows, width, range(len(rows)))
-        with timer.phase("reference"):
-            ref_all = reference_logprobs(self.reference, micro)
-        ref = torch.zeros(len(rows), width)
-        for i, (r, lp) in enumerate(zip(rows, ref_all)):
-            s, n = r["start"], len(r["response"])
-            ref[i, :n] = torch.tensor(lp[s - 1 : s - 1 + n])
-        with timer.phase("values"):
-            evaluated = self.trainer.ppo_evaluate(micro)
-        old_logprobs = torch.tensor([row for mb in evaluated for row in mb["logprobs"]])
-        old_values = torch.tensor([row for mb in evaluated for row in mb["values"]])
-        mask = torch.tensor([[1.0] * len(r["response"]) + [0.0] * (width - len(r["response"])) for r in rows])
-        old_logprobs, old_values = old_logprobs * mask, old_values * mask
+    def score(self, rollouts: list[Rollout]) -> list[tuple[RewardParts, str]]:
+        """Tests in the sandbox, CodeBLEU and explanation similarity (reward actors)."""
+        return self.rewards.score([ScoreRequest(self.problems[r.item.task_id], r.completion.text, r.mode, r.item.reference_codes,
+                                                r.item.reference_explanations) for r in rollouts])
 
-        token_rewards, kl = ppo.token_rewards(old_logprobs, ref, mask, self.kl.value, positions)
+    def placements(self, rollout: Rollout, parts: RewardParts) -> list[tuple[int, float]]:
+        """(response token, reward) pairs: R(e) on the last explanation token, R(r) on the last code token."""
+        ids = rollout.completion.token_ids
+        text = self.tokenizer.decode(list(ids), skip_special_tokens=True)
+        return reward_positions(text, token_end_offsets(self.tokenizer, ids), rollout.mode, parts)
+
+    def evaluate(self, exp: Experience, micro: list) -> None:
+        """The sampling policy's log-probs (at the sampling temperature) and the critic's values (trainer)."""
+        scores = self.trainer.ppo_evaluate(micro, self.p.temperature)
+        exp.old_logprobs = torch.cat([s.logprobs for s in scores]) * exp.response_mask
+        exp.old_values = torch.cat([s.values for s in scores]) * exp.response_mask
+
+    def advantages(self, exp: Experience, placements: list[list[tuple[int, float]]], groups: list[int]) -> None:
+        """Per-token rewards (scores at their tokens minus the KL penalty), then GAE advantages
+        (whitened) and returns, or GRPO's group-normalised totals."""
+        exp.rewards, exp.kl = ppo.token_rewards(exp.old_logprobs, exp.ref_logprobs, exp.response_mask, self.kl.value, placements)
         if self.cfg.rl.advantage == "grpo":
-            totals = torch.tensor([sum(v for _, v in placed) for placed in positions])
-            advantages = ppo.grpo_advantages(totals, [k for k, _, _, _ in samples], mask)
-            returns = old_values
+            totals = torch.tensor([sum(v for _, v in placed) for placed in placements])
+            exp.advantages, exp.returns = ppo.grpo_advantages(totals, groups, exp.response_mask), exp.old_values
         else:
-            advantages, returns = ppo.gae(token_rewards, old_values, mask, p.gamma, p.lam)
-            advantages = ppo.masked_whiten(advantages, mask)
+            advantages, exp.returns = ppo.gae(exp.rewards, exp.old_values, exp.response_mask, self.p.gamma, self.p.lam)
+            exp.advantages = ppo.masked_whiten(advantages, exp.response_mask)
+        exp.extras["totals"] = [sum(v for _, v in placed) for placed in placements]
 
-        train_metrics = []
-        with timer.phase("train"):
-            generator = random.Random(f"{self.cfg.seed}:ppo:{step}")
-            for _ in range(p.ppo_epochs):
-                order = list(range(len(rows)))
-                generator.shuffle(order)
-                for start in range(0, len(order), p.mini_batch_size):
-                    chosen = order[start : start + p.mini_batch_size]
-                    batch = self._micro_batches(rows, width, chosen, old_logprobs, old_values, advantages, returns, mask)
-                    train_metrics.append(self.trainer.ppo_step(batch, p.clip_range, p.value_clip_range, p.vf_coef))
-        with timer.phase("sync"):
-            self._sync()
-
-        mean_kl = float((kl.sum(1)).mean())
-        self.kl.update(mean_kl, p.batch_size)
-        parts = [pt for pt, _ in scored]
-        explanation_rewards = [pt.explanation_reward for pt in parts if pt.explanation_reward is not None]
-        metrics = {
-            "reward/code": _mean([pt.code_reward for pt in parts]),
-            "reward/explanation": _mean(explanation_rewards) if explanation_rewards else 0.0,
-            "reward/total": float(sum(v for placed in positions for _, v in placed) / len(positions)),
-            "reward/s_codebleu": _mean([pt.s_cb for pt in parts]),
-            "reward/s_unit_tests": _mean([pt.s_ut for pt in parts]),
-            "reward/pass_rate": _mean([float(pt.passed) for pt in parts]),
-            "kl/mean_per_response": mean_kl, "kl/coef": self.kl.value,
-            "response/count": len(samples), "response/length_mean": float(mask.sum(1).mean()), "response/length_max": float(mask.sum(1).max()),
-            **{f"ppo/{k}": _mean([m[k] for m in train_metrics]) for k in ("policy_loss", "value_loss", "clip_fraction", "entropy", "approx_kl")},
-            **{f"time/{k}_s": v for k, v in timer.seconds.items()}, "time/step_s": sum(timer.seconds.values()),
-            "time/execute_s": self.rewards.last_timing["execute_s"],  # inside score: tests in the sandbox
-            "time/rewards_s": self.rewards.last_timing["score_s"],  # inside score: CodeBLEU and embeddings
-        }
-        return metrics
+    def train(self, exp: Experience, step: int) -> list[dict]:
+        """`ppo_epochs` passes over the batch in shuffled mini-batches, one optimizer step each (trainer)."""
+        generator = random.Random(f"{self.cfg.seed}:ppo:{step}")
+        results = []
+        for _ in range(self.p.ppo_epochs):
+            order = list(range(len(exp)))
+            generator.shuffle(order)
+            for start in range(0, len(order), self.p.mini_batch_size):
+                batch = exp.micro_batches(order[start : start + self.p.mini_batch_size], self.p.micro_batch_size, with_targets=True)
+                results.append(self.trainer.ppo_step(batch, self.p))
+        return results
 
     def _sync(self) -> None:
         """New weights to every engine; an engine that died meanwhile is replaced and the sync redone."""
-        from actors.weight_sync import WeightSyncError
-
         try:
             self.trainer.sync_weights(self.engines)
         except WeightSyncError:
@@ -172,35 +188,55 @@ class PPOStep:
                 raise
             self.trainer.sync_weights(self.engines)
 
-    def _conversation(self, item: RLPrompt, mode: str) -> list[dict]:
+    def metrics(self, rollouts: list[Rollout], parts: list[RewardParts], exp: Experience, train: list[dict],
+                timer: PhaseTimer) -> dict:
+        mask = exp.response_mask
+        explanation_rewards = [pt.explanation_reward for pt in parts if pt.explanation_reward is not None]
+        values = {
+            "reward/code": _mean(pt.code_reward for pt in parts),
+            "reward/explanation": _mean(explanation_rewards),
+            "reward/total": _mean(exp.extras["totals"]),
+            "reward/s_codebleu": _mean(pt.s_cb for pt in parts),
+            "reward/s_unit_tests": _mean(pt.s_ut for pt in parts),
+            "reward/pass_rate": _mean(float(pt.passed) for pt in parts),
+            "kl/mean_per_response": float(exp.kl.sum(1).mean()), "kl/coef": self.kl.value,
+            "response/count": len(rollouts), "response/length_mean": float(mask.sum(1).mean()),
+            "response/length_max": float(mask.sum(1).max()),
+            **{f"ppo/{k}": _mean(m[k] for m in train) for k in ("policy_loss", "value_loss", "clip_fraction", "entropy", "approx_kl",
+                                                                 "policy_grad_norm", "critic_grad_norm")},
+            **{f"time/{k}_s": v for k, v in timer.seconds.items()},
+            "time/execute_s": self.rewards.last_timing["execute_s"],  # inside score: tests in the sandbox
+            "time/rewards_s": self.rewards.last_timing["score_s"],  # inside score: CodeBLEU and embeddings
+        }
+        for mode in MODES:  # what the code reward means per mode: R(e) must not stand in for it
+            of_mode = [pt for r, pt in zip(rollouts, parts) if r.mode == mode]
+            if of_mode:
+                values[f"reward/pass_rate/{mode}"] = _mean(float(pt.passed) for pt in of_mode)
+                values[f"reward/code/{mode}"] = _mean(pt.code_reward for pt in of_mode)
+        return values
+
+    def validate(self, items: list[RLPrompt]) -> dict:
+        """Held-out prompts in both modes, answered greedily and at the sampling temperature (the same
+        seeds every time) and scored; nothing is trained. -> validation/<what>/<mode>/<greedy|sampled>."""
+        pairs = [(item, mode) for item in items for mode in MODES]
+        values = {}
+        for label, temperature in (("greedy", 0.0), ("sampled", self.p.temperature)):
+            requests = [GenerationRequest(prompts.render(self._conversation(item, mode), self.tokenizer, self.style),
+                                          temperature=temperature, max_tokens=self.p.max_new_tokens,
+                                          seed=request_seed(self.cfg.seed, "rl-validation", k)) for k, (item, mode) in enumerate(pairs)]
+            rollouts = [Rollout(k, item, mode, cs[0]) for k, ((item, mode), cs) in enumerate(zip(pairs, self.engines.generate(requests)))]
+            for (r, (parts, _)) in zip(rollouts, self.score(rollouts)):
+                values.setdefault(f"validation/pass_rate/{r.mode}/{label}", []).append(float(parts.passed))
+                values.setdefault(f"validation/code_reward/{r.mode}/{label}", []).append(parts.code_reward)
+        return {key: _mean(v) for key, v in values.items()}
+
+    def _conversation(self, item: RLPrompt, mode: Mode) -> list[dict]:
         problem = self.problems[item.task_id]
         return prompts.refinement_messages(problem, item.wrong_code, item.feedback, mode)
 
-    def _row(self, completion) -> dict:
-        prompt = list(completion.prompt_token_ids)
-        return {"ids": prompt + list(completion.token_ids), "start": len(prompt), "response": list(completion.token_ids)}
-
-    def _micro_batches(self, rows, width, indices, *response_fields) -> list[dict]:
-        """Rows (prompt + response, right-padded) in micro-batches; response-aligned tensors sliced along."""
-        names = ("old_logprobs", "old_values", "advantages", "returns", "response_mask")
-        indices = list(indices)
-        out = []
-        for i in range(0, len(indices), self.p.micro_batch_size):
-            chunk = indices[i : i + self.p.micro_batch_size]
-            longest = max(len(rows[j]["ids"]) for j in chunk)
-            mb = {
-                "input_ids": [rows[j]["ids"] + [self.pad_id] * (longest - len(rows[j]["ids"])) for j in chunk],
-                "attention_mask": [[1] * len(rows[j]["ids"]) + [0] * (longest - len(rows[j]["ids"])) for j in chunk],
-                "response_start": [rows[j]["start"] for j in chunk],
-                "response_mask": [[1] * len(rows[j]["response"]) + [0] * (width - len(rows[j]["response"])) for j in chunk],
-            }
-            for name, tensor in zip(names, response_fields):
-                mb[name] = tensor[chunk].tolist()
-            out.append(mb)
-        return out
-
 
 def _mean(values) -> float:
+    """The mean, 0.0 for none."""
     values = list(values)
     return float(sum(values) / len(values)) if values else 0.0
 
@@ -213,11 +249,6 @@ def run(cfg: LedexConfig, out: Path) -> None:
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
-    from actors.executor_pool import ExecutorPool
-    from actors.reference_model import start_reference
-    from actors.reward_pool import RewardPool
-    from actors.rollout_engine import EnginePool
-    from actors.trainer import OptimSchedule, TrainerGroup
     from ledex_rl.cluster import connect
     from ledex_rl.expected_outputs import fill_expected_outputs
     from ledex_rl.metrics import MetricsLogger
@@ -239,8 +270,12 @@ def run(cfg: LedexConfig, out: Path) -> None:
     if not items:
         raise NoTrainingData("rl: no wrong first attempt has a verified refinement to compare with; collect more data "
                              "or set rl.use_reference_solutions=true")
+    held = held_out_tasks((item.task_id for item in items), cfg.rl.validation_fraction, cfg.seed)
+    validation = [item for item in items if item.task_id in held]
+    items = [item for item in items if item.task_id not in held]
     policy_path = policy_for(cfg, "rl")
-    log.info("rl: %d prompts (wrong first attempts), starting from %s", len(items), policy_path)
+    log.info("rl: %d prompts (wrong first attempts) of %d tasks, %d held out for validation; starting from %s", len(items),
+             len({item.task_id for item in items}), len(validation), policy_path)
     tokenizer = AutoTokenizer.from_pretrained(policy_path)
     style = prompts.prompt_style(cfg.model.prompt_style, tokenizer)
 
@@ -250,7 +285,8 @@ def run(cfg: LedexConfig, out: Path) -> None:
     extra = {"CPU": ref_cfg.num_cpus, **({"GPU": ref_cfg.num_gpus} if ref_cfg.num_gpus else {})} if ref_cfg.colocate else None
     optim = OptimSchedule(lr=p.lr, total_steps=p.steps, warmup_steps=0, batch_size=p.mini_batch_size,
                           micro_batch_size=p.micro_batch_size, schedule="constant")
-    trainer = TrainerGroup(policy_path, cfg.trainer, cfg.model, optim, cfg.seed, value_head=True, extra_bundle0=extra,
+    critic = replace(optim, lr=p.critic_lr) if cfg.rl.advantage == "gae" else None  # GRPO needs no value model
+    trainer = TrainerGroup(policy_path, cfg.trainer, cfg.model, optim, cfg.seed, critic=critic, extra_bundle0=extra,
                            name_prefix="rl-trainer")
     reference = start_reference(policy_path, cfg.model, ref_cfg, cfg.trainer.device, cfg.trainer.cpu_threads,
                                 placement_group=trainer.placement_group if ref_cfg.colocate else None, name="rl-reference")
@@ -267,6 +303,8 @@ def run(cfg: LedexConfig, out: Path) -> None:
             trainer.sync_weights(engines)  # the engines start from the SFT model; bring them to the checkpoint
             log.info("rl: resuming after step %d of %d", start, p.steps)
         saved = start
+        if validation and not resumed:
+            metrics.log(0, stepper.validate(validation))
         bar = tqdm(total=p.steps, initial=start, desc="rl", unit="step")
         for step in range(start, p.steps):
             try:
@@ -276,6 +314,8 @@ def run(cfg: LedexConfig, out: Path) -> None:
                                 + (f"Rerun the same command to resume after step {saved} from its checkpoint" if saved
                                    else "No step was checkpointed yet; rerunning starts the stage again")) from None
             done = step + 1
+            if validation and (done % cfg.rl.validation_every_steps == 0 or done == p.steps):
+                values.update(stepper.validate(validation))
             if eval_problems and (done % cfg.rl.eval_every_steps == 0 or done == p.steps):
                 values.update(during_training(cfg, done, engines, tokenizer, style, executors, eval_problems, out / "evals"))
             if done % p.save_every_steps == 0 or done == p.steps:
@@ -293,7 +333,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
         for group in (trainer, engines, rewards, executors):
             group.shutdown()
         ray.kill(reference)
-    history = metrics.read()
+    history = [m for m in metrics.read() if "reward/total" in m]  # step 0 holds only the first validation
     summary = {"steps": p.steps, "prompts": len(items), "model": str(out / "model"), "engine_weights_versions": engine_versions,
                "engine_replacements": replacements,
                "reward_first": history[0]["reward/total"] if history else None, "reward_last": history[-1]["reward/total"] if history else None}
