@@ -217,6 +217,7 @@ class SFTConfig:
     warmup_steps: int = 1
     max_seq_len: int = 1024
     weight_decay: float = 0.0
+    max_steps: int = 0  # stop after this many optimizer steps (the schedule decays to it); 0 = all epochs
     eval_fraction: float = 0.1  # tasks held out to measure the loss on unseen trajectories
     save_every_steps: int = 20  # DeepSpeed checkpoint (weights, optimizer, step) for resuming
     keep_checkpoints: bool = False  # delete the DeepSpeed checkpoints once the final model is written
@@ -228,6 +229,7 @@ class SFTConfig:
     def __post_init__(self) -> None:
         _check(self.lr > 0, "sft.lr: must be > 0")
         _check(self.epochs >= 1, "sft.epochs: must be >= 1")
+        _check(self.max_steps >= 0, "sft.max_steps: must be >= 0 (0 = every step of every epoch)")
         _check(0 <= self.eval_fraction < 1, "sft.eval_fraction: must be in [0, 1)")
         _check(self.save_every_steps >= 1, "sft.save_every_steps: must be >= 1")
         _check(self.max_seq_len >= 16, "sft.max_seq_len: must be at least 16")

@@ -2,7 +2,7 @@
 
 It plays the part GPT-3.5 plays in the paper. Given a refinement conversation (task, wrong code,
 execution feedback, request), it recognises the task, names the actual bug (from the task's bug
-catalogue, with the failing test's numbers from the feedback) and writes the fix. With probability
+catalogue, or from how its code differs from a solution) and writes the fix. With probability
 `error_rate` per answer it is wrong instead: it blames another bug and gives a fix that still fails, so
 the collect stage's execution check has something to filter. Answers are seeded per request and choice.
 
@@ -12,11 +12,14 @@ the collect stage's execution check has something to filter. Answers are seeded 
 
 from __future__ import annotations
 
+import difflib
+import io
 import json
 import logging
 import random
 import re
 import threading
+import tokenize
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Sequence
 
@@ -27,10 +30,12 @@ from ledex_rl.problems.base import Problem
 log = logging.getLogger(__name__)
 
 _FAILED = re.compile(r"assert (?P<call>.+?) == (?P<expected>.+?) failed: .+? (?:returned|raised) (?P<got>.+)")
+# Short on purpose: they name the bug and the fix, which is what a 2.7M-parameter student can learn
+# to say; the failing call's numbers appear only where the bug is not in the catalogue (_VAGUE).
 _TEMPLATES = (
-    "{what} For example, {call} returns {got}, but the test expects {expected}. To fix it, {fix}.",
-    "The bug: {what} That is why {call} gives {got} instead of {expected}. The fix is to {fix}.",
-    "{what} The failing test shows it: {call} should be {expected} but is {got}. So {fix}.",
+    "{what} To fix it, {fix}.",
+    "The bug: {what} The fix is to {fix}.",
+    "{what} So {fix}.",
 )
 _VAGUE = "{fn} does not do what the task asks: {call} should be {expected} but is {got}. It must be rewritten: {task}"
 
@@ -64,16 +69,56 @@ class ScriptedTeacher:
         if rng.random() < self.error_rate:
             wrong_bugs = [b for b in bugs if b["code"].strip() != wrong] or bugs
             blamed = rng.choice(wrong_bugs)
-            return self._reply(rng, blamed["what"], blamed["fix"], numbers, blamed["code"])
+            return self._reply(rng, blamed["what"], blamed["fix"], blamed["code"])
         actual = next((b for b in bugs if b["code"].strip() == wrong), None)
-        if actual is None:
-            explanation = _VAGUE.format(fn=problem.entry_point, task=problem.prompt, **numbers)
-            return prompts.answer_text(problem.reference_solution, explanation)
-        return self._reply(rng, actual["what"], actual["fix"], numbers, problem.reference_solution)
+        if actual is not None:
+            return self._reply(rng, actual["what"], actual["fix"], problem.reference_solution)
+        difference = describe_difference(problem.entry_point, wrong, problem.reference_solution)
+        if difference is not None:
+            return self._reply(rng, *difference, problem.reference_solution)
+        explanation = _VAGUE.format(fn=problem.entry_point, task=problem.prompt, **numbers)
+        return prompts.answer_text(problem.reference_solution, explanation)
 
     @staticmethod
-    def _reply(rng: random.Random, what: str, fix: str, numbers: dict, code: str) -> str:
-        return prompts.answer_text(code, rng.choice(_TEMPLATES).format(what=what, fix=fix, **numbers))
+    def _reply(rng: random.Random, what: str, fix: str, code: str) -> str:
+        return prompts.answer_text(code, rng.choice(_TEMPLATES).format(what=what, fix=fix))
+
+
+def describe_difference(fn: str, wrong: str, right: str) -> tuple[str, str] | None:
+    """(what is wrong, how to fix it) for a mistake the bug catalogue does not list, from the tokens
+    that differ between the wrong code and the solution (at most two places); None when the wrong
+    code is not valid Python or does not differ."""
+    wrong_tokens, right_tokens = _tokens(wrong), _tokens(right)
+    if not wrong_tokens or not right_tokens:
+        return None
+    matcher = difflib.SequenceMatcher(a=[t for t, _, _ in wrong_tokens], b=[t for t, _, _ in right_tokens], autojunk=False)
+    changes = [op for op in matcher.get_opcodes() if op[0] != "equal"]
+    if not changes or len(changes) > 2:
+        return None
+    pairs = [(_span(wrong, wrong_tokens, i1, i2), _span(right, right_tokens, j1, j2)) for _, i1, i2, j1, j2 in changes]
+    what = f"{fn} has " + " and ".join(f"`{w}` where the task needs `{r}`" if w and r else f"an extra `{w}`" if w else f"no `{r}`"
+                                      for w, r in pairs) + "."
+    fix = " and ".join(f"write `{r}` instead of `{w}`" if w and r else f"remove `{w}`" if w else f"add `{r}`" for w, r in pairs)
+    return what, fix
+
+
+def _tokens(code: str) -> list[tuple[str, int, int]]:
+    """(token, start offset, end offset) of the code's meaningful tokens; [] when it does not tokenize."""
+    lines = code.splitlines(keepends=True)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    skip = (tokenize.NEWLINE, tokenize.NL, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER, tokenize.COMMENT)
+    try:
+        return [(t.string, starts[t.start[0] - 1] + t.start[1], starts[t.end[0] - 1] + t.end[1])
+                for t in tokenize.generate_tokens(io.StringIO(code).readline) if t.type not in skip]
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return []
+
+
+def _span(code: str, tokens: list[tuple[str, int, int]], first: int, last: int) -> str:
+    """The source text of tokens[first:last] ('' when empty)."""
+    return code[tokens[first][1] : tokens[last - 1][2]] if last > first else ""
 
 
 class TeacherServer:

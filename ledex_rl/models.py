@@ -223,7 +223,7 @@ def _train_tiny_tokenizer(vocab_size: int):
 # the model cache (a few minutes on 2 cores), like the SmolLM2 conversion.
 
 
-def build_miniature_base(target: Path | None = None, seed: int = 0, bug_rate: float = 0.3, epochs: int = 2,
+def build_miniature_base(target: Path | None = None, seed: int = 0, bug_rate: float = 0.3, epochs: int = 4,
                          batch_size: int = 32, lr: float = 2e-3, force: bool = False) -> Path:
     """The pretrained folder (built on first use, then reused)."""
     target = target or cache_dir() / "models" / f"{MINIATURE}-s{seed}-b{int(bug_rate * 100)}-e{epochs}"

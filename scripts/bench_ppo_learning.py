@@ -1,13 +1,33 @@
-"""Learning check: the pipeline's own SFT and RL stages on a small task the tiny model can improve on.
+"""Learning check: does PPO with the LeDex rewards teach a model to fix code, judged on pass rates?
 
-Eight synthetic MBPP-format tasks ("write value_3() that returns 24"), each with a wrong first attempt
-(an off-by-one constant) and a verified explain-then-refine answer. A random-init tiny model gets a
-short SFT (`--sft-epochs`), enough to write answers of the right shape that are often wrong; then PPO
-with the LeDex rewards (unit tests in the sandbox + CodeBLEU on the code, embedding similarity on the
-explanation) should raise the mean reward over a few dozen seeded steps. Prints the curve per step
-and the means over the first and last five steps.
+The pipeline's own stages on the miniature domain (ledex_rl/problems/miniature.py), per seed:
+collect (miniature-base's first attempts on the 240 training tasks, explained and fixed by the scripted
+teacher over HTTP, verified in the sandbox), a short SFT, then PPO. A fifth of the RL prompts' tasks is
+held out of RL (`rl.validation_fraction`) and answered greedily and at the sampling temperature every
+block of steps. Reported per block of 10 steps: the pass rate of the RL samples per mode, R(r) per mode,
+R(e), KL, entropy, and the held-out pass rates. Judged on the pass rates, never on the total reward.
 
-    .venv/bin/python scripts/bench_ppo_learning.py [--steps 80] [--sft-epochs 40] [--lr 2e-5] [--seed 0]
+The set-up, as a practitioner would choose it (choices made on the training prompts' on-policy numbers,
+never on the held-out ones):
+- SFT: the collected data for `--sft-steps` optimizer steps at lr 3e-4 (not its two epochs at 1e-3),
+  so that the explain-then-refine on-policy pass rate starts between 10% and 50%: the code reward then
+  sees both passing and failing answers in every batch, which PPO needs to have a direction.
+- Sampling at T=1.0 with up to 160 new tokens: the answers (explanation + code) of this domain fit in
+  about 90 tokens, so no answer is cut; the log-probs, ratios and KL use the same temperature.
+- Rewards as the paper: R(r) = 5 (S_cb + S_ut) - 5 on the last code token, R(e) on the last
+  explanation token; advantages whitened per batch, so the scale of R(r) and R(e) does not set the
+  step size.
+- PPO lr 5e-5 (a 2.7M-parameter model; the paper's 2e-6 is for 7B+), 32 answers per step in 2
+  mini-batches, 2 epochs, clip 0.2; the critic is its own model at lr 5e-4.
+- KL to the SFT model with a fixed coefficient of 0.02 per token: small enough not to hold the policy
+  at the SFT model's pass rate, large enough to keep it near what it knows. Bound stated: the mean KL
+  per answer stays under `KL_BOUND` nats.
+- strong_start: the full SFT of configs/miniature.yaml (2 epochs, lr 1e-3; on-policy pass rate above
+  80%), then 30 PPO steps with the same settings: PPO must not lower a good policy.
+
+Writes `docs/bench/ppo_learning.json` and `docs/bench/ppo_learning.png`. Run it alone on the machine.
+
+    .venv/bin/python scripts/bench_ppo_learning.py [--seeds 0 1 2] [--steps 80] [--sft-steps 20]
 """
 
 from __future__ import annotations
@@ -15,102 +35,158 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import sys
-import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
+from ledex_rl.config import load_config  # noqa: E402
+from ledex_rl.miniature_teacher import ScriptedTeacher, TeacherServer  # noqa: E402
 
-from ledex_rl import prompts  # noqa: E402
-from ledex_rl.config import ProblemSourceConfig, load_config  # noqa: E402
-from ledex_rl.models import build_tiny_model  # noqa: E402
-from ledex_rl.problems import load_problems  # noqa: E402
-from ledex_rl.stages.collect import SCHEMA  # noqa: E402
-
-
-def write_tasks(path: Path, n: int = 8) -> ProblemSourceConfig:
-    """MBPP-format rows (task ids 601.. are MBPP's training split)."""
-    with path.open("w") as f:
-        for i in range(n):
-            value = 7 * i + 3
-            f.write(json.dumps({"task_id": 601 + i, "text": f"Write a function value_{i}() that returns {value}.",
-                                "code": f"def value_{i}():\n    return {value}\n", "test_list": [f"assert value_{i}() == {value}"],
-                                "test_setup_code": "", "challenge_test_list": []}) + "\n")
-    return ProblemSourceConfig(name="mbpp", path=str(path), split="train")
+KL_BOUND = 10.0  # nats per answer, mean over a block
+BLOCK = 10
+MODES = ("explain_refine", "refine")
+RL = ["rl.validation_fraction=0.2", f"rl.validation_every_steps={BLOCK}", "rl.ppo.save_every_steps=1000", "eval.models=[base]"]
 
 
-def collected_rows(source: ProblemSourceConfig) -> list[dict]:
-    """A wrong first attempt per task and one verified explain-then-refine answer to it."""
-    problems, _ = load_problems(source)
-    rows = []
-    for p in problems:
-        value = int(p.reference_solution.split("return ")[1])
-        wrong = p.reference_solution.replace(f"return {value}", f"return {value + 1}")
-        feedback = f"{p.tests[0].source}: got {value + 1}"
-        explanation = f"{p.entry_point} returns {value + 1}, but the test expects {value}."
-        task = prompts.task_text(p)
-        base = {"task_id": p.task_id, "source": p.source, "response": "", "test_results": "[]", "model": "synthetic",
-                "temperature": 1.0, "max_tokens": 64, "seed": 0, "duplicates": 1, "num_tests": len(p.tests)}
-        rows.append({**base, "kind": "first_attempt", "mode": "generate", "sample_index": 0, "parent_index": -1,
-                     "messages": json.dumps(prompts.first_attempt_messages(p)), "explanation": "", "code": wrong,
-                     "wrong_code": "", "wrong_feedback": "", "passed": False, "pass_rate": 0.0, "status": "failed", "feedback": feedback})
-        rows.append({**base, "kind": "refinement", "mode": "explain_refine", "sample_index": 0, "parent_index": 0,
-                     "messages": json.dumps(prompts.refinement_conversation(task, wrong, feedback, "explain_refine")),
-                     "explanation": explanation, "code": p.reference_solution, "wrong_code": wrong, "wrong_feedback": feedback,
-                     "passed": True, "pass_rate": 1.0, "status": "passed", "feedback": ""})
-    return rows
+def short_sft(steps: int) -> list[str]:
+    """SFT for `steps` optimizer steps: one epoch of (32 x steps) examples drawn from the collected data."""
+    return ["sft.lr=3e-4", "sft.epochs=1", f"sft.max_steps={steps}", "sft.warmup_steps=2"]
+
+
+def run(run_dir: Path, seed: int, collected: Path, teacher_url: str, overrides: list[str]) -> list[dict]:
+    """SFT then RL in `run_dir` on the collected data of `collected`; the RL metrics per step."""
+    from ledex_rl.pipeline import run_stage
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.copytree(collected, run_dir / "collect")
+    cfg = load_config("configs/miniature.yaml", [f"run_dir={run_dir}", f"seed={seed}", f"collect.teacher.base_url={teacher_url}",
+                                                 *RL, *overrides])
+    run_stage("sft", cfg)
+    run_stage("rl", cfg)
+    return [json.loads(line) for line in (run_dir / "rl" / "metrics.jsonl").read_text().splitlines()]
+
+
+def blocks(history: list[dict]) -> list[dict]:
+    """The results format: per block of steps, means of the RL samples' numbers and the held-out
+    validation at the block's end (the first block also gets the one before training as `start`)."""
+    validation = {m["step"]: m for m in history if any(k.startswith("validation/") for k in m)}
+    steps = [m for m in history if "reward/total" in m]
+    out = []
+    for i in range(0, len(steps), BLOCK):
+        block = steps[i : i + BLOCK]
+        first, last = block[0]["step"], block[-1]["step"]
+        held = validation.get(last, {})
+        row = {"steps": [first, last],
+               "pass_rate": {m: _mean(s.get(f"reward/pass_rate/{m}") for s in block) for m in MODES},
+               "code_reward": {m: _mean(s.get(f"reward/code/{m}") for s in block) for m in MODES},
+               "explanation_reward": _mean(s["reward/explanation"] for s in block),
+               "kl": _mean(s["kl/mean_per_response"] for s in block),
+               "entropy": _mean(s["ppo/entropy"] for s in block),
+               "greedy_pass@1_heldout": held.get("validation/pass_rate/explain_refine/greedy"),
+               "sampled_pass@1_heldout": held.get("validation/pass_rate/explain_refine/sampled"),
+               "heldout": {k.removeprefix("validation/"): v for k, v in held.items() if k.startswith("validation/pass_rate")}}
+        if i == 0 and 0 in validation:
+            row["heldout_before_rl"] = {k.removeprefix("validation/"): v for k, v in validation[0].items() if k.startswith("validation/pass_rate")}
+        out.append(row)
+    return out
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.mean(values) if values else None
+
+
+def goals(seeds: list[dict], strong: list[dict]) -> dict:
+    """Whether the issue's goals hold, seed by seed (numbers beside them)."""
+    rise = [s["blocks"][-1]["pass_rate"]["explain_refine"] - s["blocks"][0]["pass_rate"]["explain_refine"] for s in seeds]
+    r_rise = {m: [s["blocks"][-1]["code_reward"][m] - s["blocks"][0]["code_reward"][m] for s in seeds] for m in MODES}
+    start = [s["blocks"][0]["pass_rate"]["explain_refine"] for s in seeds]
+    kl_max = max(b["kl"] for s in seeds for b in s["blocks"])
+    out = {"explain_refine_pass_rate_rise": rise, "every_seed_rises_30_points": all(r >= 0.30 for r in rise),
+           "code_reward_rise": r_rise, "code_reward_rises_in_both_modes": all(v > 0 for vs in r_rise.values() for v in vs),
+           "start_pass_rate": start, "starts_between_10_and_50": all(0.10 <= v <= 0.50 for v in start),
+           "kl_max_block_mean": kl_max, "kl_under_bound": kl_max < KL_BOUND}
+    if strong:
+        change = [s["blocks"][-1]["pass_rate"]["explain_refine"] - s["blocks"][0]["pass_rate"]["explain_refine"] for s in strong]
+        spread = statistics.pstdev([s["blocks"][0]["pass_rate"]["explain_refine"] for s in strong]) if len(strong) > 1 else 0.0
+        out["strong_start"] = {"start": [s["blocks"][0]["pass_rate"]["explain_refine"] for s in strong], "change": change,
+                               "seed_spread": spread, "not_lowered_beyond_spread": all(c >= -spread for c in change)}
+    return out
+
+
+def plot(seeds: list[dict], strong: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    for ax, (title, runs) in zip(axes[:2], (("learning (short SFT)", seeds), ("strong start (full SFT)", strong))):
+        for s in runs:
+            mid = [sum(b["steps"]) / 2 for b in s["blocks"]]
+            for mode, style in zip(MODES, ("-", "--")):
+                ax.plot(mid, [100 * b["pass_rate"][mode] for b in s["blocks"]], style, marker=".", label=f"seed {s['seed']} {mode}")
+        ax.set_title(f"RL samples' pass rate, {title}")
+        ax.set_xlabel("PPO step")
+        ax.set_ylabel("%")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    for s in seeds:
+        points = [(0, s["blocks"][0].get("heldout_before_rl", {}).get("pass_rate/explain_refine/greedy"))]
+        points += [(b["steps"][1], b["greedy_pass@1_heldout"]) for b in s["blocks"]]
+        points = [(x, y) for x, y in points if y is not None]
+        axes[2].plot([x for x, _ in points], [100 * y for _, y in points], marker=".", label=f"seed {s['seed']}")
+    axes[2].set_title("held-out tasks, explain-then-refine, greedy")
+    axes[2].set_xlabel("PPO step")
+    axes[2].set_ylim(0, 100)
+    axes[2].grid(alpha=0.3)
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=80)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lr", type=float, default=2e-5)
-    parser.add_argument("--sft-epochs", type=int, default=40)
+    parser.add_argument("--sft-steps", type=int, default=20)
+    parser.add_argument("--strong-steps", type=int, default=30)
+    parser.add_argument("--out", default="docs/bench")
+    parser.add_argument("--work", default="runs/bench-ppo-learning")
+    parser.add_argument("overrides", nargs="*", help="extra config overrides for both settings")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
-
     from ledex_rl.pipeline import run_stage
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    work = Path(tempfile.mkdtemp(prefix="bench-ppo-"))
-    tiny = build_tiny_model(target=work / "tiny")
-    parts = work / "run" / "collect" / "parts"
-    parts.mkdir(parents=True)
-    source = write_tasks(work / "tasks.jsonl")
-    pq.write_table(pa.Table.from_pylist(collected_rows(source), schema=SCHEMA), parts / "part-00000.parquet")
-    cfg = load_config("configs/tiny.yaml", [
-        f"run_dir={work / 'run'}", f"model.name_or_path={tiny}", f"data.train.0.path={source.path}",
-        "data.train.0.name=mbpp", "data.train.0.split=train", "data.train.0.limit=0", f"seed={args.seed}", "rl.use_reference_solutions=false",
-        f"rl.ppo.steps={args.steps}", "rl.ppo.batch_size=16", "rl.ppo.mini_batch_size=8", "rl.ppo.micro_batch_size=8",
-        "rl.ppo.ppo_epochs=2", f"rl.ppo.lr={args.lr}", "rl.ppo.max_new_tokens=40", "rl.ppo.temperature=1.0",
-        "rl.ppo.kl_coef=0.01", "rl.ppo.adaptive_kl=false", "rl.ppo.save_every_steps=1000",
-        "trainer.cpu_threads=1", "rl.reference.num_cpus=0.1", "sandbox.executor_num_cpus=0.1",
-        "sft.use_reference_solutions=false", f"sft.epochs={args.sft_epochs}", "sft.lr=1e-3", "sft.eval_fraction=0",
-        "sft.batch_size=4", "sft.micro_batch_size=2",
-    ])
-    if args.sft_epochs:
-        run_stage("sft", cfg)
-    run_stage("rl", cfg)
-    history = [json.loads(line) for line in (work / "run" / "rl" / "metrics.jsonl").read_text().splitlines()]
-    print("\nstep  reward/token-sum  R(e) mean  R(r) mean  S_cb   KL")
-    for m in history:
-        print(f"{m['step']:>4}  {m['reward/total']:>16.3f}  {m['reward/explanation']:>9.3f}  {m['reward/code']:>9.3f}  "
-              f"{m['reward/s_codebleu']:.3f}  {m['kl/mean_per_response']:.3f}")
-    print("\nmeans over blocks of 10 steps")
-    for i in range(0, len(history), 10):
-        block = history[i : i + 10]
-        means = {k: sum(m[k] for m in block) / len(block) for k in ("reward/total", "reward/explanation", "reward/code", "kl/mean_per_response")}
-        print(f"steps {block[0]['step']:>3}-{block[-1]['step']:<3}  total {means['reward/total']:6.2f}  R(e) {means['reward/explanation']:6.2f}  "
-              f"R(r) {means['reward/code']:6.2f}  KL {means['kl/mean_per_response']:5.2f}")
-    for key in ("reward/total", "reward/explanation", "reward/code"):
-        first = sum(m[key] for m in history[:5]) / 5
-        last = sum(m[key] for m in history[-5:]) / 5
-        print(f"mean {key} over the first 5 steps: {first:.3f}; over the last 5: {last:.3f}; change {last - first:+.3f}")
+    work, out = Path(args.work), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    learning, strong = [], []
+    with TeacherServer(ScriptedTeacher.for_every_split(0.2)) as teacher:
+        for seed in args.seeds:
+            started = time.time()
+            collect_dir = work / f"seed-{seed}-collect"
+            run_stage("collect", load_config("configs/miniature.yaml", [f"run_dir={collect_dir}", f"seed={seed}",
+                                                                         f"collect.teacher.base_url={teacher.url}"]))
+            history = run(work / f"seed-{seed}-learning", seed, collect_dir / "collect", teacher.url,
+                          [*short_sft(args.sft_steps), f"rl.ppo.steps={args.steps}", *args.overrides])
+            learning.append({"seed": seed, "blocks": blocks(history)})
+            if args.strong_steps:
+                history = run(work / f"seed-{seed}-strong", seed, collect_dir / "collect", teacher.url,
+                              [f"rl.ppo.steps={args.strong_steps}", *args.overrides])
+                strong.append({"seed": seed, "blocks": blocks(history)})
+            print(f"seed {seed}: {time.time() - started:.0f} s; learning blocks "
+                  f"{[round(b['pass_rate']['explain_refine'], 2) for b in learning[-1]['blocks']]}", flush=True)
+    result = {"kl_bound": KL_BOUND, "block": BLOCK, "sft_steps": args.sft_steps, "overrides": args.overrides, "seeds": learning,
+              "strong_start": strong, "goals": goals(learning, strong)}
+    (out / "ppo_learning.json").write_text(json.dumps(result, indent=1) + "\n")
+    plot(learning, strong, out / "ppo_learning.png")
+    print(json.dumps(result["goals"], indent=1))
 
 
 if __name__ == "__main__":

@@ -80,9 +80,6 @@ def test_the_teacher_names_the_bug_and_fixes_it_over_http(sandbox):
             parsed = prompts.parse_response(text)
             assert bug["what"] in parsed.explanation and bug["fix"] in parsed.explanation
             assert sandbox.run_one(Job.for_problem(problem, parsed.code)).passed
-        # the failing test's numbers come from the feedback
-        call = conversations[i][1][2]["content"].split("failed:")[0].removeprefix("Feedback from running the tests:\nassert ")
-        assert call.split(" == ")[0] in texts[0]
 
 
 def test_a_wrong_teacher_blames_another_bug_and_its_fix_fails(sandbox):
@@ -109,3 +106,21 @@ def test_the_error_rate_is_the_share_of_failing_fixes(sandbox):
         fixes += [(problem, prompts.parse_response(teacher.answer(conversation, 10 * i + k)).code) for k in range(4)]
     failed = sum(not r.passed for r in sandbox.run([Job.for_problem(p, code) for p, code in fixes]))
     assert 0.15 < failed / len(fixes) < 0.35
+
+
+def test_a_mistake_outside_the_catalogue_is_named_from_the_code(sandbox):
+    """The base model also writes wrong constants and other slips the catalogue does not list: the
+    teacher names the differing code, not a vague 'rewrite it'."""
+    from ledex_rl.miniature_teacher import describe_difference
+
+    problem = miniature.load("miniature", "test", limit=2)[1]  # mul_const
+    wrong = problem.reference_solution.replace(" * ", " * 1")
+    from sandbox import Job
+
+    feedback = sandbox.run_one(Job.for_problem(problem, wrong)).feedback()
+    answer = ScriptedTeacher([problem], error_rate=0.0).answer(prompts.refinement_messages(problem, wrong, feedback, "explain_refine"), 1)
+    constant = problem.reference_solution.split(" * ")[1].strip()
+    assert f"`1{constant}` where the task needs `{constant}`" in answer
+    assert describe_difference("f", "def f(x):\n    return sum(range(3, x))\n", "def f(x):\n    return sum(range(3, x + 1))\n") == (
+        "f has no `+ 1`.", "add `+ 1`")
+    assert describe_difference("f", "def f(x:\n    return (", "def f(x):\n    return 1\n") is None

@@ -172,6 +172,14 @@ def test_sft_stage_lowers_held_out_loss_and_hands_its_model_on(ray_cluster, tiny
     assert not (tmp_path / "sft" / "checkpoints").exists()  # removed once the model is written
 
 
+def test_sft_max_steps_cuts_the_schedule(ray_cluster, tiny_env, tmp_path):
+    from ledex_rl.pipeline import run_stage
+
+    write_collected(tmp_path)
+    assert run_stage("sft", load_config("configs/tiny.yaml", sft_overrides(tmp_path, "sft.max_steps=2")))
+    assert json.loads((tmp_path / "sft" / "summary.json").read_text())["steps"] == 2  # of 3 epochs x 5
+
+
 def test_sft_without_verified_data_says_how_to_get_some(tiny_env, tmp_path):
     from ledex_rl.stages.sft import NoTrainingData, build_examples
 

@@ -73,7 +73,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
     if not train:
         raise NoTrainingData(f"sft: every training example is longer than sft.max_seq_len={s.max_seq_len}; raise it")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    schedule = sft_data.step_schedule(len(train), s.batch_size, s.epochs, cfg.seed)
+    schedule = sft_data.step_schedule(len(train), s.batch_size, s.epochs, cfg.seed)[: s.max_steps or None]
     lengths = [len(t.input_ids) for t in train]
     held_batches = [sft_data.collate(held[i : i + s.micro_batch_size], pad_id) for i in range(0, len(held), s.micro_batch_size)]
     log.info("sft: %d training and %d held-out examples (%s), %d too long; %d steps", len(train), len(held),
