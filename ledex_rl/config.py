@@ -257,6 +257,9 @@ class PPOConfig:
     # The critic is its own model (the starting policy's transformer + a linear value head) with its
     # own AdamW; not in the paper, whose value head shares the policy's trunk and loss (vf_coef).
     critic_lr: float = 1e-5
+    # Divide rewards by a running std of the answers' total rewards (the critic's targets then have
+    # about unit scale, which value_clip_range assumes; not in the paper).
+    scale_rewards: bool = True
     kl_coef: float = 0.2
     adaptive_kl: bool = True
     kl_target: float = 6.0
@@ -307,6 +310,8 @@ class ReferenceConfig:
 @dataclass(frozen=True)
 class RLConfig:
     advantage: Literal["gae", "grpo"] = "gae"
+    # The answer modes RL samples, alternating over the batch (the paper: both).
+    modes: list[Literal["explain_refine", "refine"]] = field(default_factory=lambda: ("explain_refine", "refine"))
     ppo: PPOConfig = field(default_factory=PPOConfig)
     rewards: RewardConfig = field(default_factory=RewardConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
@@ -318,16 +323,22 @@ class RLConfig:
     # on the first `eval_tasks` tasks of data.eval with the eval.* settings; logged as eval/... metrics.
     eval_every_steps: int = 0
     eval_tasks: int = 8
-    # Validation: this fraction of the RL prompts' tasks is held out of training; before the first step,
-    # every `validation_every_steps` and after the last, the policy answers them greedily and at the
-    # sampling temperature, and their pass rates per mode are logged as validation/... metrics.
+    # Validation: this fraction of the collected tasks is held out of RL training; before the first step,
+    # every `validation_every_steps` and after the last, the policy answers their wrong attempts greedily
+    # and at the sampling temperature, and the pass rates per mode are logged as validation/... metrics.
+    # Chosen as sft.eval_fraction chooses: with the same fraction, neither stage trained on these tasks.
     validation_fraction: float = 0.0
     validation_every_steps: int = 10
+    # At most this many training prompts, a seeded sample of them (0 = all): a smaller pool is revisited
+    # more often, which a small model needs to learn from sequence-level rewards.
+    max_prompts: int = 0
 
     def __post_init__(self) -> None:
+        _check(bool(self.modes) and len(set(self.modes)) == len(self.modes), "rl.modes: name explain_refine, refine or both, once each")
         _check(self.eval_every_steps >= 0, "rl.eval_every_steps: must be >= 0 (0 = no evaluation during RL)")
         _check(0 <= self.validation_fraction < 1, "rl.validation_fraction: must be in [0, 1)")
         _check(self.validation_every_steps >= 1, "rl.validation_every_steps: must be >= 1")
+        _check(self.max_prompts >= 0, "rl.max_prompts: must be >= 0 (0 = every collected prompt)")
         _check(self.eval_tasks >= 1, "rl.eval_tasks: must be >= 1")
         _check(self.advantage != "grpo" or self.ppo.samples_per_prompt >= 2,
                "rl.advantage=grpo: set rl.ppo.samples_per_prompt to 2 or more (groups of responses per prompt)")

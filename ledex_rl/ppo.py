@@ -88,6 +88,45 @@ def entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
+class RewardScaler:
+    """Divides rewards by a running standard deviation of the responses' total rewards, so that the
+    critic regresses returns of about unit scale whatever the reward's range (LeDex's is +-5) and a
+    value clip of 0.2 means what it says. Signs and ratios are kept, the KL penalty included."""
+
+    count: float = 0.0
+    mean: float = 0.0
+    m2: float = 0.0
+    eps: float = 1e-4
+
+    def update(self, totals: torch.Tensor) -> None:
+        """Welford's update with a batch of per-response totals: [B]."""
+        n = float(totals.numel())
+        if n == 0:
+            return
+        batch_mean, batch_var = float(totals.mean()), float(totals.var(unbiased=False))
+        delta, total = batch_mean - self.mean, self.count + n
+        self.mean += delta * n / total
+        self.m2 += batch_var * n + delta**2 * self.count * n / total
+        self.count = total
+
+    @property
+    def std(self) -> float:
+        return (self.m2 / self.count) ** 0.5 if self.count > 1 else 1.0
+
+    def scale(self, rewards: torch.Tensor) -> torch.Tensor:
+        return rewards / max(self.std, self.eps)
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 - Var(returns - values) / Var(returns) over real tokens: 1 is a perfect critic, 0 no better
+    than a constant, below 0 worse."""
+    var = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
+    residual = returns - values
+    var_residual = masked_mean((residual - masked_mean(residual, mask)) ** 2, mask)
+    return float(1 - var_residual / var.clamp_min(1e-8))
+
+
+@dataclass
 class KLController:
     """Fixed, or adaptive as in Ziegler et al. (TRL's legacy default): the coefficient grows when
     the measured KL is above `target` and shrinks when below, at a pace set by `horizon`."""

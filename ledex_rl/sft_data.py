@@ -64,9 +64,11 @@ def examples_from_rows(rows: Iterable[dict]) -> list[SFTExample]:
     return list(examples.values())
 
 
-def split_held_out(examples: Sequence[SFTExample], fraction: float, seed: int = 0) -> tuple[list, list]:
-    """Split by task, so no held-out task is seen in training; stable across runs and resumes."""
-    held = held_out_tasks((ex.task_id for ex in examples), fraction, seed)
+def split_held_out(examples: Sequence[SFTExample], fraction: float, seed: int = 0, tasks: Iterable[str] | None = None) -> tuple[list, list]:
+    """Split by task, so no held-out task is seen in training; stable across runs and resumes. The
+    fraction is taken of `tasks` (default: the examples' tasks); RL's validation takes the same
+    fraction of the same collected tasks, so equal fractions hold out the same tasks in both."""
+    held = held_out_tasks(tasks if tasks is not None else (ex.task_id for ex in examples), fraction, seed)
     return [ex for ex in examples if ex.task_id not in held], [ex for ex in examples if ex.task_id in held]
 
 

@@ -139,3 +139,21 @@ def test_adaptive_kl_moves_toward_target():
     assert kl.update(12.0, 10) == pytest.approx(0.2 * (1 + 0.2 * 10 / 100))
     fixed = ppo.KLController(0.2)
     assert fixed.update(100.0, 10) == 0.2
+
+
+def test_reward_scaler_tracks_the_std_of_totals_and_keeps_signs():
+    scaler = ppo.RewardScaler()
+    torch.manual_seed(0)
+    batches = [torch.randn(64) * 5 + 1 for _ in range(20)]
+    for b in batches:
+        scaler.update(b)
+    assert scaler.std == pytest.approx(float(torch.cat(batches).std(unbiased=False)), rel=1e-4)
+    rewards = torch.tensor([[0.0, -2.0, 5.0]])
+    assert torch.allclose(scaler.scale(rewards), rewards / scaler.std) and scaler.std > 4
+
+
+def test_explained_variance():
+    returns = torch.tensor([[1.0, 2.0, 3.0, 9.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    assert ppo.explained_variance(returns, returns, mask) == pytest.approx(1.0)
+    assert ppo.explained_variance(torch.full_like(returns, 2.0), returns, mask) == pytest.approx(0.0, abs=1e-6)

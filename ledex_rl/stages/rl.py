@@ -26,7 +26,7 @@ import random
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -47,7 +47,6 @@ from ledex_rl.seeds import held_out_tasks, request_seed
 
 log = logging.getLogger(__name__)
 
-MODES: tuple[Mode, ...] = ("explain_refine", "refine")
 
 
 @dataclass
@@ -85,6 +84,7 @@ class PPOStep:
         self.items, self.problems, self.tokenizer, self.style = items, problems, tokenizer, style
         self.engines, self.rewards, self.reference, self.trainer = engines, rewards, reference, trainer
         self.kl = ppo.KLController(self.p.kl_coef, self.p.adaptive_kl, self.p.kl_target, self.p.kl_horizon)
+        self.scaler = ppo.RewardScaler()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
 
     def choose(self, step: int) -> list[tuple[RLPrompt, Mode]]:
@@ -98,7 +98,8 @@ class PPOStep:
             order += indices
             epoch += 1
         chosen = order[step * per_step : (step + 1) * per_step]
-        return [(self.items[i], MODES[(step * per_step + k) % 2]) for k, i in enumerate(chosen)]
+        modes = self.cfg.rl.modes
+        return [(self.items[i], modes[(step * per_step + k) % len(modes)]) for k, i in enumerate(chosen)]
 
     def run(self, step: int) -> dict:
         """The six phases: generate, score, reference and old log-probs/values, advantages, train, sync."""
@@ -159,6 +160,9 @@ class PPOStep:
         """Per-token rewards (scores at their tokens minus the KL penalty), then GAE advantages
         (whitened) and returns, or GRPO's group-normalised totals."""
         exp.rewards, exp.kl = ppo.token_rewards(exp.old_logprobs, exp.ref_logprobs, exp.response_mask, self.kl.value, placements)
+        if self.p.scale_rewards:
+            self.scaler.update(exp.rewards.sum(1))
+            exp.rewards = self.scaler.scale(exp.rewards)
         if self.cfg.rl.advantage == "grpo":
             totals = torch.tensor([sum(v for _, v in placed) for placed in placements])
             exp.advantages, exp.returns = ppo.grpo_advantages(totals, groups, exp.response_mask), exp.old_values
@@ -200,6 +204,8 @@ class PPOStep:
             "reward/s_unit_tests": _mean(pt.s_ut for pt in parts),
             "reward/pass_rate": _mean(float(pt.passed) for pt in parts),
             "kl/mean_per_response": float(exp.kl.sum(1).mean()), "kl/coef": self.kl.value,
+            "critic/explained_variance": ppo.explained_variance(exp.old_values, exp.returns, mask),
+            "critic/reward_scale": self.scaler.std,
             "response/count": len(rollouts), "response/length_mean": float(mask.sum(1).mean()),
             "response/length_max": float(mask.sum(1).max()),
             **{f"ppo/{k}": _mean(m[k] for m in train) for k in ("policy_loss", "value_loss", "clip_fraction", "entropy", "approx_kl",
@@ -208,7 +214,7 @@ class PPOStep:
             "time/execute_s": self.rewards.last_timing["execute_s"],  # inside score: tests in the sandbox
             "time/rewards_s": self.rewards.last_timing["score_s"],  # inside score: CodeBLEU and embeddings
         }
-        for mode in MODES:  # what the code reward means per mode: R(e) must not stand in for it
+        for mode in self.cfg.rl.modes:  # what the code reward means per mode: R(e) must not stand in for it
             of_mode = [pt for r, pt in zip(rollouts, parts) if r.mode == mode]
             if of_mode:
                 values[f"reward/pass_rate/{mode}"] = _mean(float(pt.passed) for pt in of_mode)
@@ -218,7 +224,7 @@ class PPOStep:
     def validate(self, items: list[RLPrompt]) -> dict:
         """Held-out prompts in both modes, answered greedily and at the sampling temperature (the same
         seeds every time) and scored; nothing is trained. -> validation/<what>/<mode>/<greedy|sampled>."""
-        pairs = [(item, mode) for item in items for mode in MODES]
+        pairs = [(item, mode) for item in items for mode in self.cfg.rl.modes]
         values = {}
         for label, temperature in (("greedy", 0.0), ("sampled", self.p.temperature)):
             requests = [GenerationRequest(prompts.render(self._conversation(item, mode), self.tokenizer, self.style),
@@ -270,9 +276,11 @@ def run(cfg: LedexConfig, out: Path) -> None:
     if not items:
         raise NoTrainingData("rl: no wrong first attempt has a verified refinement to compare with; collect more data "
                              "or set rl.use_reference_solutions=true")
-    held = held_out_tasks((item.task_id for item in items), cfg.rl.validation_fraction, cfg.seed)
+    held = held_out_tasks({row["task_id"] for row in rows}, cfg.rl.validation_fraction, cfg.seed)  # as SFT holds out
     validation = [item for item in items if item.task_id in held]
     items = [item for item in items if item.task_id not in held]
+    if cfg.rl.max_prompts and len(items) > cfg.rl.max_prompts:
+        items = random.Random(f"{cfg.seed}:rl-prompts").sample(items, cfg.rl.max_prompts)
     policy_path = policy_for(cfg, "rl")
     log.info("rl: %d prompts (wrong first attempts) of %d tasks, %d held out for validation; starting from %s", len(items),
              len({item.task_id for item in items}), len(validation), policy_path)
@@ -300,6 +308,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
         start = resumed["step"] if resumed else 0
         if resumed:
             stepper.kl.value = resumed["kl_coef"]
+            stepper.scaler = ppo.RewardScaler(**resumed.get("reward_scaler", {}))
             trainer.sync_weights(engines)  # the engines start from the SFT model; bring them to the checkpoint
             log.info("rl: resuming after step %d of %d", start, p.steps)
         saved = start
@@ -319,7 +328,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
             if eval_problems and (done % cfg.rl.eval_every_steps == 0 or done == p.steps):
                 values.update(during_training(cfg, done, engines, tokenizer, style, executors, eval_problems, out / "evals"))
             if done % p.save_every_steps == 0 or done == p.steps:
-                trainer.save_checkpoint(checkpoints, {"step": done, "kl_coef": stepper.kl.value})
+                trainer.save_checkpoint(checkpoints, {"step": done, "kl_coef": stepper.kl.value, "reward_scaler": asdict(stepper.scaler)})
                 saved = done
             metrics.log(done, values)
             bar.update(1)

@@ -62,8 +62,9 @@ def run(cfg: LedexConfig, out: Path) -> None:
     from ledex_rl.models import resolve_model
 
     s = cfg.sft
-    examples = build_examples(cfg, read_collected(Path(cfg.run_dir) / "collect"))
-    train_ex, held_ex = sft_data.split_held_out(examples, s.eval_fraction, cfg.seed)
+    rows = read_collected(Path(cfg.run_dir) / "collect")
+    examples = build_examples(cfg, rows)
+    train_ex, held_ex = sft_data.split_held_out(examples, s.eval_fraction, cfg.seed, tasks={row["task_id"] for row in rows})
     model_path = resolve_model(cfg.model.name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     style = prompts.prompt_style(cfg.model.prompt_style, tokenizer)
