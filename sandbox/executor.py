@@ -15,7 +15,6 @@ import os
 import queue
 import select
 import signal
-import struct
 import subprocess
 import threading
 import time
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from ledex_rl.problems.base import Problem, TestCase
-from sandbox import isolation
+from sandbox import isolation, zygote
 from sandbox.plans import Plan, judge, make_plan
 from sandbox.results import ExecutionResult, TestResult
 
@@ -93,27 +92,44 @@ class _Slot:
             )
 
     def _read(self, timeout: float) -> dict | None:
-        """One length-prefixed message from the zygote, or None if none arrives within `timeout`."""
-        fd = self.proc.stdout.fileno()
+        """Frames from the zygote until its next message (channel 0): the job's stdout, stderr and
+        result lines come first, in frames of their own. None when nothing whole arrives in time."""
         deadline = time.monotonic() + timeout
+        streams = {zygote.CH_STDOUT: bytearray(), zygote.CH_STDERR: bytearray(), zygote.CH_RECORD: bytearray()}
+        while True:
+            head = self._read_exact(zygote.FRAME.size, deadline)
+            if head is None:
+                return None
+            channel, size = zygote.FRAME.unpack(head)
+            payload = self._read_exact(size, deadline)
+            if payload is None or channel not in (zygote.CH_MESSAGE, *streams):
+                return None
+            if channel != zygote.CH_MESSAGE:
+                streams[channel] += payload
+                continue
+            try:
+                message = json.loads(payload)
+            except ValueError:
+                return None
+            if not isinstance(message, dict):
+                return None
+            message["stdout"] = bytes(streams[zygote.CH_STDOUT]).decode("utf-8", "replace")
+            message["stderr"] = bytes(streams[zygote.CH_STDERR]).decode("utf-8", "replace")
+            message["record"] = bytes(streams[zygote.CH_RECORD]).decode("utf-8", "replace")
+            return message
+
+    def _read_exact(self, n: int, deadline: float) -> bytes | None:
+        fd = self.proc.stdout.fileno()
         data = b""
-        need = 4
-        size = None
-        while len(data) < need:
+        while len(data) < n:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
                 return None
-            chunk = os.read(fd, need - len(data))  # never past this message
+            chunk = os.read(fd, n - len(data))  # never past this frame
             if not chunk:
                 return None
             data += chunk
-            if size is None and len(data) >= 4:
-                (size,) = struct.unpack("!I", data[:4])
-                need = 4 + size
-        try:
-            return json.loads(data[4 : 4 + size])
-        except json.JSONDecodeError:
-            return None
+        return data
 
     def _stderr_tail(self) -> str:
         try:
@@ -124,10 +140,12 @@ class _Slot:
             return ""
         return " ".join(data.decode(errors="replace").split())[-300:]
 
-    def execute(self, message: dict) -> dict | None:
-        data = json.dumps(message).encode()
+    def execute(self, header: dict, body: dict) -> dict | None:
+        """Send one job (the header the zygote reads, the body only the job's child reads); the report."""
+        payload = json.dumps(body).encode()
+        head = json.dumps({**header, "body_bytes": len(payload)}).encode()
         try:
-            self.proc.stdin.write(struct.pack("!I", len(data)) + data)
+            self.proc.stdin.write(zygote.HEADER.pack(len(head)) + head + payload)
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             return None
@@ -148,10 +166,12 @@ class _Slot:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream:
                 stream.close()
-        if self.launch.host_scratch:
-            import shutil
-
-            shutil.rmtree(self.launch.host_scratch, ignore_errors=True)
+        if self.launch.host_scratch and os.path.isdir(self.launch.host_scratch):
+            zygote.wipe_scratch(self.launch.host_scratch)  # any depth, never following links
+            try:
+                os.rmdir(self.launch.host_scratch)
+            except OSError as exc:
+                log.warning("sandbox: could not remove %s: %s", self.launch.host_scratch, exc)
 
 
 class Sandbox:
@@ -220,32 +240,40 @@ class Sandbox:
         return results  # type: ignore[return-value]
 
     def run_one(self, job: Job) -> ExecutionResult:
-        plans = [make_plan(t) for t in job.tests]
-        with self._id_lock:
-            self._next_id += 1
-            job_id = self._next_id
-        message = {
-            "id": job_id,
-            "program": (job.preamble + "\n" if job.preamble else "") + job.program,
-            "test_setup": job.test_setup,
-            "entry_point": job.entry_point,
-            "plans": [p.wire for p in plans],
-            "test_timeout_s": self.limits.test_timeout_s,
-            "job_timeout_s": self.limits.job_timeout_s,
-            "memory_mb": self.limits.memory_mb,
-            "max_output_bytes": self.limits.max_output_bytes,
-            "max_file_bytes": self.limits.max_file_bytes,
-            "max_processes": self.limits.max_processes,
-        }
+        """Execute one job. Always an ExecutionResult: whatever goes wrong on this side (a malformed or
+        hostile report, a dead slot) becomes this job's error, never an exception or a lost job."""
+        try:
+            plans = [make_plan(t) for t in job.tests]
+            with self._id_lock:
+                self._next_id += 1
+                job_id = self._next_id
+            limits = self.limits
+            header = {"id": job_id, "test_timeout_s": limits.test_timeout_s, "job_timeout_s": limits.job_timeout_s,
+                      "memory_mb": limits.memory_mb, "max_output_bytes": limits.max_output_bytes,
+                      "max_file_bytes": limits.max_file_bytes, "max_processes": limits.max_processes}
+            body = {"program": (job.preamble + "\n" if job.preamble else "") + job.program, "test_setup": job.test_setup,
+                    "entry_point": job.entry_point, "plans": [p.wire for p in plans]}
+        except Exception as exc:  # noqa: BLE001 - a test this side cannot plan
+            return ExecutionResult("sandbox_error", message=f"could not prepare the job: {type(exc).__name__}: {exc}"[:300],
+                                   tier=self.tier, metadata=job.metadata)
         slot = self._idle.get()
         try:
-            report = slot.execute(message)
+            report = slot.execute(header, body)
             if report is None or report.get("id") != job_id:
                 slot = self._replace(slot)
                 return ExecutionResult("sandbox_error", message="the execution slot failed and was restarted", tier=self.tier, metadata=job.metadata)
+            if report.get("wiped") is not True:  # the job left its scratch space unusable: start afresh
+                slot = self._replace(slot)
+        except Exception as exc:  # noqa: BLE001 - a slot that cannot even be restarted
+            log.warning("sandbox: slot %d: %s", slot.index, exc)
+            return ExecutionResult("sandbox_error", message=f"the execution slot failed: {exc}"[:300], tier=self.tier, metadata=job.metadata)
         finally:
             self._idle.put(slot)
-        return to_result(report, plans, job, self.tier)
+        try:
+            return to_result(report, plans, job, self.tier)
+        except Exception as exc:  # noqa: BLE001 - the child's output defeated the judge: an error, not a pass
+            return ExecutionResult("error", message=f"the result could not be judged: {type(exc).__name__}"[:300],
+                                   tier=self.tier, metadata=job.metadata)
 
     def _replace(self, slot: _Slot) -> _Slot:
         log.warning("sandbox: slot %d failed; restarting it", slot.index)

@@ -1,12 +1,12 @@
 """The fork server ("zygote") that runs inside the sandbox, one per execution slot.
 
 Standard library only, started as `python -I -S zygote.py SLOT_UID NO_FORK PIDNS SCRATCH SECCOMP` in bubblewrap
-(or directly, in weaker tiers). It reads jobs from stdin and writes reports to stdout, one
-length-prefixed JSON message each. For every job it forks a child that hardens itself (new session,
-rlimits, uid drop, closed fds, Landlock, seccomp; the environment is the zygote's minimal one) and
-then runs the candidate and the per-test expressions, writing one JSON line per test to fd 3. It
-holds no expected value and decides nothing: the trusted parent (sandbox/executor.py) compares the
-returned values.
+(or directly, in weaker tiers). It reads job headers from stdin and writes frames to stdout (see "the
+pipe to the host"). For every job it forks a child that reads its own job, hardens itself (new session,
+rlimits, uid drop, closed fds, Landlock, seccomp; the environment is the zygote's minimal one) and then
+runs the candidate and the per-test expressions, writing one JSON line per test to fd 3. The zygote
+holds no expected value, decides nothing, and never holds a job's data: the trusted parent
+(sandbox/executor.py) receives the child's output and values and compares them.
 
 Why a fork server: forking a warm interpreter costs ~1 ms; starting Python costs ~35 ms.
 """
@@ -18,8 +18,8 @@ import json
 import os
 import resource
 import select
-import shutil
 import signal
+import stat as stat_module
 import struct
 import sys
 import time
@@ -33,21 +33,71 @@ LIBC.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ul
 MAX_RECORD_BYTES = 32 << 20  # all of a job's result lines together
 MAX_VALUE_BYTES = 2 << 20  # one test's result line
 
-# --- messages ------------------------------------------------------------------------------------
+# --- the pipe to the host --------------------------------------------------------------------------------
+#
+# Host -> zygote, per job: a "!I" length and a JSON header (id, limits, `body_bytes`), then the job body
+# (program, tests), which the zygote never reads: it splices the bytes straight into the job's child.
+# Zygote -> host: frames, "!BI" (channel, length) then the payload. Channel 0 carries the zygote's own
+# JSON messages (ready, report); channels 1-3 carry the job's stdout, stderr and result lines, spliced
+# straight from the job's pipes. So no byte of a job's program, output or values ever enters the
+# zygote's memory, where the next job, a fork of that memory, could find and replay it.
+
+HEADER = struct.Struct("!I")
+FRAME = struct.Struct("!BI")
+CH_MESSAGE, CH_STDOUT, CH_STDERR, CH_RECORD = 0, 1, 2, 3
+FIONREAD = 0x541B
 
 
-def read_message(stream):
-    header = stream.read(4)
-    if len(header) < 4:
+def read_exact(fd, n):
+    """n bytes from fd, or None at end of input."""
+    data = b""
+    while len(data) < n:
+        chunk = os.read(fd, n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def read_header(fd):
+    size = read_exact(fd, HEADER.size)
+    if size is None:
         return None
-    (size,) = struct.unpack("!I", header)
-    return json.loads(stream.read(size))
+    raw = read_exact(fd, HEADER.unpack(size)[0])
+    return None if raw is None else json.loads(raw)
 
 
-def write_message(stream, obj):
-    data = json.dumps(obj).encode()
-    stream.write(struct.pack("!I", len(data)) + data)
-    stream.flush()
+def write_frame(channel, payload):
+    os.write(1, FRAME.pack(channel, len(payload)) + payload)
+
+
+def write_message(obj):
+    write_frame(CH_MESSAGE, json.dumps(obj).encode())
+
+
+def splice_exact(src, dst, n):
+    while n > 0:
+        moved = os.splice(src, dst, n)
+        if moved == 0:
+            raise EOFError("the pipe closed early")
+        n -= moved
+
+
+def available(fd):
+    buf = bytearray(4)
+    fcntl.ioctl(fd, FIONREAD, buf)
+    return struct.unpack("i", buf)[0]
+
+
+def forward(fd, channel, allowance):
+    """Splice what `fd` holds to the host as one frame of `channel`, at most `allowance` bytes.
+    -> (bytes forwarded, whether more was waiting than allowed); (0, False) means end of file."""
+    n = available(fd)
+    take = min(n, allowance)
+    if take:
+        os.write(1, FRAME.pack(channel, take))
+        splice_exact(fd, 1, take)
+    return take, n > take
 
 
 # --- strict value encoding (the child side; sandbox/values.py decodes) -------------------------------
@@ -422,17 +472,6 @@ def run_child(job, result_fd):
 # --- the zygote: fork, watch, kill, reap, report -------------------------------------------------------
 
 
-def _read_some(fd, cap, buffers, key):
-    try:
-        chunk = os.read(fd, 65536)
-    except BlockingIOError:
-        return True
-    if not chunk:
-        return False
-    buffers[key] += chunk
-    return True
-
-
 def kill_everything(pgid, slot_uid, pid_namespace):
     """Nothing the job started may survive it: its group, then every process of the slot."""
     try:
@@ -469,41 +508,60 @@ def reap_all(deadline):
             time.sleep(0.002)
 
 
-def remove_tree(path):
-    """Wipe a job's scratch dir, even where the candidate made its files unreadable to their owner."""
-    shutil.rmtree(path, ignore_errors=True)
-    if os.path.exists(path):
-        for root, dirs, _files in os.walk(path):
-            for name in dirs:
-                try:
-                    os.chmod(os.path.join(root, name), 0o700)
-                except OSError:
-                    pass
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def wipe_scratch(scratch_root):
-    """Remove everything the job left in the slot's scratch root: its directory (usually empty, so a
-    single rmdir) and anything it wrote beside it."""
-    with os.scandir(scratch_root) as entries:
-        for entry in list(entries):
-            if entry.is_dir(follow_symlinks=False):
+    """Empty the slot's scratch root, whatever the job left there, without recursion: a non-empty
+    directory has its entries moved up into the root, so any depth costs a pass per level and no
+    stack, path or descriptor per level. Modes the job set are overridden; links are never followed.
+    Returns False when something could not be removed (the host then replaces the slot)."""
+    root = os.open(scratch_root, os.O_RDONLY | os.O_DIRECTORY)
+    prefix = f".wipe-{os.urandom(6).hex()}-"
+    moved = 0
+    try:
+        while True:
+            names = os.listdir(root)
+            if not names:
+                return True
+            progress = False
+            for name in names:
                 try:
-                    os.rmdir(entry.path)
-                except OSError:
-                    remove_tree(entry.path)
-            else:
-                try:
-                    os.unlink(entry.path)
+                    st = os.stat(name, dir_fd=root, follow_symlinks=False)
+                    if not stat_module.S_ISDIR(st.st_mode):
+                        os.unlink(name, dir_fd=root)
+                        progress = True
+                        continue
+                    try:
+                        os.rmdir(name, dir_fd=root)
+                        progress = True
+                        continue
+                    except OSError:
+                        pass
+                    os.chmod(name, 0o700, dir_fd=root)  # a directory (not a link), so this changes only it
+                    inner = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root)
+                    try:
+                        for child in os.listdir(inner):
+                            moved += 1
+                            os.rename(child, f"{prefix}{moved}", src_dir_fd=inner, dst_dir_fd=root)
+                            progress = True
+                    finally:
+                        os.close(inner)
                 except FileNotFoundError:
-                    pass
+                    progress = True
+            if not progress:
+                return False
+    except OSError:
+        return False
+    finally:
+        os.close(root)
 
 
-def run_job(job, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
+def run_job(meta, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
+    """Fork the job's child, hand it the job body, forward what it writes, enforce the limits, kill
+    and reap everything it started, wipe its scratch space; return the report (no job data in it)."""
     workdir = os.path.join(scratch_root, JOB_DIR)
     os.mkdir(workdir, 0o700)
     if slot_uid and os.getuid() == 0:
         os.chown(workdir, slot_uid, slot_uid)
+    job_r, job_w = os.pipe()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     res_r, res_w = os.pipe()
@@ -514,6 +572,10 @@ def run_job(job, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
             import gc
 
             gc.disable()
+            os.close(job_w)
+            job = json.loads(read_all(job_r))  # this job's own program and tests
+            os.close(job_r)
+            job.update(meta)
             os.setsid()
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, 0)
@@ -536,22 +598,25 @@ def run_job(job, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
                 os._exit(0)
         finally:
             os._exit(0)  # the child must never fall through into the zygote's loop
-    for fd in (out_w, err_w, res_w):
+    for fd in (job_r, out_w, err_w, res_w):
         os.close(fd)
-    for fd in (out_r, err_r, res_r):
-        os.set_blocking(fd, False)
+    splice_exact(0, job_w, meta["body_bytes"])
+    os.close(job_w)
+    # The job's pipes stay blocking: select says which holds data, FIONREAD how much, and a splice of
+    # that much then waits only for room in the pipe to the host (a non-blocking source would make
+    # it stop half way when that pipe is full, after its frame header had promised the whole).
     pidfd = os.pidfd_open(pid)
-    buffers = {"stdout": b"", "stderr": b"", "record": b""}
-    open_fds = {out_r: "stdout", err_r: "stderr", res_r: "record"}
-    deadline = started + float(job["job_timeout_s"])
+    channels = {out_r: CH_STDOUT, err_r: CH_STDERR, res_r: CH_RECORD}
+    allowance = {"output": meta["max_output_bytes"], "record": MAX_RECORD_BYTES}
+    deadline = started + float(meta["job_timeout_s"])
     status = "exited"
     leader_gone = False
-    while open_fds:
+    while channels and status == "exited":
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             status = "timeout"
             break
-        watch = list(open_fds) + ([] if leader_gone else [pidfd])
+        watch = list(channels) + ([] if leader_gone else [pidfd])
         ready, _, _ = select.select(watch, [], [], min(remaining, 0.5))
         for fd in ready:
             if fd == pidfd:
@@ -559,35 +624,39 @@ def run_job(job, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
                 leader_gone = True
                 kill_everything(pid, slot_uid, pid_namespace)
                 continue
-            if not _read_some(fd, 0, buffers, open_fds[fd]):
+            budget = "record" if channels[fd] == CH_RECORD else "output"
+            moved, over = forward(fd, channels[fd], allowance[budget])
+            allowance[budget] -= moved
+            if over:
+                status = "output_limit"
+                break
+            if not moved:
                 os.close(fd)
-                del open_fds[fd]
-        if len(buffers["stdout"]) + len(buffers["stderr"]) > job["max_output_bytes"]:
-            status = "output_limit"
-            break
-        if len(buffers["record"]) > MAX_RECORD_BYTES:
-            status = "output_limit"
-            break
+                del channels[fd]
     kill_everything(pid, slot_uid, pid_namespace)
-    for fd in list(open_fds):
+    for fd in list(channels):
         os.close(fd)
     _, wait_status = os.waitpid(pid, 0)
     os.close(pidfd)
     reaped = reap_all(time.monotonic() + 2.0)
-    wipe_scratch(scratch_root)
-    report = {
-        "id": job["id"],
+    return {
+        "id": meta["id"],
         "status": status,
         "signal": os.WTERMSIG(wait_status) if os.WIFSIGNALED(wait_status) else 0,
         "exit_code": os.WEXITSTATUS(wait_status) if os.WIFEXITED(wait_status) else None,
         "wall_ms": round((time.monotonic() - started) * 1000, 2),
         "reaped": reaped,
+        "wiped": wipe_scratch(scratch_root),
     }
-    cap = job["max_output_bytes"]
-    for key in ("stdout", "stderr"):
-        report[key] = buffers[key][:cap].decode("utf-8", "replace")
-    report["record"] = buffers["record"][:MAX_RECORD_BYTES].decode("utf-8", "replace")
-    return report
+
+
+def read_all(fd):
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def stdlib_readable_by(slot_uid):
@@ -640,19 +709,19 @@ def main():
 
     gc.collect()
     gc.freeze()  # children share the warm heap; the collector would otherwise copy it page by page
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    sys.stdout = sys.stderr  # nothing but messages may reach the protocol pipe
-    write_message(stdout, {"ready": True, "pid": os.getpid(), "uid": os.getuid(), "stdlib": os.path.dirname(os.__file__),
-                           "stdlib_readable": stdlib_readable_by(slot_uid), "landlock_abi": LANDLOCK_ABI if use_seccomp else 0})
+    sys.stdout = sys.stderr  # nothing but frames may reach the protocol pipe (fd 1)
+    write_message({"ready": True, "pid": os.getpid(), "uid": os.getuid(), "stdlib": os.path.dirname(os.__file__),
+                   "stdlib_readable": stdlib_readable_by(slot_uid), "landlock_abi": LANDLOCK_ABI if use_seccomp else 0})
     while True:
-        job = read_message(stdin)
-        if job is None:
+        meta = read_header(0)
+        if meta is None:
             return
         try:
-            report = run_job(job, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp)
-        except Exception as exc:  # noqa: BLE001 - report, keep serving
-            report = {"id": job.get("id"), "status": "sandbox_error", "message": f"{type(exc).__name__}: {exc}"}
-        write_message(stdout, report)
+            report = run_job(meta, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp)
+        except Exception as exc:  # noqa: BLE001 - report, then stop: the host replaces this slot
+            write_message({"id": meta.get("id"), "status": "sandbox_error", "message": f"{type(exc).__name__}: {exc}", "wiped": False})
+            return
+        write_message(report)
 
 
 if __name__ == "__main__":
