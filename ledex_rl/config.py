@@ -104,7 +104,7 @@ class SandboxConfig:
     memory_mb: int = 1024
     max_output_bytes: int = 1 << 20
     max_file_bytes: int = 16 << 20
-    max_processes: int = 32
+    max_processes: int = 1  # 1: no fork, so RLIMIT_AS bounds the whole job; more: forks under a slot uid
     tmpfs_mb: int = 64  # scratch space per slot (bwrap tier)
     num_executors: int = 1  # executor actors in the pool
     slots_per_executor: int = 2  # fork servers per actor: the jobs one actor runs at once

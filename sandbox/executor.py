@@ -40,7 +40,7 @@ class Limits:
     memory_mb: int = 1024
     max_output_bytes: int = 1 << 20
     max_file_bytes: int = 16 << 20
-    max_processes: int = 32
+    max_processes: int = 1  # 1: no fork, so RLIMIT_AS bounds the whole job; more: forks under a slot uid
     tmpfs_mb: int = 64
 
 
@@ -72,7 +72,8 @@ class _Slot:
 
     def __init__(self, index: int, tier: str, limits: Limits, python: str | None = None, start_timeout: float = 30.0):
         self.index, self.tier, self.limits, self.python = index, tier, limits, python
-        self.launch = isolation.launch(tier, index, limits.tmpfs_mb, python)
+        self.uid = isolation.SlotUid()
+        self.launch = isolation.launch(tier, index, limits.tmpfs_mb, self.uid.uid, limits.max_processes <= 1, python)
         self.proc = subprocess.Popen(
             self.launch.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
             env=dict(isolation.ZYGOTE_ENV), bufsize=0,
@@ -166,6 +167,7 @@ class _Slot:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream:
                 stream.close()
+        self.uid.release()
         if self.launch.host_scratch and os.path.isdir(self.launch.host_scratch):
             zygote.wipe_scratch(self.launch.host_scratch)  # any depth, never following links
             try:
@@ -319,7 +321,7 @@ def to_result(report: dict, plans: list[Plan], job: Job, tier: str) -> Execution
     for line in lines:
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON, an int past the int-to-str limit, nesting past the parser's
             tampered = "the result channel carried something that is not a result"
             break
         if not isinstance(record, dict):

@@ -32,6 +32,7 @@ LIBC = ctypes.CDLL(None, use_errno=True)
 LIBC.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 MAX_RECORD_BYTES = 32 << 20  # all of a job's result lines together
 MAX_VALUE_BYTES = 2 << 20  # one test's result line
+MAX_THREADS = 64  # a job that may not fork: threads of its one process
 
 # --- the pipe to the host --------------------------------------------------------------------------------
 #
@@ -182,11 +183,16 @@ DENIED = {  # name: number, x86_64
     "quotactl": 179, "acct": 163, "settimeofday": 164, "clock_settime": 227, "adjtimex": 159,
     "sethostname": 170, "setdomainname": 171, "syslog": 103, "vhangup": 153, "fanotify_init": 300,
     "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "mount_setattr": 442,
-    "pidfd_send_signal": 424,
+    "pidfd_send_signal": 424, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297,
+    # No socket at all: nothing may be reached, and an AF_UNIX datagram socket could send to a host
+    # path. Connected pairs (socketpair, below) are what multiprocessing and pipes between threads use.
+    "socket": 41,
 }
-SYS_SOCKET, SYS_KILL, SYS_TGKILL = 41, 62, 234
+SYS_SOCKETPAIR, SYS_KILL, SYS_TGKILL = 53, 62, 234
 SYS_CLONE, SYS_FORK, SYS_VFORK, SYS_CLONE3 = 56, 57, 58, 435
-AF_UNIX, CLONE_THREAD = 1, 0x00010000
+SOCK_TYPE_MASK, SOCK_STREAM, CLONE_THREAD = 0xF, 1, 0x00010000
+# CLONE_NEWTIME, NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET: no new namespaces.
+CLONE_NEW_ANY = 0x80 | 0x20000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000
 
 
 def _stmt(code, k):
@@ -197,7 +203,7 @@ def _jump(code, k, jt, jf):
     return (code, jt, jf, k)
 
 
-LD_W_ABS, JEQ, JSET, JGE, RET = 0x20, 0x15, 0x45, 0x35, 0x06
+LD_W_ABS, AND, JEQ, JSET, JGE, RET = 0x20, 0x54, 0x15, 0x45, 0x35, 0x06
 
 
 def seccomp_program(own_pid, no_fork):
@@ -223,16 +229,21 @@ def seccomp_program(own_pid, no_fork):
         prog.append(_jump(JEQ, nr, 0, len(body)))
         prog.extend(body)
 
-    # socket(): only AF_UNIX (socketpair and multiprocessing need it; there is nothing to connect to).
-    block(SYS_SOCKET, [_stmt(LD_W_ABS, 16), _jump(JEQ, AF_UNIX, 0, 1), _stmt(RET, RET_ALLOW), _stmt(RET, errno(EPERM))])
+    # socketpair(): stream pairs only; a datagram socket could address a host path in sendto/sendmsg.
+    block(SYS_SOCKETPAIR, [_stmt(LD_W_ABS, 24), _stmt(AND, SOCK_TYPE_MASK), _jump(JEQ, SOCK_STREAM, 0, 1),
+                           _stmt(RET, RET_ALLOW), _stmt(RET, errno(EPERM))])
     # kill()/tgkill(): only to itself or its own group (pid 0), never the zygote or the host.
     for nr in (SYS_KILL, SYS_TGKILL):
         block(nr, [_stmt(LD_W_ABS, 16), _jump(JEQ, own_pid, 2, 0), _jump(JEQ, 0, 1, 0),
                    _stmt(RET, errno(EPERM)), _stmt(RET, RET_ALLOW)])
-    if no_fork:  # without a uid of its own, RLIMIT_NPROC cannot bound a fork bomb: forbid forking
-        block(SYS_CLONE, [_stmt(LD_W_ABS, 16), _jump(JSET, CLONE_THREAD, 0, 1), _stmt(RET, RET_ALLOW), _stmt(RET, errno(EPERM))])
+    # clone(): never into new namespaces; with no_fork (one process per job), threads only.
+    if no_fork:
+        block(SYS_CLONE, [_stmt(LD_W_ABS, 16), _jump(JSET, CLONE_NEW_ANY, 2, 0), _jump(JSET, CLONE_THREAD, 0, 1),
+                          _stmt(RET, RET_ALLOW), _stmt(RET, errno(EPERM))])
         block(SYS_FORK, [_stmt(RET, errno(EPERM))])
         block(SYS_VFORK, [_stmt(RET, errno(EPERM))])
+    else:
+        block(SYS_CLONE, [_stmt(LD_W_ABS, 16), _jump(JSET, CLONE_NEW_ANY, 1, 0), _stmt(RET, RET_ALLOW), _stmt(RET, errno(EPERM))])
     block(SYS_CLONE3, [_stmt(RET, errno(ENOSYS))])  # its flags live in memory BPF cannot read; glibc falls back to clone
     prog.append(_stmt(RET, RET_ALLOW))
     return prog
@@ -347,8 +358,11 @@ def harden(job, slot_uid, no_fork, workdir, use_seccomp):
         (resource.RLIMIT_FSIZE, job["max_file_bytes"]),
         (resource.RLIMIT_NOFILE, 64),
         (resource.RLIMIT_CORE, 0),
-        (resource.RLIMIT_NPROC, job["max_processes"]),
     ]
+    if slot_uid and os.getuid() == 0:
+        # The slot uid's tasks: processes and threads when it may fork; threads of its one process
+        # when it may not (their memory is that process's, under RLIMIT_AS).
+        limits.append((resource.RLIMIT_NPROC, MAX_THREADS if no_fork else job["max_processes"]))
     for which, value in limits:
         resource.setrlimit(which, (value, value))
     if slot_uid and os.getuid() == 0:

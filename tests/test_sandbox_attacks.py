@@ -234,3 +234,35 @@ def test_forged_results_never_pass(sandbox):
 def test_segfault_is_an_error(sandbox):
     result = run(sandbox, "import ctypes\ndef add(a, b):\n    ctypes.string_at(0)")
     assert result.status == "killed" and "segmentation fault" in result.message
+
+
+@pytest.mark.parametrize("source, returned", [
+    ("assert add(1, 2) ** 100000 == 5", "2 ** 3999"),
+    ("assert sum(range(add(1, 2))) == 3", "10 ** 12"),
+    ("assert len([0] * add(1, 2)) == 3", "10 ** 12"),
+    ("assert len('ab' * add(1, 2)) == 3", "10 ** 9"),
+    ("assert add(1, 2) << add(1, 2) == 3", "10 ** 9"),
+    ("assert math.factorial(add(1, 2)) == 3", "10 ** 7"),
+    ("assert pow(7, add(1, 2)) == 3", "10 ** 9"),
+    ("assert sum(add(1, 2), []) == [3]", "[[0]] * 200000"),
+])
+def test_returned_values_cannot_make_the_parent_work_unbounded(sandbox, source, returned):
+    """The part of an assert evaluated outside (on the returned value) checks what each costly
+    operation would build before building it: the job fails in well under a second."""
+    started = time.time()
+    result = sandbox.run_one(Job(f"def add(a, b):\n    return {returned}", (TestCase(kind="assert", source=source),), entry_point="add"))
+    assert result.status == "failed" and time.time() - started < 2, result.feedback()
+
+
+@pytest.mark.parametrize("record", [
+    b'{"i": 0, "values": [' + b"9" * 5000 + b']}',  # an int past Python's int-to-str limit
+    b'{"i": 0, "values": [' + b"[" * 100000 + b"]" * 100000 + b']}',  # nesting past the JSON parser's recursion
+    b'{"i": 0, "values": [' + b'{"t": "tuple", "v": [' * 300 + b"1" + b"]}" * 300 + b']}',  # past the decoder's depth
+    b'{"i": 0, "values": [{"t": "float", "v": "inf"}], "ms": "not a number"}',
+])
+def test_forged_records_are_errors_never_crashes(sandbox, record):
+    """Whatever the child writes to its result channel, the trusted side returns this job's error."""
+    program = f"import os\nos.write(3, {record!r} + b'\\n')\nos._exit(0)"
+    result = sandbox.run_one(Job(program, (TestCase(kind="call", args=(1, 2), expected=3.0),), entry_point="add"))
+    assert isinstance(result.status, str) and not result.passed
+    assert sandbox.run_one(Job("def add(a, b):\n    return a + b", TESTS, entry_point="add")).passed  # the slot still serves
