@@ -96,7 +96,8 @@ class _Slot:
         """Frames from the zygote until its next message (channel 0): the job's stdout, stderr and
         result lines come first, in frames of their own. None when nothing whole arrives in time."""
         deadline = time.monotonic() + timeout
-        streams = {zygote.CH_STDOUT: bytearray(), zygote.CH_STDERR: bytearray(), zygote.CH_RECORD: bytearray()}
+        streams = {zygote.CH_STDOUT: bytearray(), zygote.CH_STDERR: bytearray(), zygote.CH_RECORD: bytearray(),
+                   zygote.CH_JUDGE: bytearray()}
         while True:
             head = self._read_exact(zygote.FRAME.size, deadline)
             if head is None:
@@ -117,6 +118,7 @@ class _Slot:
             message["stdout"] = bytes(streams[zygote.CH_STDOUT]).decode("utf-8", "replace")
             message["stderr"] = bytes(streams[zygote.CH_STDERR]).decode("utf-8", "replace")
             message["record"] = bytes(streams[zygote.CH_RECORD]).decode("utf-8", "replace")
+            message["judge"] = bytes(streams[zygote.CH_JUDGE]).decode("utf-8", "replace")
             return message
 
     def _read_exact(self, n: int, deadline: float) -> bytes | None:
@@ -141,12 +143,14 @@ class _Slot:
             return ""
         return " ".join(data.decode(errors="replace").split())[-300:]
 
-    def execute(self, header: dict, body: dict) -> dict | None:
-        """Send one job (the header the zygote reads, the body only the job's child reads); the report."""
+    def execute(self, header: dict, body: dict, judge_body: dict | None = None) -> dict | None:
+        """Send one job: the header the zygote reads, the body only the job's child reads and, for
+        judged tests, the part only the judge reads. Returns the report."""
         payload = json.dumps(body).encode()
-        head = json.dumps({**header, "body_bytes": len(payload)}).encode()
+        judge_payload = json.dumps(judge_body).encode() if judge_body else b""
+        head = json.dumps({**header, "body_bytes": len(payload), "judge_bytes": len(judge_payload)}).encode()
         try:
-            self.proc.stdin.write(zygote.HEADER.pack(len(head)) + head + payload)
+            self.proc.stdin.write(zygote.HEADER.pack(len(head)) + head + payload + judge_payload)
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             return None
@@ -253,14 +257,18 @@ class Sandbox:
             header = {"id": job_id, "test_timeout_s": limits.test_timeout_s, "job_timeout_s": limits.job_timeout_s,
                       "memory_mb": limits.memory_mb, "max_output_bytes": limits.max_output_bytes,
                       "max_file_bytes": limits.max_file_bytes, "max_processes": limits.max_processes}
+            judged = [{"i": i, "source": p.wire["source"]} for i, p in enumerate(plans) if p.judged]
             body = {"program": (job.preamble + "\n" if job.preamble else "") + job.program, "test_setup": job.test_setup,
-                    "entry_point": job.entry_point, "plans": [p.wire for p in plans]}
+                    "entry_point": job.entry_point, "serve": bool(judged),
+                    "plans": [{"kind": "judged"} if p.judged else p.wire for p in plans]}
+            # The judge runs the dataset's own setup (the task's imports and helpers), never the program.
+            judge_body = {"judged": judged, "setup": "\n".join(x for x in (job.preamble, job.test_setup) if x)} if judged else None
         except Exception as exc:  # noqa: BLE001 - a test this side cannot plan
             return ExecutionResult("sandbox_error", message=f"could not prepare the job: {type(exc).__name__}: {exc}"[:300],
                                    tier=self.tier, metadata=job.metadata)
         slot = self._idle.get()
         try:
-            report = slot.execute(header, body)
+            report = slot.execute(header, body, judge_body)
             if report is None or report.get("id") != job_id:
                 slot = self._replace(slot)
                 return ExecutionResult("sandbox_error", message="the execution slot failed and was restarted", tier=self.tier, metadata=job.metadata)
@@ -312,31 +320,13 @@ def to_result(report: dict, plans: list[Plan], job: Job, tier: str) -> Execution
     common = dict(stdout=report.get("stdout", ""), stderr=report.get("stderr", ""), wall_ms=report.get("wall_ms", 0.0), tier=tier, metadata=job.metadata)
     if report.get("status") == "sandbox_error":
         return ExecutionResult("sandbox_error", message=report.get("message", ""), **common)
-    records: dict[int, dict] = {}
-    stages: list[dict] = []
-    tampered = ""
-    lines = report.get("record", "").splitlines()
-    if report.get("status") == "output_limit" and lines and not report["record"].endswith("\n"):
-        lines.pop()  # the line cut by the output limit
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except (ValueError, RecursionError):  # not JSON, an int past the int-to-str limit, nesting past the parser's
-            tampered = "the result channel carried something that is not a result"
-            break
-        if not isinstance(record, dict):
-            tampered = "the result channel carried something that is not a result"
-            break
-        if "stage" in record:
-            stages.append(record)
-        elif isinstance(record.get("i"), int) and 0 <= record["i"] < len(plans):
-            if record["i"] in records:
-                tampered = "a test was reported twice (forged results)"
-                break
-            records[record["i"]] = record
-        else:
-            tampered = "the result channel carried an unknown record"
-            break
+    judged = {i for i, p in enumerate(plans) if p.judged}
+    cut = report.get("status") == "output_limit"
+    records, stages, tampered = parse_records(report.get("record", ""), set(range(len(plans))) - judged, cut)
+    if judged and not tampered:  # the judge's verdicts, from the judge's own channel only
+        judge_records, judge_stages, tampered = parse_records(report.get("judge", ""), judged, cut)
+        records.update(judge_records)
+        stages += [{"stage": "judged-" + str(s.get("stage")), "n": s.get("n")} for s in judge_stages]
     entry = job.entry_point or "candidate"
     if tampered:
         tests = tuple(TestResult("error", f"not judged: {tampered}") for _ in plans)
@@ -351,8 +341,9 @@ def to_result(report: dict, plans: list[Plan], job: Job, tier: str) -> Execution
     for i, plan in enumerate(plans):
         verdict = judge(plan, records.get(i), entry)
         ms = float(records.get(i, {}).get("ms", 0.0) or 0.0)
-        tests.append(TestResult(verdict.status, verdict.message, ms, plan.verdict_inside, verdict.value))
-    done = any(s.get("stage") == "done" and s.get("n") == len(plans) for s in stages)
+        tests.append(TestResult(verdict.status, verdict.message, ms, value=verdict.value))
+    done = any(s.get("stage") == "done" and s.get("n") == len(plans) for s in stages) and (
+        not judged or any(s.get("stage") == "judged-judged" and s.get("n") == len(judged) for s in stages))
     message = ""
     status_word = report.get("status")
     if status_word == "timeout":
@@ -378,6 +369,32 @@ def to_result(report: dict, plans: list[Plan], job: Job, tier: str) -> Execution
     if status != "passed" and tests and all(t.status == "passed" for t in tests):
         status = "error"  # every value was right but the run did not end cleanly: still not a pass
     return ExecutionResult(status, tuple(tests), message=message, **common)
+
+
+def parse_records(text: str, allowed: set[int], cut: bool) -> tuple[dict[int, dict], list[dict], str]:
+    """(test index -> record, stage records, why the channel is not to be trusted: "" if it is).
+    Only tests in `allowed` may be reported on this channel, each once."""
+    records: dict[int, dict] = {}
+    stages: list[dict] = []
+    lines = text.splitlines()
+    if cut and lines and not text.endswith("\n"):
+        lines.pop()  # the line cut by the output limit
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):  # not JSON, an int past the int-to-str limit, nesting past the parser's
+            return records, stages, "the result channel carried something that is not a result"
+        if not isinstance(record, dict):
+            return records, stages, "the result channel carried something that is not a result"
+        if "stage" in record:
+            stages.append(record)
+        elif isinstance(record.get("i"), int) and record["i"] in allowed:
+            if record["i"] in records:
+                return records, stages, "a test was reported twice (forged results)"
+            records[record["i"]] = record
+        else:
+            return records, stages, "the result channel carried an unknown record"
+    return records, stages, ""
 
 
 def job_timeout_text(report: dict) -> str:

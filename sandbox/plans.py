@@ -7,8 +7,10 @@ define (`similar_elements(...)`) is evaluated in the sandbox and comes back as a
 rest (`set(__v0) == set((4,))`) is evaluated here, in the trusted parent, on that value. An object
 with an always-true `__eq__` never gets here: it cannot be encoded, and the test fails.
 
-Tests that cannot be split (loops, helper variables, lambdas over candidate calls) run whole inside
-the sandbox as `script` plans; their verdict is weaker and is marked `verdict_inside=True`.
+Tests that cannot be split (loops, helper variables, lambdas over candidate calls) are `judged`: a
+second process in the sandbox, which never runs the candidate's code, runs the test and calls the
+candidate's functions through proxies that carry only plain values (see sandbox/zygote.py). Every
+verdict is thus computed where the candidate cannot reach it.
 """
 
 from __future__ import annotations
@@ -150,8 +152,8 @@ class Plan:
     residual: ast.Expression | None = None  # assert: the verdict expression over __v0, __v1, ...
 
     @property
-    def verdict_inside(self) -> bool:
-        return self.wire["kind"] == "script"
+    def judged(self) -> bool:
+        return self.wire["kind"] == "judged"
 
 
 def make_plan(test: TestCase) -> Plan:
@@ -161,12 +163,12 @@ def make_plan(test: TestCase) -> Plan:
             exprs, residual = split
             truthy = truth_positions(residual, len(exprs))
             return Plan({"kind": "eval", "exprs": exprs, "truthy": truthy}, test, residual)
-        return Plan({"kind": "script", "source": test.source}, test)
+        return Plan({"kind": "judged", "source": test.source}, test)
     if test.kind == "call":
         return Plan({"kind": "call", "args": list(test.args)}, test)
     if test.kind == "io":
         return Plan({"kind": "io", "stdin": test.stdin}, test)
-    return Plan({"kind": "script", "source": test.source}, test)
+    return Plan({"kind": "judged", "source": test.source}, test)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -269,9 +271,11 @@ def judge(plan: Plan, record: dict | None, entry_point: str) -> Verdict:
             return Verdict("timeout", f"{_short(label())}: timed out")
         if kind == "unserializable":
             return Verdict("failed", f"{_short(label())}: {message}")
+        if kind == "AssertionError" and plan.judged:  # the test's own assertion did not hold
+            return Verdict("failed", f"{_short(label())}: failed{': ' + _short(message, 200) if message != 'AssertionError: ' else ''}")
         return Verdict("error", f"{_short(label())}: raised {message or kind}")
     wire = plan.wire["kind"]
-    if wire == "script":
+    if wire == "judged":
         return Verdict("passed") if record.get("ok") is True else Verdict("error", f"{_short(label())}: no verdict")
     try:
         raw = record["values"]

@@ -11,6 +11,7 @@ holds no expected value, decides nothing, and never holds a job's data: the trus
 Why a fork server: forking a warm interpreter costs ~1 ms; starting Python costs ~35 ms.
 """
 
+import builtins
 import ctypes
 import fcntl
 import io
@@ -45,7 +46,7 @@ MAX_THREADS = 64  # a job that may not fork: threads of its one process
 
 HEADER = struct.Struct("!I")
 FRAME = struct.Struct("!BI")
-CH_MESSAGE, CH_STDOUT, CH_STDERR, CH_RECORD = 0, 1, 2, 3
+CH_MESSAGE, CH_STDOUT, CH_STDERR, CH_RECORD, CH_JUDGE = 0, 1, 2, 3, 4
 FIONREAD = 0x541B
 
 
@@ -165,6 +166,47 @@ def encode(value, depth=0):
     if base is bytes:
         return {"t": "bytes", "v": bytes.hex(value)}
     return {"t": "complex", "v": [complex.real.__get__(value), complex.imag.__get__(value)]}
+
+
+class MalformedValue(ValueError):
+    """A value record that does not follow the encoding: the sender was tampered with."""
+
+
+MAX_DECODE_DEPTH = 100  # the encoder stops at 64 levels; anything deeper was forged
+
+
+def decode(obj, depth=0):
+    """The inverse of `encode`: exact builtin types only, from JSON data (never pickle)."""
+    if depth > MAX_DECODE_DEPTH:
+        raise MalformedValue("value nested too deeply")
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, list):
+        return [decode(v, depth + 1) for v in obj]
+    if isinstance(obj, dict) and set(obj) == {"t", "v"}:
+        tag, raw = obj["t"], obj["v"]
+        try:
+            if tag == "tuple" and isinstance(raw, list):
+                return tuple(decode(v, depth + 1) for v in raw)
+            if tag in ("set", "frozenset") and isinstance(raw, list):
+                items = [decode(v, depth + 1) for v in raw]
+                return set(items) if tag == "set" else frozenset(items)
+            if tag == "dict" and isinstance(raw, list) and all(isinstance(p, list) and len(p) == 2 for p in raw):
+                return {decode(k, depth + 1): decode(v, depth + 1) for k, v in raw}
+        except TypeError as exc:
+            raise MalformedValue(f"unhashable member: {exc}") from None
+        if tag == "float" and raw in ("nan", "inf", "-inf"):
+            return float(raw)
+        if tag == "bytes" and isinstance(raw, str):
+            try:
+                return bytes.fromhex(raw)
+            except ValueError:
+                raise MalformedValue("bad bytes value") from None
+        if tag == "deque" and isinstance(raw, list):
+            return collections.deque(decode(v, depth + 1) for v in raw)
+        if tag == "complex" and isinstance(raw, list) and len(raw) == 2 and all(isinstance(x, (int, float)) for x in raw):
+            return complex(*raw)
+    raise MalformedValue(f"not a value record: {str(obj)[:80]}")
 
 
 # --- seccomp (x86_64; raw BPF through prctl) -----------------------------------------------------------
@@ -457,9 +499,8 @@ def run_child(job, result_fd):
                 args = plan["args"]
                 value = timed(lambda: namespace["candidate"](*args))
                 record["values"] = [encode(value)]
-            elif plan["kind"] == "script":
-                timed(lambda: exec(compile(plan["source"], "<test>", "exec"), dict(namespace)))
-                record["ok"] = True
+            elif plan["kind"] == "judged":
+                continue  # run by the judge, which calls in through `serve_calls`
             elif plan["kind"] == "io":
                 captured = io.StringIO()
                 sys.stdin, sys.stdout = io.StringIO(plan["stdin"]), captured
@@ -481,17 +522,160 @@ def run_child(job, result_fd):
         record["ms"] = round((time.perf_counter() - started) * 1000, 2)
         emit(record)
     emit({"stage": "done", "n": len(plans)})
+    if job.get("serve"):
+        serve_calls(namespace, CALLS_IN, CALLS_OUT, timed, error_text)
+
+
+# --- judged tests: a second child runs the test code and calls into the candidate's ---------------------
+#
+# A test that cannot be split into values (loops, helpers: HumanEval/32's `check`) would give a verdict
+# the candidate could forge if it ran in the candidate's process (shadow a builtin, patch `exec`,
+# write an "ok" and exit). It runs instead in a judge: a child forked from the zygote that never runs
+# the candidate's code. The judge executes the dataset's setup and the test, with every name the test
+# takes from the program bound to a proxy: a call sends its arguments, encoded, to the candidate's
+# process and gets back a value, decoded into plain data, or the exception's type and message. The
+# judge's result pipe, memory and signals are out of the candidate's reach (another process, not
+# dumpable, seccomp), so an "ok" on it means the test's own assertions held.
+
+CALLS_IN, CALLS_OUT = 4, 5  # in the candidate: requests from the judge, answers to it
+TO_CANDIDATE, FROM_CANDIDATE = 4, 5  # in the judge
+
+
+def serve_calls(namespace, requests_fd, answers_fd, timed, error_text):
+    """In the candidate: answer the judge's calls until it closes the pipe."""
+    for line in os.fdopen(requests_fd, "rb"):
+        try:
+            request = json.loads(line)
+            name = request["name"]
+            fn = namespace.get(name)
+            if not callable(fn):
+                raise NameError(f"the program does not define a function {name!r}")
+            args = [decode(a) for a in request["args"]]
+            kwargs = {k: decode(v) for k, v in request["kwargs"].items()}
+            answer = {"value": encode(timed(lambda: fn(*args, **kwargs)))}
+        except TestTimeout:
+            answer = {"error": "timeout"}
+        except Unserializable as exc:
+            answer = {"error": "unserializable", "message": str(exc)}
+        except BaseException as exc:  # noqa: BLE001 - the candidate's failure is data
+            answer = {"error": type(exc).__name__, "message": error_text(exc)}
+        data = (json.dumps(answer) + "\n").encode()
+        if len(data) > MAX_VALUE_BYTES:
+            data = b'{"error": "unserializable", "message": "returned a value too large to compare"}\n'
+        os.write(answers_fd, data)
+
+
+class CandidateFailed(Exception):
+    """What a call into the candidate raised, or why it gave no value."""
+
+
+class Proxy:
+    """A name the test takes from the program: calling it calls the candidate's function."""
+
+    def __init__(self, name, channel):
+        self.name, self.channel = name, channel
+
+    def __call__(self, *args, **kwargs):
+        return self.channel.call(self.name, args, kwargs)
+
+    def __repr__(self):
+        return f"<the program's {self.name}>"
+
+
+class CallChannel:
+    def __init__(self, out_fd, in_fd, timeout):
+        self.out_fd, self.in_fd, self.timeout, self.pending = out_fd, in_fd, timeout, b""
+
+    def call(self, name, args, kwargs):
+        request = json.dumps({"name": name, "args": [encode(a) for a in args], "kwargs": {k: encode(v) for k, v in kwargs.items()}})
+        os.write(self.out_fd, (request + "\n").encode())
+        answer = json.loads(self._line())
+        if "value" in answer:
+            return decode(answer["value"])
+        kind, message = str(answer.get("error")), str(answer.get("message", ""))
+        if kind == "timeout":
+            raise TestTimeout()
+        known = getattr(builtins, kind, None)
+        if isinstance(known, type) and issubclass(known, Exception) and kind not in ("StopIteration", "StopAsyncIteration"):
+            raise known(message)  # the same exception type, so a test expecting it sees it
+        raise CandidateFailed(f"{name}(...) {message or kind}")
+
+    def _line(self):
+        deadline = time.monotonic() + self.timeout + 1
+        while b"\n" not in self.pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self.in_fd], [], [], remaining)[0]:
+                raise CandidateFailed("the program did not answer in time")
+            chunk = os.read(self.in_fd, 1 << 16)
+            if not chunk:
+                raise CandidateFailed("the program stopped before answering")
+            self.pending += chunk
+            if len(self.pending) > MAX_VALUE_BYTES:
+                raise CandidateFailed("the program answered with a value too large to compare")
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line
+
+
+def _global_names(code):
+    """Every name a code object (and the functions inside it) may load as a global."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, type(code)):
+            names |= _global_names(const)
+    return names
+
+
+def run_judge(job, result_fd):
+    """In the judge: the dataset's setup, then each judged test with the program's names as proxies."""
+    out = os.fdopen(result_fd, "w", buffering=1)
+    signal.signal(signal.SIGALRM, _alarm)
+    test_timeout = float(job["test_timeout_s"])
+    channel = CallChannel(TO_CANDIDATE, FROM_CANDIDATE, test_timeout)
+    setup = {"__builtins__": builtins, "__name__": "__main__"}
+    try:
+        signal.setitimer(signal.ITIMER_REAL, test_timeout)
+        exec(compile(job.get("setup") or "", "<setup>", "exec"), setup)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    for test in job["judged"]:
+        started = time.perf_counter()
+        record = {"i": test["i"]}
+        try:
+            code = compile(test["source"], "<test>", "exec")
+            namespace = dict(setup)
+            for name in _global_names(code) - set(setup) - set(dir(builtins)):
+                namespace[name] = Proxy(name, channel)
+            namespace["candidate"] = Proxy("candidate", channel)
+            signal.setitimer(signal.ITIMER_REAL, test_timeout)
+            try:
+                exec(code, namespace)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            record["ok"] = True
+        except TestTimeout:
+            record["error"] = "timeout"
+        except BaseException as exc:  # noqa: BLE001 - the test failed, whatever it raised
+            record["error"] = type(exc).__name__
+            record["message"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        record["ms"] = round((time.perf_counter() - started) * 1000, 2)
+        out.write(json.dumps(record) + "\n")
+    out.write(json.dumps({"stage": "judged", "n": len(job["judged"])}) + "\n")
 
 
 # --- the zygote: fork, watch, kill, reap, report -------------------------------------------------------
 
 
-def kill_everything(pgid, slot_uid, pid_namespace):
-    """Nothing the job started may survive it: its group, then every process of the slot."""
+def kill_group(pgid):
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def kill_everything(leaders, slot_uid, pid_namespace):
+    """Nothing the job started may survive it: its groups, then every process of the slot."""
+    for pgid in leaders:
+        kill_group(pgid)
     if pid_namespace:
         # In our own pid namespace this reaches every process but the zygote and bwrap's init.
         try:
@@ -568,77 +752,110 @@ def wipe_scratch(scratch_root):
         os.close(root)
 
 
+def spawn(meta, body_fd, fds, others, slot_uid, no_fork, workdir, use_seccomp, judge):
+    """Fork a hardened child that reads its job from `body_fd`, has `fds` (target: source) as its
+    only descriptors, and runs as the candidate or, with `judge`, as the judge. `others`: the job's
+    other pipe ends, closed first (a write end left open would keep the child's read from ending)."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        import gc
+
+        gc.disable()
+        for fd in others:
+            os.close(fd)
+        job = json.loads(read_all(body_fd))  # this job's own program and tests (the judge: its tests)
+        job.update(meta)
+        os.setsid()
+        for target, source in fds.items():
+            os.dup2(source, target)
+        keep = LANDLOCK_RULESET  # >= 10 when set; harden() closes it once entered
+        top = max(fds) + 1
+        if keep >= 0:
+            os.closerange(top, keep)
+        os.closerange(max(keep + 1, top), 65536)
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True)
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True)
+        harden(job, slot_uid, no_fork, workdir, use_seccomp)
+        if judge:
+            LIBC.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0 (after the uid drop, which resets it): no /proc/<pid>/mem
+            run_judge(job, 3)
+        else:
+            run_child(job, 3)
+    except BaseException:  # noqa: BLE001 - a harness failure: say so on stderr, never a verdict
+        try:
+            traceback.print_exc()
+            sys.stderr.flush()
+        finally:
+            os._exit(0)
+    finally:
+        os._exit(0)  # a child must never fall through into the zygote's loop
+
+
 def run_job(meta, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
-    """Fork the job's child, hand it the job body, forward what it writes, enforce the limits, kill
-    and reap everything it started, wipe its scratch space; return the report (no job data in it)."""
+    """Fork the job's child (and its judge, when the job has judged tests), hand each its part of the
+    job, forward what they write, enforce the limits, kill and reap everything they started, wipe the
+    scratch space; return the report (which holds no job data)."""
     workdir = os.path.join(scratch_root, JOB_DIR)
     os.mkdir(workdir, 0o700)
     if slot_uid and os.getuid() == 0:
         os.chown(workdir, slot_uid, slot_uid)
-    job_r, job_w = os.pipe()
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    res_r, res_w = os.pipe()
+    judged = meta.get("judge_bytes", 0) > 0
+    pipes = {name: os.pipe() for name in ("body", "out", "err", "res", *(("judge_body", "judge_res", "calls", "answers") if judged else ()))}
+    devnull = os.open(os.devnull, os.O_RDWR)
     started = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            import gc
-
-            gc.disable()
-            os.close(job_w)
-            job = json.loads(read_all(job_r))  # this job's own program and tests
-            os.close(job_r)
-            job.update(meta)
-            os.setsid()
-            devnull = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(devnull, 0)
-            os.dup2(out_w, 1)
-            os.dup2(err_w, 2)
-            os.dup2(res_w, 3)
-            keep = LANDLOCK_RULESET  # >= 10 when set; harden() closes it once entered
-            if keep >= 0:
-                os.closerange(4, keep)
-            os.closerange(max(keep + 1, 4), 65536)
-            sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True)
-            sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True)
-            harden(job, slot_uid, no_fork, workdir, use_seccomp)
-            run_child(job, 3)
-        except BaseException:  # noqa: BLE001 - a harness failure: say so on stderr, never a verdict
-            try:
-                traceback.print_exc()
-                sys.stderr.flush()
-            finally:
-                os._exit(0)
-        finally:
-            os._exit(0)  # the child must never fall through into the zygote's loop
-    for fd in (job_r, out_w, err_w, res_w):
-        os.close(fd)
-    splice_exact(0, job_w, meta["body_bytes"])
-    os.close(job_w)
+    candidate_fds = {0: devnull, 1: pipes["out"][1], 2: pipes["err"][1], 3: pipes["res"][1]}
+    if judged:
+        candidate_fds.update({CALLS_IN: pipes["calls"][0], CALLS_OUT: pipes["answers"][1]})
+    every = {fd for pair in pipes.values() for fd in pair}
+    pid = spawn(meta, pipes["body"][0], candidate_fds, every - set(candidate_fds.values()) - {pipes["body"][0]},
+                slot_uid, no_fork, workdir, use_seccomp, judge=False)
+    leaders = [pid]
+    if judged:
+        judge_fds = {0: devnull, 1: devnull, 2: devnull, 3: pipes["judge_res"][1],
+                     TO_CANDIDATE: pipes["calls"][1], FROM_CANDIDATE: pipes["answers"][0]}
+        leaders.append(spawn(meta, pipes["judge_body"][0], judge_fds, every - set(judge_fds.values()) - {pipes["judge_body"][0]},
+                             slot_uid, no_fork, workdir, use_seccomp, judge=True))
+    os.close(devnull)
+    for name, (r, w) in pipes.items():
+        if name in ("body", "judge_body"):
+            os.close(r)
+        elif name in ("calls", "answers"):
+            os.close(r)
+            os.close(w)
+        else:
+            os.close(w)
+    splice_exact(0, pipes["body"][1], meta["body_bytes"])
+    os.close(pipes["body"][1])
+    if judged:
+        splice_exact(0, pipes["judge_body"][1], meta["judge_bytes"])
+        os.close(pipes["judge_body"][1])
     # The job's pipes stay blocking: select says which holds data, FIONREAD how much, and a splice of
     # that much then waits only for room in the pipe to the host (a non-blocking source would make
     # it stop half way when that pipe is full, after its frame header had promised the whole).
-    pidfd = os.pidfd_open(pid)
-    channels = {out_r: CH_STDOUT, err_r: CH_STDERR, res_r: CH_RECORD}
+    pidfds = {os.pidfd_open(p): p for p in leaders}
+    channels = {pipes["out"][0]: CH_STDOUT, pipes["err"][0]: CH_STDERR, pipes["res"][0]: CH_RECORD}
+    if judged:
+        channels[pipes["judge_res"][0]] = CH_JUDGE
     allowance = {"output": meta["max_output_bytes"], "record": MAX_RECORD_BYTES}
     deadline = started + float(meta["job_timeout_s"])
     status = "exited"
-    leader_gone = False
-    while channels and status == "exited":
+    running = dict(pidfds)
+    while (channels or running) and status == "exited":
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             status = "timeout"
             break
-        watch = list(channels) + ([] if leader_gone else [pidfd])
-        ready, _, _ = select.select(watch, [], [], min(remaining, 0.5))
+        ready, _, _ = select.select(list(channels) + list(running), [], [], min(remaining, 0.5))
         for fd in ready:
-            if fd == pidfd:
-                # The candidate exited: kill at once anything it left behind holding the pipes open.
-                leader_gone = True
-                kill_everything(pid, slot_uid, pid_namespace)
+            if fd in running:
+                # A leader exited: kill at once anything it left behind holding the pipes open.
+                kill_group(running.pop(fd))
+                if not running:
+                    kill_everything(leaders, slot_uid, pid_namespace)
                 continue
-            budget = "record" if channels[fd] == CH_RECORD else "output"
+            budget = "output" if channels[fd] in (CH_STDOUT, CH_STDERR) else "record"
             moved, over = forward(fd, channels[fd], allowance[budget])
             allowance[budget] -= moved
             if over:
@@ -647,11 +864,12 @@ def run_job(meta, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
             if not moved:
                 os.close(fd)
                 del channels[fd]
-    kill_everything(pid, slot_uid, pid_namespace)
-    for fd in list(channels):
+    kill_everything(leaders, slot_uid, pid_namespace)
+    for fd in list(channels) + list(pidfds):
         os.close(fd)
     _, wait_status = os.waitpid(pid, 0)
-    os.close(pidfd)
+    for other in leaders[1:]:
+        os.waitpid(other, 0)
     reaped = reap_all(time.monotonic() + 2.0)
     return {
         "id": meta["id"],
