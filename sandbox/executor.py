@@ -41,7 +41,8 @@ class Limits:
     max_output_bytes: int = 1 << 20
     max_file_bytes: int = 16 << 20
     max_processes: int = 1  # 1: no fork, so RLIMIT_AS bounds the whole job; more: forks under a slot uid
-    tmpfs_mb: int = 64
+    tmpfs_mb: int = 64  # a job's scratch space
+    max_files: int = 10000  # files and directories a job may create there
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class _Slot:
     def __init__(self, index: int, tier: str, limits: Limits, python: str | None = None, start_timeout: float = 30.0):
         self.index, self.tier, self.limits, self.python = index, tier, limits, python
         self.uid = isolation.SlotUid()
-        self.launch = isolation.launch(tier, index, limits.tmpfs_mb, self.uid.uid, limits.max_processes <= 1, python)
+        self.launch = isolation.launch(tier, index, limits.tmpfs_mb, limits.max_files, self.uid.uid, limits.max_processes <= 1, python)
         self.proc = subprocess.Popen(
             self.launch.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
             env=dict(isolation.ZYGOTE_ENV), bufsize=0,
@@ -256,13 +257,15 @@ class Sandbox:
             limits = self.limits
             header = {"id": job_id, "test_timeout_s": limits.test_timeout_s, "job_timeout_s": limits.job_timeout_s,
                       "memory_mb": limits.memory_mb, "max_output_bytes": limits.max_output_bytes,
-                      "max_file_bytes": limits.max_file_bytes, "max_processes": limits.max_processes}
+                      "max_file_bytes": limits.max_file_bytes, "max_processes": limits.max_processes,
+                      "max_files": limits.max_files, "tmpfs_mb": limits.tmpfs_mb}
             judged = [{"i": i, "source": p.wire["source"]} for i, p in enumerate(plans) if p.judged]
             body = {"program": (job.preamble + "\n" if job.preamble else "") + job.program, "test_setup": job.test_setup,
                     "entry_point": job.entry_point, "serve": bool(judged),
                     "plans": [{"kind": "judged"} if p.judged else p.wire for p in plans]}
             # The judge runs the dataset's own setup (the task's imports and helpers), never the program.
-            judge_body = {"judged": judged, "setup": "\n".join(x for x in (job.preamble, job.test_setup) if x)} if judged else None
+            judge_body = {"judged": judged, "setup": "\n".join(x for x in (job.preamble, job.test_setup) if x),
+                          "entry_point": job.entry_point} if judged else None
         except Exception as exc:  # noqa: BLE001 - a test this side cannot plan
             return ExecutionResult("sandbox_error", message=f"could not prepare the job: {type(exc).__name__}: {exc}"[:300],
                                    tier=self.tier, metadata=job.metadata)
@@ -351,6 +354,9 @@ def to_result(report: dict, plans: list[Plan], job: Job, tier: str) -> Execution
         status = "timeout"
     elif status_word == "output_limit":
         message = "killed: the program printed more output than allowed"
+        status = "killed"
+    elif status_word == "disk_limit":
+        message = "killed: the program wrote more files or bytes than its scratch space allows (sandbox.max_files, sandbox.tmpfs_mb)"
         status = "killed"
     elif report.get("signal"):
         message = SIGNAL_TEXT.get(report["signal"], f"killed by signal {report['signal']}")

@@ -85,14 +85,17 @@ class SlotUid:
             self._lock = -1
 
 
-def launch(tier: str, slot: int, tmpfs_mb: int, uid: int, no_fork: bool, python: str | None = None) -> Launch:
+def launch(tier: str, slot: int, tmpfs_mb: int, max_files: int, uid: int, no_fork: bool, python: str | None = None) -> Launch:
     """The command for a zygote. `no_fork`: jobs may start threads but no process (one process per
-    job, so its RLIMIT_AS bounds its memory); forced where there is no slot uid to bound forking."""
+    job, so its RLIMIT_AS bounds its memory); forced where there is no slot uid to bound forking.
+    Scratch space: bwrap's own tmpfs (size-capped by bwrap, files counted by statvfs); in the unshare
+    tier a tmpfs the zygote mounts (size and files capped by the kernel); in the process tier a host
+    directory whose files and bytes the zygote counts while a job runs."""
     python = python or python_executable()
     no_fork = "1" if no_fork or not uid else "0"
     if tier == "bwrap":
         argv = [shutil.which("bwrap") or "bwrap", *_bwrap_args(python, tmpfs_mb)]
-        argv += [python, *PYTHON_FLAGS, ZYGOTE_IN_SANDBOX, str(uid), no_fork, "1", "/tmp/jobs", "1"]
+        argv += [python, *PYTHON_FLAGS, ZYGOTE_IN_SANDBOX, str(uid), no_fork, "1", "/tmp/jobs", "1", "0", str(max_files), "/tmp"]
         return Launch(tier, argv, "/tmp/jobs", None)
     scratch = tempfile.mkdtemp(prefix=f"ledex-sandbox-{slot}-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     if uid:
@@ -100,11 +103,11 @@ def launch(tier: str, slot: int, tmpfs_mb: int, uid: int, no_fork: bool, python:
     if tier == "unshare":
         unshare = shutil.which("unshare") or "unshare"
         argv = [unshare, "--pid", "--net", "--ipc", "--uts", "--mount", "--fork", "--kill-child", "--mount-proc"]
-        argv += [python, *PYTHON_FLAGS, str(ZYGOTE), str(uid), no_fork, "1", scratch, "1"]
+        argv += [python, *PYTHON_FLAGS, str(ZYGOTE), str(uid), no_fork, "1", scratch, "1", str(tmpfs_mb), str(max_files), scratch]
     elif tier == "process":
-        argv = [python, *PYTHON_FLAGS, str(ZYGOTE), str(uid), no_fork, "0", scratch, "1"]
+        argv = [python, *PYTHON_FLAGS, str(ZYGOTE), str(uid), no_fork, "0", scratch, "1", "0", str(max_files), ""]
     elif tier == "none":
-        argv = [python, *PYTHON_FLAGS, str(ZYGOTE), "0", "0", "0", scratch, "0"]
+        argv = [python, *PYTHON_FLAGS, str(ZYGOTE), "0", "0", "0", scratch, "0", "0", str(max_files), ""]
     else:
         raise ValueError(f"unknown isolation tier {tier!r}; accepted: {', '.join(TIERS + ('none',))}")
     return Launch(tier, argv, scratch, scratch)

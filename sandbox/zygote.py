@@ -1,6 +1,6 @@
 """The fork server ("zygote") that runs inside the sandbox, one per execution slot.
 
-Standard library only, started as `python -I -S zygote.py SLOT_UID NO_FORK PIDNS SCRATCH SECCOMP` in bubblewrap
+Standard library only, started as `python -S zygote.py SLOT_UID NO_FORK PIDNS SCRATCH SECCOMP MOUNT_MB MAX_FILES` in bubblewrap
 (or directly, in weaker tiers). It reads job headers from stdin and writes frames to stdout (see "the
 pipe to the host"). For every job it forks a child that reads its own job, hardens itself (new session,
 rlimits, uid drop, closed fds, Landlock, seccomp; the environment is the zygote's minimal one) and then
@@ -34,6 +34,8 @@ LIBC.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ul
 MAX_RECORD_BYTES = 32 << 20  # all of a job's result lines together
 MAX_VALUE_BYTES = 2 << 20  # one test's result line
 MAX_THREADS = 64  # a job that may not fork: threads of its one process
+USAGE_EVERY_S = 0.05  # how often a running job's scratch files are counted
+SCRATCH_FS = ""  # a file system of this slot's own that holds the scratch root ("": none; set in main)
 
 # --- the pipe to the host --------------------------------------------------------------------------------
 #
@@ -643,9 +645,10 @@ def run_judge(job, result_fd):
         try:
             code = compile(test["source"], "<test>", "exec")
             namespace = dict(setup)
-            for name in _global_names(code) - set(setup) - set(dir(builtins)):
+            # The program's names the test uses; builtins stay builtins, except the function under
+            # test itself (MBPP's task 126 is a function called `sum`).
+            for name in _global_names(code) - set(setup) - set(dir(builtins)) | {job.get("entry_point") or "candidate", "candidate"}:
                 namespace[name] = Proxy(name, channel)
-            namespace["candidate"] = Proxy("candidate", channel)
             signal.setitimer(signal.ITIMER_REAL, test_timeout)
             try:
                 exec(code, namespace)
@@ -842,12 +845,19 @@ def run_job(meta, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
     deadline = started + float(meta["job_timeout_s"])
     status = "exited"
     running = dict(pidfds)
+    next_check = started + USAGE_EVERY_S
     while (channels or running) and status == "exited":
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        now = time.monotonic()
+        if now >= deadline:
             status = "timeout"
             break
-        ready, _, _ = select.select(list(channels) + list(running), [], [], min(remaining, 0.5))
+        if now >= next_check:  # a job that runs a while: its files and bytes in the scratch space
+            files, size = scratch_usage(scratch_root, SCRATCH_FS, meta["max_files"])
+            if files > meta["max_files"] or size > meta["tmpfs_mb"] << 20:
+                status = "disk_limit"
+                break
+            next_check = now + USAGE_EVERY_S
+        ready, _, _ = select.select(list(channels) + list(running), [], [], min(deadline, next_check) - now)
         for fd in ready:
             if fd in running:
                 # A leader exited: kill at once anything it left behind holding the pipes open.
@@ -882,6 +892,35 @@ def run_job(meta, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
     }
 
 
+def scratch_usage(scratch_root, own_fs, limit_files):
+    """(files, bytes) the job has under the slot's scratch root. On a file system of the slot's own
+    (`own_fs`: bwrap's /tmp, the unshare tier's mount) one statvfs; otherwise a walk without recursion
+    that stops once past `limit_files` (the caller kills the job then)."""
+    if own_fs:
+        st = os.statvfs(own_fs)
+        return st.f_files - st.f_ffree, (st.f_blocks - st.f_bfree) * st.f_frsize
+    files, size, pending = 0, 0, [scratch_root]
+    while pending and files <= limit_files:
+        try:
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:
+                    files += 1
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+                    else:
+                        size += entry.stat(follow_symlinks=False).st_blocks * 512
+        except OSError:
+            files += 1  # a directory it made unreadable still counts
+    return files, size
+
+
+def mount_scratch(scratch_root, size_mb, max_files):
+    """In a mount namespace of our own (the unshare tier), a tmpfs for the slot's scratch space: the
+    kernel then caps its bytes and files. False where that is not permitted."""
+    options = f"size={size_mb}m,nr_inodes={max_files + 16},mode=0711".encode()
+    return LIBC.mount(b"tmpfs", scratch_root.encode(), b"tmpfs", 2 | 4, options) == 0  # MS_NOSUID | MS_NODEV
+
+
 def read_all(fd):
     chunks = []
     while True:
@@ -914,9 +953,13 @@ def main():
     pid_namespace = sys.argv[3] == "1"
     scratch_root = sys.argv[4]
     use_seccomp = sys.argv[5] == "1"
-    global LANDLOCK_ABI, LANDLOCK_RULESET
+    mount_mb, max_files, own_fs = int(sys.argv[6]), int(sys.argv[7]), sys.argv[8]
+    global LANDLOCK_ABI, LANDLOCK_RULESET, SCRATCH_FS
     LANDLOCK_ABI = landlock_abi()
     os.makedirs(scratch_root, exist_ok=True)
+    if mount_mb and not mount_scratch(scratch_root, mount_mb, max_files):
+        own_fs = ""  # not permitted here: count instead
+    SCRATCH_FS = own_fs
     # The environment jobs see, set once here: the job directory's path never changes, so a child
     # inherits it as is rather than rebuilding os.environ (costly copy-on-write page faults).
     os.environ.clear()
