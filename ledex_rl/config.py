@@ -104,8 +104,9 @@ class SandboxConfig:
     memory_mb: int = 1024
     max_output_bytes: int = 1 << 20
     max_file_bytes: int = 16 << 20
-    max_processes: int = 32
-    tmpfs_mb: int = 64  # scratch space per slot (bwrap tier)
+    max_processes: int = 1  # 1: no fork, so RLIMIT_AS bounds the whole job; more: forks under a slot uid
+    tmpfs_mb: int = 64  # scratch space per job (a tmpfs of its own in the bwrap and unshare tiers; counted in process)
+    max_files: int = 10000  # files and directories a job may create in it
     num_executors: int = 1  # executor actors in the pool
     slots_per_executor: int = 2  # fork servers per actor: the jobs one actor runs at once
     executor_num_cpus: float = 0.5
@@ -135,6 +136,7 @@ class SandboxConfig:
             max_file_bytes=self.max_file_bytes,
             max_processes=self.max_processes,
             tmpfs_mb=self.tmpfs_mb,
+            max_files=self.max_files,
         )
 
 

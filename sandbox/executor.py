@@ -15,7 +15,6 @@ import os
 import queue
 import select
 import signal
-import struct
 import subprocess
 import threading
 import time
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from ledex_rl.problems.base import Problem, TestCase
-from sandbox import isolation
+from sandbox import isolation, zygote
 from sandbox.plans import Plan, judge, make_plan
 from sandbox.results import ExecutionResult, TestResult
 
@@ -41,8 +40,9 @@ class Limits:
     memory_mb: int = 1024
     max_output_bytes: int = 1 << 20
     max_file_bytes: int = 16 << 20
-    max_processes: int = 32
-    tmpfs_mb: int = 64
+    max_processes: int = 1  # 1: no fork, so RLIMIT_AS bounds the whole job; more: forks under a slot uid
+    tmpfs_mb: int = 64  # a job's scratch space
+    max_files: int = 10000  # files and directories a job may create there
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,8 @@ class _Slot:
 
     def __init__(self, index: int, tier: str, limits: Limits, python: str | None = None, start_timeout: float = 30.0):
         self.index, self.tier, self.limits, self.python = index, tier, limits, python
-        self.launch = isolation.launch(tier, index, limits.tmpfs_mb, python)
+        self.uid = isolation.SlotUid()
+        self.launch = isolation.launch(tier, index, limits.tmpfs_mb, limits.max_files, self.uid.uid, limits.max_processes <= 1, python)
         self.proc = subprocess.Popen(
             self.launch.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
             env=dict(isolation.ZYGOTE_ENV), bufsize=0,
@@ -93,27 +94,46 @@ class _Slot:
             )
 
     def _read(self, timeout: float) -> dict | None:
-        """One length-prefixed message from the zygote, or None if none arrives within `timeout`."""
-        fd = self.proc.stdout.fileno()
+        """Frames from the zygote until its next message (channel 0): the job's stdout, stderr and
+        result lines come first, in frames of their own. None when nothing whole arrives in time."""
         deadline = time.monotonic() + timeout
+        streams = {zygote.CH_STDOUT: bytearray(), zygote.CH_STDERR: bytearray(), zygote.CH_RECORD: bytearray(),
+                   zygote.CH_JUDGE: bytearray()}
+        while True:
+            head = self._read_exact(zygote.FRAME.size, deadline)
+            if head is None:
+                return None
+            channel, size = zygote.FRAME.unpack(head)
+            payload = self._read_exact(size, deadline)
+            if payload is None or channel not in (zygote.CH_MESSAGE, *streams):
+                return None
+            if channel != zygote.CH_MESSAGE:
+                streams[channel] += payload
+                continue
+            try:
+                message = json.loads(payload)
+            except ValueError:
+                return None
+            if not isinstance(message, dict):
+                return None
+            message["stdout"] = bytes(streams[zygote.CH_STDOUT]).decode("utf-8", "replace")
+            message["stderr"] = bytes(streams[zygote.CH_STDERR]).decode("utf-8", "replace")
+            message["record"] = bytes(streams[zygote.CH_RECORD]).decode("utf-8", "replace")
+            message["judge"] = bytes(streams[zygote.CH_JUDGE]).decode("utf-8", "replace")
+            return message
+
+    def _read_exact(self, n: int, deadline: float) -> bytes | None:
+        fd = self.proc.stdout.fileno()
         data = b""
-        need = 4
-        size = None
-        while len(data) < need:
+        while len(data) < n:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
                 return None
-            chunk = os.read(fd, need - len(data))  # never past this message
+            chunk = os.read(fd, n - len(data))  # never past this frame
             if not chunk:
                 return None
             data += chunk
-            if size is None and len(data) >= 4:
-                (size,) = struct.unpack("!I", data[:4])
-                need = 4 + size
-        try:
-            return json.loads(data[4 : 4 + size])
-        except json.JSONDecodeError:
-            return None
+        return data
 
     def _stderr_tail(self) -> str:
         try:
@@ -124,10 +144,14 @@ class _Slot:
             return ""
         return " ".join(data.decode(errors="replace").split())[-300:]
 
-    def execute(self, message: dict) -> dict | None:
-        data = json.dumps(message).encode()
+    def execute(self, header: dict, body: dict, judge_body: dict | None = None) -> dict | None:
+        """Send one job: the header the zygote reads, the body only the job's child reads and, for
+        judged tests, the part only the judge reads. Returns the report."""
+        payload = json.dumps(body).encode()
+        judge_payload = json.dumps(judge_body).encode() if judge_body else b""
+        head = json.dumps({**header, "body_bytes": len(payload), "judge_bytes": len(judge_payload)}).encode()
         try:
-            self.proc.stdin.write(struct.pack("!I", len(data)) + data)
+            self.proc.stdin.write(zygote.HEADER.pack(len(head)) + head + payload + judge_payload)
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             return None
@@ -148,10 +172,13 @@ class _Slot:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream:
                 stream.close()
-        if self.launch.host_scratch:
-            import shutil
-
-            shutil.rmtree(self.launch.host_scratch, ignore_errors=True)
+        self.uid.release()
+        if self.launch.host_scratch and os.path.isdir(self.launch.host_scratch):
+            zygote.wipe_scratch(self.launch.host_scratch)  # any depth, never following links
+            try:
+                os.rmdir(self.launch.host_scratch)
+            except OSError as exc:
+                log.warning("sandbox: could not remove %s: %s", self.launch.host_scratch, exc)
 
 
 class Sandbox:
@@ -220,32 +247,46 @@ class Sandbox:
         return results  # type: ignore[return-value]
 
     def run_one(self, job: Job) -> ExecutionResult:
-        plans = [make_plan(t) for t in job.tests]
-        with self._id_lock:
-            self._next_id += 1
-            job_id = self._next_id
-        message = {
-            "id": job_id,
-            "program": (job.preamble + "\n" if job.preamble else "") + job.program,
-            "test_setup": job.test_setup,
-            "entry_point": job.entry_point,
-            "plans": [p.wire for p in plans],
-            "test_timeout_s": self.limits.test_timeout_s,
-            "job_timeout_s": self.limits.job_timeout_s,
-            "memory_mb": self.limits.memory_mb,
-            "max_output_bytes": self.limits.max_output_bytes,
-            "max_file_bytes": self.limits.max_file_bytes,
-            "max_processes": self.limits.max_processes,
-        }
+        """Execute one job. Always an ExecutionResult: whatever goes wrong on this side (a malformed or
+        hostile report, a dead slot) becomes this job's error, never an exception or a lost job."""
+        try:
+            plans = [make_plan(t) for t in job.tests]
+            with self._id_lock:
+                self._next_id += 1
+                job_id = self._next_id
+            limits = self.limits
+            header = {"id": job_id, "test_timeout_s": limits.test_timeout_s, "job_timeout_s": limits.job_timeout_s,
+                      "memory_mb": limits.memory_mb, "max_output_bytes": limits.max_output_bytes,
+                      "max_file_bytes": limits.max_file_bytes, "max_processes": limits.max_processes,
+                      "max_files": limits.max_files, "tmpfs_mb": limits.tmpfs_mb}
+            judged = [{"i": i, "source": p.wire["source"]} for i, p in enumerate(plans) if p.judged]
+            body = {"program": (job.preamble + "\n" if job.preamble else "") + job.program, "test_setup": job.test_setup,
+                    "entry_point": job.entry_point, "serve": bool(judged),
+                    "plans": [{"kind": "judged"} if p.judged else p.wire for p in plans]}
+            # The judge runs the dataset's own setup (the task's imports and helpers), never the program.
+            judge_body = {"judged": judged, "setup": "\n".join(x for x in (job.preamble, job.test_setup) if x),
+                          "entry_point": job.entry_point} if judged else None
+        except Exception as exc:  # noqa: BLE001 - a test this side cannot plan
+            return ExecutionResult("sandbox_error", message=f"could not prepare the job: {type(exc).__name__}: {exc}"[:300],
+                                   tier=self.tier, metadata=job.metadata)
         slot = self._idle.get()
         try:
-            report = slot.execute(message)
+            report = slot.execute(header, body, judge_body)
             if report is None or report.get("id") != job_id:
                 slot = self._replace(slot)
                 return ExecutionResult("sandbox_error", message="the execution slot failed and was restarted", tier=self.tier, metadata=job.metadata)
+            if report.get("wiped") is not True:  # the job left its scratch space unusable: start afresh
+                slot = self._replace(slot)
+        except Exception as exc:  # noqa: BLE001 - a slot that cannot even be restarted
+            log.warning("sandbox: slot %d: %s", slot.index, exc)
+            return ExecutionResult("sandbox_error", message=f"the execution slot failed: {exc}"[:300], tier=self.tier, metadata=job.metadata)
         finally:
             self._idle.put(slot)
-        return to_result(report, plans, job, self.tier)
+        try:
+            return to_result(report, plans, job, self.tier)
+        except Exception as exc:  # noqa: BLE001 - the child's output defeated the judge: an error, not a pass
+            return ExecutionResult("error", message=f"the result could not be judged: {type(exc).__name__}"[:300],
+                                   tier=self.tier, metadata=job.metadata)
 
     def _replace(self, slot: _Slot) -> _Slot:
         log.warning("sandbox: slot %d failed; restarting it", slot.index)
@@ -282,31 +323,13 @@ def to_result(report: dict, plans: list[Plan], job: Job, tier: str) -> Execution
     common = dict(stdout=report.get("stdout", ""), stderr=report.get("stderr", ""), wall_ms=report.get("wall_ms", 0.0), tier=tier, metadata=job.metadata)
     if report.get("status") == "sandbox_error":
         return ExecutionResult("sandbox_error", message=report.get("message", ""), **common)
-    records: dict[int, dict] = {}
-    stages: list[dict] = []
-    tampered = ""
-    lines = report.get("record", "").splitlines()
-    if report.get("status") == "output_limit" and lines and not report["record"].endswith("\n"):
-        lines.pop()  # the line cut by the output limit
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            tampered = "the result channel carried something that is not a result"
-            break
-        if not isinstance(record, dict):
-            tampered = "the result channel carried something that is not a result"
-            break
-        if "stage" in record:
-            stages.append(record)
-        elif isinstance(record.get("i"), int) and 0 <= record["i"] < len(plans):
-            if record["i"] in records:
-                tampered = "a test was reported twice (forged results)"
-                break
-            records[record["i"]] = record
-        else:
-            tampered = "the result channel carried an unknown record"
-            break
+    judged = {i for i, p in enumerate(plans) if p.judged}
+    cut = report.get("status") == "output_limit"
+    records, stages, tampered = parse_records(report.get("record", ""), set(range(len(plans))) - judged, cut)
+    if judged and not tampered:  # the judge's verdicts, from the judge's own channel only
+        judge_records, judge_stages, tampered = parse_records(report.get("judge", ""), judged, cut)
+        records.update(judge_records)
+        stages += [{"stage": "judged-" + str(s.get("stage")), "n": s.get("n")} for s in judge_stages]
     entry = job.entry_point or "candidate"
     if tampered:
         tests = tuple(TestResult("error", f"not judged: {tampered}") for _ in plans)
@@ -321,8 +344,9 @@ def to_result(report: dict, plans: list[Plan], job: Job, tier: str) -> Execution
     for i, plan in enumerate(plans):
         verdict = judge(plan, records.get(i), entry)
         ms = float(records.get(i, {}).get("ms", 0.0) or 0.0)
-        tests.append(TestResult(verdict.status, verdict.message, ms, plan.verdict_inside, verdict.value))
-    done = any(s.get("stage") == "done" and s.get("n") == len(plans) for s in stages)
+        tests.append(TestResult(verdict.status, verdict.message, ms, value=verdict.value))
+    done = any(s.get("stage") == "done" and s.get("n") == len(plans) for s in stages) and (
+        not judged or any(s.get("stage") == "judged-judged" and s.get("n") == len(judged) for s in stages))
     message = ""
     status_word = report.get("status")
     if status_word == "timeout":
@@ -330,6 +354,9 @@ def to_result(report: dict, plans: list[Plan], job: Job, tier: str) -> Execution
         status = "timeout"
     elif status_word == "output_limit":
         message = "killed: the program printed more output than allowed"
+        status = "killed"
+    elif status_word == "disk_limit":
+        message = "killed: the program wrote more files or bytes than its scratch space allows (sandbox.max_files, sandbox.tmpfs_mb)"
         status = "killed"
     elif report.get("signal"):
         message = SIGNAL_TEXT.get(report["signal"], f"killed by signal {report['signal']}")
@@ -348,6 +375,32 @@ def to_result(report: dict, plans: list[Plan], job: Job, tier: str) -> Execution
     if status != "passed" and tests and all(t.status == "passed" for t in tests):
         status = "error"  # every value was right but the run did not end cleanly: still not a pass
     return ExecutionResult(status, tuple(tests), message=message, **common)
+
+
+def parse_records(text: str, allowed: set[int], cut: bool) -> tuple[dict[int, dict], list[dict], str]:
+    """(test index -> record, stage records, why the channel is not to be trusted: "" if it is).
+    Only tests in `allowed` may be reported on this channel, each once."""
+    records: dict[int, dict] = {}
+    stages: list[dict] = []
+    lines = text.splitlines()
+    if cut and lines and not text.endswith("\n"):
+        lines.pop()  # the line cut by the output limit
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):  # not JSON, an int past the int-to-str limit, nesting past the parser's
+            return records, stages, "the result channel carried something that is not a result"
+        if not isinstance(record, dict):
+            return records, stages, "the result channel carried something that is not a result"
+        if "stage" in record:
+            stages.append(record)
+        elif isinstance(record.get("i"), int) and record["i"] in allowed:
+            if record["i"] in records:
+                return records, stages, "a test was reported twice (forged results)"
+            records[record["i"]] = record
+        else:
+            return records, stages, "the result channel carried an unknown record"
+    return records, stages, ""
 
 
 def job_timeout_text(report: dict) -> str:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import sys
@@ -52,18 +53,49 @@ def system_python() -> str | None:
     return None
 
 
-def slot_uid(slot: int) -> int:
-    """A distinct unprivileged uid per slot, so RLIMIT_NPROC and kill(-1) reach only that slot's jobs."""
-    return SLOT_UID_BASE + (os.getpid() % 250) * 16 + slot % 16 if os.getuid() == 0 else 0
+SLOT_UIDS = 4000
+UID_LOCKS = Path("/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()) / "ledex-sandbox-uids"
 
 
-def launch(tier: str, slot: int, tmpfs_mb: int, python: str | None = None) -> Launch:
+class SlotUid:
+    """An unprivileged uid of its own for one slot, unique on this node: every sandbox of every process
+    claims one by locking a file named after it (flock, released when the slot closes or its process
+    dies), so RLIMIT_NPROC and the end-of-job kill(-1) reach only that slot's jobs. 0 when not root
+    (jobs then keep the host's uid and forking is refused instead)."""
+
+    def __init__(self):
+        self.uid, self._lock = 0, -1
+        if os.getuid() != 0:
+            return
+        UID_LOCKS.mkdir(mode=0o700, exist_ok=True)
+        for uid in range(SLOT_UID_BASE, SLOT_UID_BASE + SLOT_UIDS):
+            fd = os.open(UID_LOCKS / str(uid), os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self.uid, self._lock = uid, fd
+            return
+        raise RuntimeError(f"all {SLOT_UIDS} sandbox slot uids from {SLOT_UID_BASE} are in use on this node")
+
+    def release(self) -> None:
+        if self._lock >= 0:
+            os.close(self._lock)  # drops the flock
+            self._lock = -1
+
+
+def launch(tier: str, slot: int, tmpfs_mb: int, max_files: int, uid: int, no_fork: bool, python: str | None = None) -> Launch:
+    """The command for a zygote. `no_fork`: jobs may start threads but no process (one process per
+    job, so its RLIMIT_AS bounds its memory); forced where there is no slot uid to bound forking.
+    Scratch space: bwrap's own tmpfs (size-capped by bwrap, files counted by statvfs); in the unshare
+    tier a tmpfs the zygote mounts (size and files capped by the kernel); in the process tier a host
+    directory whose files and bytes the zygote counts while a job runs."""
     python = python or python_executable()
-    uid = slot_uid(slot)
-    no_fork = "0" if uid else "1"  # without a uid of its own, only seccomp can stop a fork bomb
+    no_fork = "1" if no_fork or not uid else "0"
     if tier == "bwrap":
         argv = [shutil.which("bwrap") or "bwrap", *_bwrap_args(python, tmpfs_mb)]
-        argv += [python, *PYTHON_FLAGS, ZYGOTE_IN_SANDBOX, str(uid), no_fork, "1", "/tmp/jobs", "1"]
+        argv += [python, *PYTHON_FLAGS, ZYGOTE_IN_SANDBOX, str(uid), no_fork, "1", "/tmp/jobs", "1", "0", str(max_files), "/tmp"]
         return Launch(tier, argv, "/tmp/jobs", None)
     scratch = tempfile.mkdtemp(prefix=f"ledex-sandbox-{slot}-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     if uid:
@@ -71,11 +103,11 @@ def launch(tier: str, slot: int, tmpfs_mb: int, python: str | None = None) -> La
     if tier == "unshare":
         unshare = shutil.which("unshare") or "unshare"
         argv = [unshare, "--pid", "--net", "--ipc", "--uts", "--mount", "--fork", "--kill-child", "--mount-proc"]
-        argv += [python, *PYTHON_FLAGS, str(ZYGOTE), str(uid), no_fork, "1", scratch, "1"]
+        argv += [python, *PYTHON_FLAGS, str(ZYGOTE), str(uid), no_fork, "1", scratch, "1", str(tmpfs_mb), str(max_files), scratch]
     elif tier == "process":
-        argv = [python, *PYTHON_FLAGS, str(ZYGOTE), str(uid), no_fork, "0", scratch, "1"]
+        argv = [python, *PYTHON_FLAGS, str(ZYGOTE), str(uid), no_fork, "0", scratch, "1", "0", str(max_files), ""]
     elif tier == "none":
-        argv = [python, *PYTHON_FLAGS, str(ZYGOTE), "0", "0", "0", scratch, "0"]
+        argv = [python, *PYTHON_FLAGS, str(ZYGOTE), "0", "0", "0", scratch, "0", "0", str(max_files), ""]
     else:
         raise ValueError(f"unknown isolation tier {tier!r}; accepted: {', '.join(TIERS + ('none',))}")
     return Launch(tier, argv, scratch, scratch)

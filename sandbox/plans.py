@@ -7,8 +7,10 @@ define (`similar_elements(...)`) is evaluated in the sandbox and comes back as a
 rest (`set(__v0) == set((4,))`) is evaluated here, in the trusted parent, on that value. An object
 with an always-true `__eq__` never gets here: it cannot be encoded, and the test fails.
 
-Tests that cannot be split (loops, helper variables, lambdas over candidate calls) run whole inside
-the sandbox as `script` plans; their verdict is weaker and is marked `verdict_inside=True`.
+Tests that cannot be split (loops, helper variables, lambdas over candidate calls) are `judged`: a
+second process in the sandbox, which never runs the candidate's code, runs the test and calls the
+candidate's functions through proxies that carry only plain values (see sandbox/zygote.py). Every
+verdict is thus computed where the candidate cannot reach it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import ast
 import builtins
 import functools
 import math
+import types
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,16 +27,119 @@ from ledex_rl.problems.base import TestCase
 from sandbox.results import NO_VALUE
 from sandbox.values import MalformedValue, decode, equal, show
 
+# --- what the parent may evaluate on returned values, and what that may cost -------------------------
+#
+# A residual is the dataset's own expression, but its operands are values the candidate chose: a
+# returned 10**5000 fed to `**`, `range` or `*` would make the trusted parent spend minutes or
+# gigabytes. Every operation whose cost is not linear in its operands' size is checked first.
+MAX_INT_BITS = 1 << 16  # the largest int a residual may build (about 20,000 digits)
+MAX_ITEMS = 1 << 20  # the longest sequence a residual may build (range, repetition, sum of lists)
+
+
+class ResidualTooCostly(ValueError):
+    """A residual operation on returned values would exceed the parent's budget."""
+
+
+def _bits(value: Any) -> int:
+    return abs(value).bit_length() if isinstance(value, int) else 0
+
+
+def _checked_pow(base: Any, exponent: Any, modulus: Any = None) -> Any:
+    if modulus is None and isinstance(base, int) and isinstance(exponent, int) and abs(base) > 1 and exponent > 0:
+        if exponent * _bits(base) > MAX_INT_BITS:
+            raise ResidualTooCostly(f"a power with {exponent * _bits(base)} bits")
+    return pow(base, exponent) if modulus is None else pow(base, exponent, modulus)
+
+
+def _checked_mul(a: Any, b: Any) -> Any:
+    for seq, times in ((a, b), (b, a)):
+        if isinstance(seq, (str, bytes, list, tuple)) and isinstance(times, int) and len(seq) * max(times, 0) > MAX_ITEMS:
+            raise ResidualTooCostly(f"a repetition of {len(seq) * times} items")
+    if isinstance(a, int) and isinstance(b, int) and _bits(a) + _bits(b) > MAX_INT_BITS:
+        raise ResidualTooCostly("a product too large")
+    return a * b
+
+
+def _checked_lshift(a: Any, b: Any) -> Any:
+    if isinstance(b, int) and b > MAX_INT_BITS:
+        raise ResidualTooCostly(f"a shift by {b} bits")
+    return a << b
+
+
+_BINOPS = {"Pow": _checked_pow, "Mult": _checked_mul, "LShift": _checked_lshift}
+
+
+class _Guard(ast.NodeTransformer):
+    """`a ** b`, `a * b`, `a << b` in a residual -> `__binop__("Pow", a, b)`: checked before computed."""
+
+    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+        self.generic_visit(node)
+        name = type(node.op).__name__
+        if name not in _BINOPS:
+            return node
+        call = ast.Call(func=ast.Name(id="__binop__", ctx=ast.Load()), args=[ast.Constant(name), node.left, node.right], keywords=[])
+        return ast.copy_location(call, node)
+
+
+def _checked_range(*args: Any) -> range:
+    r = range(*args)
+    if len(r) > MAX_ITEMS:
+        raise ResidualTooCostly(f"a range of {len(r)} items")
+    return r
+
+
+def _checked_sum(iterable: Any, start: Any = 0) -> Any:
+    """sum(), but adding lists or tuples in linear time (sum(lists, []) is quadratic) and within budget."""
+    if not isinstance(start, (list, tuple)):
+        return sum(iterable, start)
+    parts, size = [start], len(start)
+    for item in iterable:
+        if type(item) is not type(start):
+            raise TypeError(f'can only concatenate {type(start).__name__} (not "{type(item).__name__}") to {type(start).__name__}')
+        size += len(item)
+        if size > MAX_ITEMS:
+            raise ResidualTooCostly(f"a sum of sequences longer than {MAX_ITEMS}")
+        parts.append(item)
+    joined = [x for part in parts for x in part]
+    return joined if isinstance(start, list) else tuple(joined)
+
+
+def _checked_math() -> types.SimpleNamespace:
+    """math, with the functions whose cost grows faster than their input checked."""
+    names = {name: getattr(math, name) for name in dir(math) if not name.startswith("_")}
+
+    def bounded(fn, limit):
+        def call(*args):
+            if any(isinstance(a, int) and a > limit for a in args):
+                raise ResidualTooCostly(f"math.{fn.__name__} of a value above {limit}")
+            return fn(*args)
+
+        return call
+
+    for name in ("factorial", "comb", "perm"):
+        names[name] = bounded(getattr(math, name), 20000)
+
+    def prod(iterable, *, start=1):
+        items = list(iterable)
+        if sum(_bits(x) for x in items) + _bits(start) > MAX_INT_BITS:
+            raise ResidualTooCostly("a product too large")
+        return math.prod(items, start=start)
+
+    names["prod"] = prod
+    return types.SimpleNamespace(**names)
+
+
 # Names the parent may evaluate on returned values: pure builtins and math, nothing the candidate defines.
 SAFE_BUILTINS = {
     name: getattr(builtins, name)
     for name in (
         "abs all any bool chr complex dict divmod enumerate filter float frozenset int isinstance len list map "
-        "max min ord range repr reversed round set sorted str sum tuple zip type hex bin oct pow"
+        "max min ord repr reversed round set sorted str tuple zip type hex bin oct"
     ).split()
-}
-SAFE_ENV: dict[str, Any] = {"math": math, "True": True, "False": False, "None": None}
-SAFE_NAMES = set(SAFE_BUILTINS) | set(SAFE_ENV)
+} | {"range": _checked_range, "pow": _checked_pow, "sum": _checked_sum}
+SAFE_ENV: dict[str, Any] = {"math": _checked_math(), "True": True, "False": False, "None": None,
+                            "__binop__": lambda op, a, b: _BINOPS[op](a, b)}
+SAFE_NAMES = set(SAFE_BUILTINS) | {"math", "True", "False", "None"}
 _SCOPES = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.NamedExpr)
 
 
@@ -46,8 +152,8 @@ class Plan:
     residual: ast.Expression | None = None  # assert: the verdict expression over __v0, __v1, ...
 
     @property
-    def verdict_inside(self) -> bool:
-        return self.wire["kind"] == "script"
+    def judged(self) -> bool:
+        return self.wire["kind"] == "judged"
 
 
 def make_plan(test: TestCase) -> Plan:
@@ -57,12 +163,12 @@ def make_plan(test: TestCase) -> Plan:
             exprs, residual = split
             truthy = truth_positions(residual, len(exprs))
             return Plan({"kind": "eval", "exprs": exprs, "truthy": truthy}, test, residual)
-        return Plan({"kind": "script", "source": test.source}, test)
+        return Plan({"kind": "judged", "source": test.source}, test)
     if test.kind == "call":
         return Plan({"kind": "call", "args": list(test.args)}, test)
     if test.kind == "io":
         return Plan({"kind": "io", "stdin": test.stdin}, test)
-    return Plan({"kind": "script", "source": test.source}, test)
+    return Plan({"kind": "judged", "source": test.source}, test)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -110,7 +216,7 @@ def split_assert(source: str) -> tuple[list[str], ast.Expression] | None:
     residual = Rewriter().visit(test_expr)
     if not offloaded:
         return None
-    expression = ast.Expression(body=residual)
+    expression = ast.Expression(body=_Guard().visit(residual))
     ast.fix_missing_locations(expression)
     return offloaded, expression
 
@@ -165,31 +271,37 @@ def judge(plan: Plan, record: dict | None, entry_point: str) -> Verdict:
             return Verdict("timeout", f"{_short(label())}: timed out")
         if kind == "unserializable":
             return Verdict("failed", f"{_short(label())}: {message}")
+        if kind == "AssertionError" and plan.judged:  # the test's own assertion did not hold
+            return Verdict("failed", f"{_short(label())}: failed{': ' + _short(message, 200) if message != 'AssertionError: ' else ''}")
         return Verdict("error", f"{_short(label())}: raised {message or kind}")
     wire = plan.wire["kind"]
-    if wire == "script":
+    if wire == "judged":
         return Verdict("passed") if record.get("ok") is True else Verdict("error", f"{_short(label())}: no verdict")
     try:
         raw = record["values"]
         values = [decode(v) for v in raw]
-    except (KeyError, TypeError, MalformedValue) as exc:
-        return Verdict("error", f"{_short(label())}: malformed result ({exc})")
+    except (KeyError, TypeError, MalformedValue, RecursionError) as exc:
+        return Verdict("error", f"{_short(label())}: malformed result ({type(exc).__name__})")
     expected_count = len(plan.wire["exprs"]) if wire == "eval" else 1
     if len(values) != expected_count:
         return Verdict("error", f"{_short(label())}: malformed result (wrong number of values)")
     if wire == "eval":
         env = {"__builtins__": SAFE_BUILTINS, **SAFE_ENV, **{f"__v{i}": v for i, v in enumerate(values)}}
         try:
-            ok = bool(eval(_compiled(plan.residual), env))  # noqa: S307 - dataset code on plain data
+            ok = bool(eval(_compiled(plan.residual), env))  # noqa: S307 - dataset code on plain data, within budget
         except Exception as exc:  # noqa: BLE001
-            return Verdict("failed", f"{_short(label())}: checking the result raised {type(exc).__name__}: {exc}")
+            return Verdict("failed", f"{_short(label())}: checking the result raised {type(exc).__name__}: {_short(str(exc), 120)}")
         if ok:
             return Verdict("passed")
         got = ", ".join(f"{src} returned {show(v)}" for src, v in zip(plan.wire["exprs"], values))
         return Verdict("failed", f"{_short(label())} failed: {got}")
     (got,) = values
     if wire == "call":
-        if equal(got, test.expected, test.atol):
+        try:
+            same = equal(got, test.expected, test.atol)
+        except (ArithmeticError, RecursionError, TypeError, ValueError) as exc:  # a huge int against a float, say
+            return Verdict("failed", f"{_short(label())}: the result cannot be compared ({type(exc).__name__})", value=got)
+        if same:
             return Verdict("passed", value=got)
         return Verdict("failed", f"{_short(label())} failed: got {show(got)}", value=got)
     if same_output(got, test.expected_stdout):

@@ -24,7 +24,6 @@ class TestResult:
     status: str  # passed | failed | error | timeout
     message: str = ""
     ms: float = 0.0
-    verdict_inside: bool = False  # a `script` test judged inside the sandbox (weaker; see plans.py)
     value: Any = NO_VALUE  # the value a `call` test's function returned
 
 

@@ -1,16 +1,17 @@
 """The fork server ("zygote") that runs inside the sandbox, one per execution slot.
 
-Standard library only, started as `python -I -S zygote.py SLOT_UID NO_FORK PIDNS SCRATCH SECCOMP` in bubblewrap
-(or directly, in weaker tiers). It reads jobs from stdin and writes reports to stdout, one
-length-prefixed JSON message each. For every job it forks a child that hardens itself (new session,
-rlimits, uid drop, closed fds, Landlock, seccomp; the environment is the zygote's minimal one) and
-then runs the candidate and the per-test expressions, writing one JSON line per test to fd 3. It
-holds no expected value and decides nothing: the trusted parent (sandbox/executor.py) compares the
-returned values.
+Standard library only, started as `python -S zygote.py SLOT_UID NO_FORK PIDNS SCRATCH SECCOMP MOUNT_MB MAX_FILES` in bubblewrap
+(or directly, in weaker tiers). It reads job headers from stdin and writes frames to stdout (see "the
+pipe to the host"). For every job it forks a child that reads its own job, hardens itself (new session,
+rlimits, uid drop, closed fds, Landlock, seccomp; the environment is the zygote's minimal one) and then
+runs the candidate and the per-test expressions, writing one JSON line per test to fd 3. The zygote
+holds no expected value, decides nothing, and never holds a job's data: the trusted parent
+(sandbox/executor.py) receives the child's output and values and compares them.
 
 Why a fork server: forking a warm interpreter costs ~1 ms; starting Python costs ~35 ms.
 """
 
+import builtins
 import ctypes
 import fcntl
 import io
@@ -18,8 +19,8 @@ import json
 import os
 import resource
 import select
-import shutil
 import signal
+import stat as stat_module
 import struct
 import sys
 import time
@@ -32,22 +33,75 @@ LIBC = ctypes.CDLL(None, use_errno=True)
 LIBC.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 MAX_RECORD_BYTES = 32 << 20  # all of a job's result lines together
 MAX_VALUE_BYTES = 2 << 20  # one test's result line
+MAX_THREADS = 64  # a job that may not fork: threads of its one process
+USAGE_EVERY_S = 0.05  # how often a running job's scratch files are counted
+SCRATCH_FS = ""  # a file system of this slot's own that holds the scratch root ("": none; set in main)
 
-# --- messages ------------------------------------------------------------------------------------
+# --- the pipe to the host --------------------------------------------------------------------------------
+#
+# Host -> zygote, per job: a "!I" length and a JSON header (id, limits, `body_bytes`), then the job body
+# (program, tests), which the zygote never reads: it splices the bytes straight into the job's child.
+# Zygote -> host: frames, "!BI" (channel, length) then the payload. Channel 0 carries the zygote's own
+# JSON messages (ready, report); channels 1-3 carry the job's stdout, stderr and result lines, spliced
+# straight from the job's pipes. So no byte of a job's program, output or values ever enters the
+# zygote's memory, where the next job, a fork of that memory, could find and replay it.
+
+HEADER = struct.Struct("!I")
+FRAME = struct.Struct("!BI")
+CH_MESSAGE, CH_STDOUT, CH_STDERR, CH_RECORD, CH_JUDGE = 0, 1, 2, 3, 4
+FIONREAD = 0x541B
 
 
-def read_message(stream):
-    header = stream.read(4)
-    if len(header) < 4:
+def read_exact(fd, n):
+    """n bytes from fd, or None at end of input."""
+    data = b""
+    while len(data) < n:
+        chunk = os.read(fd, n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def read_header(fd):
+    size = read_exact(fd, HEADER.size)
+    if size is None:
         return None
-    (size,) = struct.unpack("!I", header)
-    return json.loads(stream.read(size))
+    raw = read_exact(fd, HEADER.unpack(size)[0])
+    return None if raw is None else json.loads(raw)
 
 
-def write_message(stream, obj):
-    data = json.dumps(obj).encode()
-    stream.write(struct.pack("!I", len(data)) + data)
-    stream.flush()
+def write_frame(channel, payload):
+    os.write(1, FRAME.pack(channel, len(payload)) + payload)
+
+
+def write_message(obj):
+    write_frame(CH_MESSAGE, json.dumps(obj).encode())
+
+
+def splice_exact(src, dst, n):
+    while n > 0:
+        moved = os.splice(src, dst, n)
+        if moved == 0:
+            raise EOFError("the pipe closed early")
+        n -= moved
+
+
+def available(fd):
+    buf = bytearray(4)
+    fcntl.ioctl(fd, FIONREAD, buf)
+    return struct.unpack("i", buf)[0]
+
+
+def forward(fd, channel, allowance):
+    """Splice what `fd` holds to the host as one frame of `channel`, at most `allowance` bytes.
+    -> (bytes forwarded, whether more was waiting than allowed); (0, False) means end of file."""
+    n = available(fd)
+    take = min(n, allowance)
+    if take:
+        os.write(1, FRAME.pack(channel, take))
+        splice_exact(fd, 1, take)
+    return take, n > take
 
 
 # --- strict value encoding (the child side; sandbox/values.py decodes) -------------------------------
@@ -116,6 +170,47 @@ def encode(value, depth=0):
     return {"t": "complex", "v": [complex.real.__get__(value), complex.imag.__get__(value)]}
 
 
+class MalformedValue(ValueError):
+    """A value record that does not follow the encoding: the sender was tampered with."""
+
+
+MAX_DECODE_DEPTH = 100  # the encoder stops at 64 levels; anything deeper was forged
+
+
+def decode(obj, depth=0):
+    """The inverse of `encode`: exact builtin types only, from JSON data (never pickle)."""
+    if depth > MAX_DECODE_DEPTH:
+        raise MalformedValue("value nested too deeply")
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, list):
+        return [decode(v, depth + 1) for v in obj]
+    if isinstance(obj, dict) and set(obj) == {"t", "v"}:
+        tag, raw = obj["t"], obj["v"]
+        try:
+            if tag == "tuple" and isinstance(raw, list):
+                return tuple(decode(v, depth + 1) for v in raw)
+            if tag in ("set", "frozenset") and isinstance(raw, list):
+                items = [decode(v, depth + 1) for v in raw]
+                return set(items) if tag == "set" else frozenset(items)
+            if tag == "dict" and isinstance(raw, list) and all(isinstance(p, list) and len(p) == 2 for p in raw):
+                return {decode(k, depth + 1): decode(v, depth + 1) for k, v in raw}
+        except TypeError as exc:
+            raise MalformedValue(f"unhashable member: {exc}") from None
+        if tag == "float" and raw in ("nan", "inf", "-inf"):
+            return float(raw)
+        if tag == "bytes" and isinstance(raw, str):
+            try:
+                return bytes.fromhex(raw)
+            except ValueError:
+                raise MalformedValue("bad bytes value") from None
+        if tag == "deque" and isinstance(raw, list):
+            return collections.deque(decode(v, depth + 1) for v in raw)
+        if tag == "complex" and isinstance(raw, list) and len(raw) == 2 and all(isinstance(x, (int, float)) for x in raw):
+            return complex(*raw)
+    raise MalformedValue(f"not a value record: {str(obj)[:80]}")
+
+
 # --- seccomp (x86_64; raw BPF through prctl) -----------------------------------------------------------
 
 EPERM, ENOSYS = 1, 38
@@ -132,11 +227,16 @@ DENIED = {  # name: number, x86_64
     "quotactl": 179, "acct": 163, "settimeofday": 164, "clock_settime": 227, "adjtimex": 159,
     "sethostname": 170, "setdomainname": 171, "syslog": 103, "vhangup": 153, "fanotify_init": 300,
     "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "mount_setattr": 442,
-    "pidfd_send_signal": 424,
+    "pidfd_send_signal": 424, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297,
+    # No socket at all: nothing may be reached, and an AF_UNIX datagram socket could send to a host
+    # path. Connected pairs (socketpair, below) are what multiprocessing and pipes between threads use.
+    "socket": 41,
 }
-SYS_SOCKET, SYS_KILL, SYS_TGKILL = 41, 62, 234
+SYS_SOCKETPAIR, SYS_KILL, SYS_TGKILL = 53, 62, 234
 SYS_CLONE, SYS_FORK, SYS_VFORK, SYS_CLONE3 = 56, 57, 58, 435
-AF_UNIX, CLONE_THREAD = 1, 0x00010000
+SOCK_TYPE_MASK, SOCK_STREAM, CLONE_THREAD = 0xF, 1, 0x00010000
+# CLONE_NEWTIME, NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET: no new namespaces.
+CLONE_NEW_ANY = 0x80 | 0x20000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000
 
 
 def _stmt(code, k):
@@ -147,7 +247,7 @@ def _jump(code, k, jt, jf):
     return (code, jt, jf, k)
 
 
-LD_W_ABS, JEQ, JSET, JGE, RET = 0x20, 0x15, 0x45, 0x35, 0x06
+LD_W_ABS, AND, JEQ, JSET, JGE, RET = 0x20, 0x54, 0x15, 0x45, 0x35, 0x06
 
 
 def seccomp_program(own_pid, no_fork):
@@ -173,16 +273,21 @@ def seccomp_program(own_pid, no_fork):
         prog.append(_jump(JEQ, nr, 0, len(body)))
         prog.extend(body)
 
-    # socket(): only AF_UNIX (socketpair and multiprocessing need it; there is nothing to connect to).
-    block(SYS_SOCKET, [_stmt(LD_W_ABS, 16), _jump(JEQ, AF_UNIX, 0, 1), _stmt(RET, RET_ALLOW), _stmt(RET, errno(EPERM))])
+    # socketpair(): stream pairs only; a datagram socket could address a host path in sendto/sendmsg.
+    block(SYS_SOCKETPAIR, [_stmt(LD_W_ABS, 24), _stmt(AND, SOCK_TYPE_MASK), _jump(JEQ, SOCK_STREAM, 0, 1),
+                           _stmt(RET, RET_ALLOW), _stmt(RET, errno(EPERM))])
     # kill()/tgkill(): only to itself or its own group (pid 0), never the zygote or the host.
     for nr in (SYS_KILL, SYS_TGKILL):
         block(nr, [_stmt(LD_W_ABS, 16), _jump(JEQ, own_pid, 2, 0), _jump(JEQ, 0, 1, 0),
                    _stmt(RET, errno(EPERM)), _stmt(RET, RET_ALLOW)])
-    if no_fork:  # without a uid of its own, RLIMIT_NPROC cannot bound a fork bomb: forbid forking
-        block(SYS_CLONE, [_stmt(LD_W_ABS, 16), _jump(JSET, CLONE_THREAD, 0, 1), _stmt(RET, RET_ALLOW), _stmt(RET, errno(EPERM))])
+    # clone(): never into new namespaces; with no_fork (one process per job), threads only.
+    if no_fork:
+        block(SYS_CLONE, [_stmt(LD_W_ABS, 16), _jump(JSET, CLONE_NEW_ANY, 2, 0), _jump(JSET, CLONE_THREAD, 0, 1),
+                          _stmt(RET, RET_ALLOW), _stmt(RET, errno(EPERM))])
         block(SYS_FORK, [_stmt(RET, errno(EPERM))])
         block(SYS_VFORK, [_stmt(RET, errno(EPERM))])
+    else:
+        block(SYS_CLONE, [_stmt(LD_W_ABS, 16), _jump(JSET, CLONE_NEW_ANY, 1, 0), _stmt(RET, RET_ALLOW), _stmt(RET, errno(EPERM))])
     block(SYS_CLONE3, [_stmt(RET, errno(ENOSYS))])  # its flags live in memory BPF cannot read; glibc falls back to clone
     prog.append(_stmt(RET, RET_ALLOW))
     return prog
@@ -297,8 +402,11 @@ def harden(job, slot_uid, no_fork, workdir, use_seccomp):
         (resource.RLIMIT_FSIZE, job["max_file_bytes"]),
         (resource.RLIMIT_NOFILE, 64),
         (resource.RLIMIT_CORE, 0),
-        (resource.RLIMIT_NPROC, job["max_processes"]),
     ]
+    if slot_uid and os.getuid() == 0:
+        # The slot uid's tasks: processes and threads when it may fork; threads of its one process
+        # when it may not (their memory is that process's, under RLIMIT_AS).
+        limits.append((resource.RLIMIT_NPROC, MAX_THREADS if no_fork else job["max_processes"]))
     for which, value in limits:
         resource.setrlimit(which, (value, value))
     if slot_uid and os.getuid() == 0:
@@ -393,9 +501,8 @@ def run_child(job, result_fd):
                 args = plan["args"]
                 value = timed(lambda: namespace["candidate"](*args))
                 record["values"] = [encode(value)]
-            elif plan["kind"] == "script":
-                timed(lambda: exec(compile(plan["source"], "<test>", "exec"), dict(namespace)))
-                record["ok"] = True
+            elif plan["kind"] == "judged":
+                continue  # run by the judge, which calls in through `serve_calls`
             elif plan["kind"] == "io":
                 captured = io.StringIO()
                 sys.stdin, sys.stdout = io.StringIO(plan["stdin"]), captured
@@ -417,28 +524,161 @@ def run_child(job, result_fd):
         record["ms"] = round((time.perf_counter() - started) * 1000, 2)
         emit(record)
     emit({"stage": "done", "n": len(plans)})
+    if job.get("serve"):
+        serve_calls(namespace, CALLS_IN, CALLS_OUT, timed, error_text)
+
+
+# --- judged tests: a second child runs the test code and calls into the candidate's ---------------------
+#
+# A test that cannot be split into values (loops, helpers: HumanEval/32's `check`) would give a verdict
+# the candidate could forge if it ran in the candidate's process (shadow a builtin, patch `exec`,
+# write an "ok" and exit). It runs instead in a judge: a child forked from the zygote that never runs
+# the candidate's code. The judge executes the dataset's setup and the test, with every name the test
+# takes from the program bound to a proxy: a call sends its arguments, encoded, to the candidate's
+# process and gets back a value, decoded into plain data, or the exception's type and message. The
+# judge's result pipe, memory and signals are out of the candidate's reach (another process, not
+# dumpable, seccomp), so an "ok" on it means the test's own assertions held.
+
+CALLS_IN, CALLS_OUT = 4, 5  # in the candidate: requests from the judge, answers to it
+TO_CANDIDATE, FROM_CANDIDATE = 4, 5  # in the judge
+
+
+def serve_calls(namespace, requests_fd, answers_fd, timed, error_text):
+    """In the candidate: answer the judge's calls until it closes the pipe."""
+    for line in os.fdopen(requests_fd, "rb"):
+        try:
+            request = json.loads(line)
+            name = request["name"]
+            fn = namespace.get(name)
+            if not callable(fn):
+                raise NameError(f"the program does not define a function {name!r}")
+            args = [decode(a) for a in request["args"]]
+            kwargs = {k: decode(v) for k, v in request["kwargs"].items()}
+            answer = {"value": encode(timed(lambda: fn(*args, **kwargs)))}
+        except TestTimeout:
+            answer = {"error": "timeout"}
+        except Unserializable as exc:
+            answer = {"error": "unserializable", "message": str(exc)}
+        except BaseException as exc:  # noqa: BLE001 - the candidate's failure is data
+            answer = {"error": type(exc).__name__, "message": error_text(exc)}
+        data = (json.dumps(answer) + "\n").encode()
+        if len(data) > MAX_VALUE_BYTES:
+            data = b'{"error": "unserializable", "message": "returned a value too large to compare"}\n'
+        os.write(answers_fd, data)
+
+
+class CandidateFailed(Exception):
+    """What a call into the candidate raised, or why it gave no value."""
+
+
+class Proxy:
+    """A name the test takes from the program: calling it calls the candidate's function."""
+
+    def __init__(self, name, channel):
+        self.name, self.channel = name, channel
+
+    def __call__(self, *args, **kwargs):
+        return self.channel.call(self.name, args, kwargs)
+
+    def __repr__(self):
+        return f"<the program's {self.name}>"
+
+
+class CallChannel:
+    def __init__(self, out_fd, in_fd, timeout):
+        self.out_fd, self.in_fd, self.timeout, self.pending = out_fd, in_fd, timeout, b""
+
+    def call(self, name, args, kwargs):
+        request = json.dumps({"name": name, "args": [encode(a) for a in args], "kwargs": {k: encode(v) for k, v in kwargs.items()}})
+        os.write(self.out_fd, (request + "\n").encode())
+        answer = json.loads(self._line())
+        if "value" in answer:
+            return decode(answer["value"])
+        kind, message = str(answer.get("error")), str(answer.get("message", ""))
+        if kind == "timeout":
+            raise TestTimeout()
+        known = getattr(builtins, kind, None)
+        if isinstance(known, type) and issubclass(known, Exception) and kind not in ("StopIteration", "StopAsyncIteration"):
+            raise known(message)  # the same exception type, so a test expecting it sees it
+        raise CandidateFailed(f"{name}(...) {message or kind}")
+
+    def _line(self):
+        deadline = time.monotonic() + self.timeout + 1
+        while b"\n" not in self.pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self.in_fd], [], [], remaining)[0]:
+                raise CandidateFailed("the program did not answer in time")
+            chunk = os.read(self.in_fd, 1 << 16)
+            if not chunk:
+                raise CandidateFailed("the program stopped before answering")
+            self.pending += chunk
+            if len(self.pending) > MAX_VALUE_BYTES:
+                raise CandidateFailed("the program answered with a value too large to compare")
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line
+
+
+def _global_names(code):
+    """Every name a code object (and the functions inside it) may load as a global."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, type(code)):
+            names |= _global_names(const)
+    return names
+
+
+def run_judge(job, result_fd):
+    """In the judge: the dataset's setup, then each judged test with the program's names as proxies."""
+    out = os.fdopen(result_fd, "w", buffering=1)
+    signal.signal(signal.SIGALRM, _alarm)
+    test_timeout = float(job["test_timeout_s"])
+    channel = CallChannel(TO_CANDIDATE, FROM_CANDIDATE, test_timeout)
+    setup = {"__builtins__": builtins, "__name__": "__main__"}
+    try:
+        signal.setitimer(signal.ITIMER_REAL, test_timeout)
+        exec(compile(job.get("setup") or "", "<setup>", "exec"), setup)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    for test in job["judged"]:
+        started = time.perf_counter()
+        record = {"i": test["i"]}
+        try:
+            code = compile(test["source"], "<test>", "exec")
+            namespace = dict(setup)
+            # The program's names the test uses; builtins stay builtins, except the function under
+            # test itself (MBPP's task 126 is a function called `sum`).
+            for name in _global_names(code) - set(setup) - set(dir(builtins)) | {job.get("entry_point") or "candidate", "candidate"}:
+                namespace[name] = Proxy(name, channel)
+            signal.setitimer(signal.ITIMER_REAL, test_timeout)
+            try:
+                exec(code, namespace)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            record["ok"] = True
+        except TestTimeout:
+            record["error"] = "timeout"
+        except BaseException as exc:  # noqa: BLE001 - the test failed, whatever it raised
+            record["error"] = type(exc).__name__
+            record["message"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        record["ms"] = round((time.perf_counter() - started) * 1000, 2)
+        out.write(json.dumps(record) + "\n")
+    out.write(json.dumps({"stage": "judged", "n": len(job["judged"])}) + "\n")
 
 
 # --- the zygote: fork, watch, kill, reap, report -------------------------------------------------------
 
 
-def _read_some(fd, cap, buffers, key):
-    try:
-        chunk = os.read(fd, 65536)
-    except BlockingIOError:
-        return True
-    if not chunk:
-        return False
-    buffers[key] += chunk
-    return True
-
-
-def kill_everything(pgid, slot_uid, pid_namespace):
-    """Nothing the job started may survive it: its group, then every process of the slot."""
+def kill_group(pgid):
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def kill_everything(leaders, slot_uid, pid_namespace):
+    """Nothing the job started may survive it: its groups, then every process of the slot."""
+    for pgid in leaders:
+        kill_group(pgid)
     if pid_namespace:
         # In our own pid namespace this reaches every process but the zygote and bwrap's init.
         try:
@@ -469,125 +709,225 @@ def reap_all(deadline):
             time.sleep(0.002)
 
 
-def remove_tree(path):
-    """Wipe a job's scratch dir, even where the candidate made its files unreadable to their owner."""
-    shutil.rmtree(path, ignore_errors=True)
-    if os.path.exists(path):
-        for root, dirs, _files in os.walk(path):
-            for name in dirs:
-                try:
-                    os.chmod(os.path.join(root, name), 0o700)
-                except OSError:
-                    pass
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def wipe_scratch(scratch_root):
-    """Remove everything the job left in the slot's scratch root: its directory (usually empty, so a
-    single rmdir) and anything it wrote beside it."""
-    with os.scandir(scratch_root) as entries:
-        for entry in list(entries):
-            if entry.is_dir(follow_symlinks=False):
+    """Empty the slot's scratch root, whatever the job left there, without recursion: a non-empty
+    directory has its entries moved up into the root, so any depth costs a pass per level and no
+    stack, path or descriptor per level. Modes the job set are overridden; links are never followed.
+    Returns False when something could not be removed (the host then replaces the slot)."""
+    root = os.open(scratch_root, os.O_RDONLY | os.O_DIRECTORY)
+    prefix = f".wipe-{os.urandom(6).hex()}-"
+    moved = 0
+    try:
+        while True:
+            names = os.listdir(root)
+            if not names:
+                return True
+            progress = False
+            for name in names:
                 try:
-                    os.rmdir(entry.path)
-                except OSError:
-                    remove_tree(entry.path)
-            else:
-                try:
-                    os.unlink(entry.path)
+                    st = os.stat(name, dir_fd=root, follow_symlinks=False)
+                    if not stat_module.S_ISDIR(st.st_mode):
+                        os.unlink(name, dir_fd=root)
+                        progress = True
+                        continue
+                    try:
+                        os.rmdir(name, dir_fd=root)
+                        progress = True
+                        continue
+                    except OSError:
+                        pass
+                    os.chmod(name, 0o700, dir_fd=root)  # a directory (not a link), so this changes only it
+                    inner = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root)
+                    try:
+                        for child in os.listdir(inner):
+                            moved += 1
+                            os.rename(child, f"{prefix}{moved}", src_dir_fd=inner, dst_dir_fd=root)
+                            progress = True
+                    finally:
+                        os.close(inner)
                 except FileNotFoundError:
-                    pass
+                    progress = True
+            if not progress:
+                return False
+    except OSError:
+        return False
+    finally:
+        os.close(root)
 
 
-def run_job(job, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
+def spawn(meta, body_fd, fds, others, slot_uid, no_fork, workdir, use_seccomp, judge):
+    """Fork a hardened child that reads its job from `body_fd`, has `fds` (target: source) as its
+    only descriptors, and runs as the candidate or, with `judge`, as the judge. `others`: the job's
+    other pipe ends, closed first (a write end left open would keep the child's read from ending)."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        import gc
+
+        gc.disable()
+        for fd in others:
+            os.close(fd)
+        job = json.loads(read_all(body_fd))  # this job's own program and tests (the judge: its tests)
+        job.update(meta)
+        os.setsid()
+        for target, source in fds.items():
+            os.dup2(source, target)
+        keep = LANDLOCK_RULESET  # >= 10 when set; harden() closes it once entered
+        top = max(fds) + 1
+        if keep >= 0:
+            os.closerange(top, keep)
+        os.closerange(max(keep + 1, top), 65536)
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True)
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True)
+        harden(job, slot_uid, no_fork, workdir, use_seccomp)
+        if judge:
+            LIBC.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0 (after the uid drop, which resets it): no /proc/<pid>/mem
+            run_judge(job, 3)
+        else:
+            run_child(job, 3)
+    except BaseException:  # noqa: BLE001 - a harness failure: say so on stderr, never a verdict
+        try:
+            traceback.print_exc()
+            sys.stderr.flush()
+        finally:
+            os._exit(0)
+    finally:
+        os._exit(0)  # a child must never fall through into the zygote's loop
+
+
+def run_job(meta, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
+    """Fork the job's child (and its judge, when the job has judged tests), hand each its part of the
+    job, forward what they write, enforce the limits, kill and reap everything they started, wipe the
+    scratch space; return the report (which holds no job data)."""
     workdir = os.path.join(scratch_root, JOB_DIR)
     os.mkdir(workdir, 0o700)
     if slot_uid and os.getuid() == 0:
         os.chown(workdir, slot_uid, slot_uid)
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    res_r, res_w = os.pipe()
+    judged = meta.get("judge_bytes", 0) > 0
+    pipes = {name: os.pipe() for name in ("body", "out", "err", "res", *(("judge_body", "judge_res", "calls", "answers") if judged else ()))}
+    devnull = os.open(os.devnull, os.O_RDWR)
     started = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            import gc
-
-            gc.disable()
-            os.setsid()
-            devnull = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(devnull, 0)
-            os.dup2(out_w, 1)
-            os.dup2(err_w, 2)
-            os.dup2(res_w, 3)
-            keep = LANDLOCK_RULESET  # >= 10 when set; harden() closes it once entered
-            if keep >= 0:
-                os.closerange(4, keep)
-            os.closerange(max(keep + 1, 4), 65536)
-            sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True)
-            sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True)
-            harden(job, slot_uid, no_fork, workdir, use_seccomp)
-            run_child(job, 3)
-        except BaseException:  # noqa: BLE001 - a harness failure: say so on stderr, never a verdict
-            try:
-                traceback.print_exc()
-                sys.stderr.flush()
-            finally:
-                os._exit(0)
-        finally:
-            os._exit(0)  # the child must never fall through into the zygote's loop
-    for fd in (out_w, err_w, res_w):
-        os.close(fd)
-    for fd in (out_r, err_r, res_r):
-        os.set_blocking(fd, False)
-    pidfd = os.pidfd_open(pid)
-    buffers = {"stdout": b"", "stderr": b"", "record": b""}
-    open_fds = {out_r: "stdout", err_r: "stderr", res_r: "record"}
-    deadline = started + float(job["job_timeout_s"])
+    candidate_fds = {0: devnull, 1: pipes["out"][1], 2: pipes["err"][1], 3: pipes["res"][1]}
+    if judged:
+        candidate_fds.update({CALLS_IN: pipes["calls"][0], CALLS_OUT: pipes["answers"][1]})
+    every = {fd for pair in pipes.values() for fd in pair}
+    pid = spawn(meta, pipes["body"][0], candidate_fds, every - set(candidate_fds.values()) - {pipes["body"][0]},
+                slot_uid, no_fork, workdir, use_seccomp, judge=False)
+    leaders = [pid]
+    if judged:
+        judge_fds = {0: devnull, 1: devnull, 2: devnull, 3: pipes["judge_res"][1],
+                     TO_CANDIDATE: pipes["calls"][1], FROM_CANDIDATE: pipes["answers"][0]}
+        leaders.append(spawn(meta, pipes["judge_body"][0], judge_fds, every - set(judge_fds.values()) - {pipes["judge_body"][0]},
+                             slot_uid, no_fork, workdir, use_seccomp, judge=True))
+    os.close(devnull)
+    for name, (r, w) in pipes.items():
+        if name in ("body", "judge_body"):
+            os.close(r)
+        elif name in ("calls", "answers"):
+            os.close(r)
+            os.close(w)
+        else:
+            os.close(w)
+    splice_exact(0, pipes["body"][1], meta["body_bytes"])
+    os.close(pipes["body"][1])
+    if judged:
+        splice_exact(0, pipes["judge_body"][1], meta["judge_bytes"])
+        os.close(pipes["judge_body"][1])
+    # The job's pipes stay blocking: select says which holds data, FIONREAD how much, and a splice of
+    # that much then waits only for room in the pipe to the host (a non-blocking source would make
+    # it stop half way when that pipe is full, after its frame header had promised the whole).
+    pidfds = {os.pidfd_open(p): p for p in leaders}
+    channels = {pipes["out"][0]: CH_STDOUT, pipes["err"][0]: CH_STDERR, pipes["res"][0]: CH_RECORD}
+    if judged:
+        channels[pipes["judge_res"][0]] = CH_JUDGE
+    allowance = {"output": meta["max_output_bytes"], "record": MAX_RECORD_BYTES}
+    deadline = started + float(meta["job_timeout_s"])
     status = "exited"
-    leader_gone = False
-    while open_fds:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+    running = dict(pidfds)
+    next_check = started + USAGE_EVERY_S
+    while (channels or running) and status == "exited":
+        now = time.monotonic()
+        if now >= deadline:
             status = "timeout"
             break
-        watch = list(open_fds) + ([] if leader_gone else [pidfd])
-        ready, _, _ = select.select(watch, [], [], min(remaining, 0.5))
+        if now >= next_check:  # a job that runs a while: its files and bytes in the scratch space
+            files, size = scratch_usage(scratch_root, SCRATCH_FS, meta["max_files"])
+            if files > meta["max_files"] or size > meta["tmpfs_mb"] << 20:
+                status = "disk_limit"
+                break
+            next_check = now + USAGE_EVERY_S
+        ready, _, _ = select.select(list(channels) + list(running), [], [], min(deadline, next_check) - now)
         for fd in ready:
-            if fd == pidfd:
-                # The candidate exited: kill at once anything it left behind holding the pipes open.
-                leader_gone = True
-                kill_everything(pid, slot_uid, pid_namespace)
+            if fd in running:
+                # A leader exited: kill at once anything it left behind holding the pipes open.
+                kill_group(running.pop(fd))
+                if not running:
+                    kill_everything(leaders, slot_uid, pid_namespace)
                 continue
-            if not _read_some(fd, 0, buffers, open_fds[fd]):
+            budget = "output" if channels[fd] in (CH_STDOUT, CH_STDERR) else "record"
+            moved, over = forward(fd, channels[fd], allowance[budget])
+            allowance[budget] -= moved
+            if over:
+                status = "output_limit"
+                break
+            if not moved:
                 os.close(fd)
-                del open_fds[fd]
-        if len(buffers["stdout"]) + len(buffers["stderr"]) > job["max_output_bytes"]:
-            status = "output_limit"
-            break
-        if len(buffers["record"]) > MAX_RECORD_BYTES:
-            status = "output_limit"
-            break
-    kill_everything(pid, slot_uid, pid_namespace)
-    for fd in list(open_fds):
+                del channels[fd]
+    kill_everything(leaders, slot_uid, pid_namespace)
+    for fd in list(channels) + list(pidfds):
         os.close(fd)
     _, wait_status = os.waitpid(pid, 0)
-    os.close(pidfd)
+    for other in leaders[1:]:
+        os.waitpid(other, 0)
     reaped = reap_all(time.monotonic() + 2.0)
-    wipe_scratch(scratch_root)
-    report = {
-        "id": job["id"],
+    return {
+        "id": meta["id"],
         "status": status,
         "signal": os.WTERMSIG(wait_status) if os.WIFSIGNALED(wait_status) else 0,
         "exit_code": os.WEXITSTATUS(wait_status) if os.WIFEXITED(wait_status) else None,
         "wall_ms": round((time.monotonic() - started) * 1000, 2),
         "reaped": reaped,
+        "wiped": wipe_scratch(scratch_root),
     }
-    cap = job["max_output_bytes"]
-    for key in ("stdout", "stderr"):
-        report[key] = buffers[key][:cap].decode("utf-8", "replace")
-    report["record"] = buffers["record"][:MAX_RECORD_BYTES].decode("utf-8", "replace")
-    return report
+
+
+def scratch_usage(scratch_root, own_fs, limit_files):
+    """(files, bytes) the job has under the slot's scratch root. On a file system of the slot's own
+    (`own_fs`: bwrap's /tmp, the unshare tier's mount) one statvfs; otherwise a walk without recursion
+    that stops once past `limit_files` (the caller kills the job then)."""
+    if own_fs:
+        st = os.statvfs(own_fs)
+        return st.f_files - st.f_ffree, (st.f_blocks - st.f_bfree) * st.f_frsize
+    files, size, pending = 0, 0, [scratch_root]
+    while pending and files <= limit_files:
+        try:
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:
+                    files += 1
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+                    else:
+                        size += entry.stat(follow_symlinks=False).st_blocks * 512
+        except OSError:
+            files += 1  # a directory it made unreadable still counts
+    return files, size
+
+
+def mount_scratch(scratch_root, size_mb, max_files):
+    """In a mount namespace of our own (the unshare tier), a tmpfs for the slot's scratch space: the
+    kernel then caps its bytes and files. False where that is not permitted."""
+    options = f"size={size_mb}m,nr_inodes={max_files + 16},mode=0711".encode()
+    return LIBC.mount(b"tmpfs", scratch_root.encode(), b"tmpfs", 2 | 4, options) == 0  # MS_NOSUID | MS_NODEV
+
+
+def read_all(fd):
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def stdlib_readable_by(slot_uid):
@@ -613,9 +953,13 @@ def main():
     pid_namespace = sys.argv[3] == "1"
     scratch_root = sys.argv[4]
     use_seccomp = sys.argv[5] == "1"
-    global LANDLOCK_ABI, LANDLOCK_RULESET
+    mount_mb, max_files, own_fs = int(sys.argv[6]), int(sys.argv[7]), sys.argv[8]
+    global LANDLOCK_ABI, LANDLOCK_RULESET, SCRATCH_FS
     LANDLOCK_ABI = landlock_abi()
     os.makedirs(scratch_root, exist_ok=True)
+    if mount_mb and not mount_scratch(scratch_root, mount_mb, max_files):
+        own_fs = ""  # not permitted here: count instead
+    SCRATCH_FS = own_fs
     # The environment jobs see, set once here: the job directory's path never changes, so a child
     # inherits it as is rather than rebuilding os.environ (costly copy-on-write page faults).
     os.environ.clear()
@@ -640,19 +984,19 @@ def main():
 
     gc.collect()
     gc.freeze()  # children share the warm heap; the collector would otherwise copy it page by page
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    sys.stdout = sys.stderr  # nothing but messages may reach the protocol pipe
-    write_message(stdout, {"ready": True, "pid": os.getpid(), "uid": os.getuid(), "stdlib": os.path.dirname(os.__file__),
-                           "stdlib_readable": stdlib_readable_by(slot_uid), "landlock_abi": LANDLOCK_ABI if use_seccomp else 0})
+    sys.stdout = sys.stderr  # nothing but frames may reach the protocol pipe (fd 1)
+    write_message({"ready": True, "pid": os.getpid(), "uid": os.getuid(), "stdlib": os.path.dirname(os.__file__),
+                   "stdlib_readable": stdlib_readable_by(slot_uid), "landlock_abi": LANDLOCK_ABI if use_seccomp else 0})
     while True:
-        job = read_message(stdin)
-        if job is None:
+        meta = read_header(0)
+        if meta is None:
             return
         try:
-            report = run_job(job, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp)
-        except Exception as exc:  # noqa: BLE001 - report, keep serving
-            report = {"id": job.get("id"), "status": "sandbox_error", "message": f"{type(exc).__name__}: {exc}"}
-        write_message(stdout, report)
+            report = run_job(meta, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp)
+        except Exception as exc:  # noqa: BLE001 - report, then stop: the host replaces this slot
+            write_message({"id": meta.get("id"), "status": "sandbox_error", "message": f"{type(exc).__name__}: {exc}", "wiped": False})
+            return
+        write_message(report)
 
 
 if __name__ == "__main__":

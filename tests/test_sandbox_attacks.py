@@ -234,3 +234,81 @@ def test_forged_results_never_pass(sandbox):
 def test_segfault_is_an_error(sandbox):
     result = run(sandbox, "import ctypes\ndef add(a, b):\n    ctypes.string_at(0)")
     assert result.status == "killed" and "segmentation fault" in result.message
+
+
+@pytest.mark.parametrize("source, returned", [
+    ("assert add(1, 2) ** 100000 == 5", "2 ** 3999"),
+    ("assert sum(range(add(1, 2))) == 3", "10 ** 12"),
+    ("assert len([0] * add(1, 2)) == 3", "10 ** 12"),
+    ("assert len('ab' * add(1, 2)) == 3", "10 ** 9"),
+    ("assert add(1, 2) << add(1, 2) == 3", "10 ** 9"),
+    ("assert math.factorial(add(1, 2)) == 3", "10 ** 7"),
+    ("assert pow(7, add(1, 2)) == 3", "10 ** 9"),
+    ("assert sum(add(1, 2), []) == [3]", "[[0]] * 200000"),
+])
+def test_returned_values_cannot_make_the_parent_work_unbounded(sandbox, source, returned):
+    """The part of an assert evaluated outside (on the returned value) checks what each costly
+    operation would build before building it: the job fails in well under a second."""
+    started = time.time()
+    result = sandbox.run_one(Job(f"def add(a, b):\n    return {returned}", (TestCase(kind="assert", source=source),), entry_point="add"))
+    assert result.status == "failed" and time.time() - started < 2, result.feedback()
+
+
+@pytest.mark.parametrize("record", [
+    b'{"i": 0, "values": [' + b"9" * 5000 + b']}',  # an int past Python's int-to-str limit
+    b'{"i": 0, "values": [' + b"[" * 100000 + b"]" * 100000 + b']}',  # nesting past the JSON parser's recursion
+    b'{"i": 0, "values": [' + b'{"t": "tuple", "v": [' * 300 + b"1" + b"]}" * 300 + b']}',  # past the decoder's depth
+    b'{"i": 0, "values": [{"t": "float", "v": "inf"}], "ms": "not a number"}',
+])
+def test_forged_records_are_errors_never_crashes(sandbox, record):
+    """Whatever the child writes to its result channel, the trusted side returns this job's error."""
+    program = f"import os\nos.write(3, {record!r} + b'\\n')\nos._exit(0)"
+    result = sandbox.run_one(Job(program, (TestCase(kind="call", args=(1, 2), expected=3.0),), entry_point="add"))
+    assert isinstance(result.status, str) and not result.passed
+    assert sandbox.run_one(Job("def add(a, b):\n    return a + b", TESTS, entry_point="add")).passed  # the slot still serves
+
+
+JUDGED = (TestCase(kind="script", source="def check(candidate):\n    for x in range(5):\n        assert candidate(x, 1) == x + 1\n\ncheck(candidate)\n"),)
+
+
+def test_judged_tests_pass_and_fail_on_returned_values(sandbox):
+    """A test that cannot be split runs in the judge, which calls the candidate for values."""
+    assert sandbox.run_one(Job("def add(a, b):\n    return a + b", JUDGED, entry_point="add")).passed
+    wrong = sandbox.run_one(Job("def add(a, b):\n    return a - b", JUDGED, entry_point="add"))
+    assert wrong.status == "failed" and "failed" in wrong.feedback()
+
+
+@pytest.mark.parametrize("program", [
+    "import builtins\nbuiltins.range = lambda *a: []\ndef add(a, b):\n    return 0",  # the loop would test nothing
+    "import builtins\nbuiltins.exec = lambda *a, **k: None\ndef add(a, b):\n    return 0",  # the test would not run
+    "import builtins\nclass Quiet(Exception):\n    pass\nbuiltins.AssertionError = Quiet\ndef add(a, b):\n    return 0",
+    "import os\nos.write(3, b'{\"i\": 0, \"ok\": true}\\n{\"stage\": \"done\", \"n\": 1}\\n')\nos._exit(0)",  # a forged verdict
+    "class E:\n    def __eq__(self, other):\n        return True\ndef add(a, b):\n    return E()",
+    "import os\ndef add(a, b):\n    for pid in range(2, 400):\n        try:\n            os.kill(pid, 9)\n        except OSError:\n            pass\n    return 0",
+    "import sys\ndef add(a, b):\n    sys.modules['builtins'].__dict__['AssertionError'] = KeyError\n    return 0",
+])
+def test_judged_tests_cannot_be_forged(sandbox, program):
+    """What the candidate does to its own process (builtins, exec, the result pipe, its neighbours)
+    cannot reach the judge's verdict."""
+    result = run(sandbox, program, JUDGED)
+    assert result.num_passed == 0
+
+
+def test_files_and_bytes_in_the_scratch_space_are_bounded(sandbox):
+    """Tens of thousands of empty files, or many files of the largest allowed size: the job is killed
+    (or refused by its file system) within a moment, in every tier, and the slot serves on."""
+    many = "import os\ndef add(a, b):\n    for i in range(10 ** 6):\n        open(f'f{i}', 'w').close()\n    return a + b"
+    result = run(sandbox, many)
+    assert result.status in ("killed", "error") and result.wall_ms < 2500, result.feedback()
+    big = "def add(a, b):\n    for i in range(1000):\n        open(f'f{i}', 'wb').write(b'x' * (8 << 20))\n    return a + b"
+    result = run(sandbox, big)
+    assert result.status in ("killed", "error") and result.wall_ms < 2500, result.feedback()
+
+
+def test_a_directory_nested_past_any_recursion_limit_is_wiped(sandbox):
+    """The scratch wipe neither recurses nor follows links: a 3000-deep tree and a link out of the
+    scratch space leave the slot healthy and the host untouched."""
+    deep = ("import os\ndef add(a, b):\n    for _ in range(3000):\n        os.mkdir('d')\n        os.chdir('d')\n"
+            "    os.symlink('/usr', 'out')\n    os.chmod('.', 0)\n    return 0")
+    run(sandbox, deep)
+    assert os.stat("/usr").st_mode & 0o755 == 0o755

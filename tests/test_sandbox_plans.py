@@ -33,9 +33,9 @@ def test_split_assert(source, offloaded, residual):
     "source",
     ["assert all(f(x) == x for x in range(3))", "assert (lambda: f(1))() == 1", "print(f(1))", "x = 1", "assert True", "assert (y := f(1)) == 1"],
 )
-def test_unsplittable_asserts_run_as_scripts(source):
+def test_unsplittable_asserts_are_judged(source):
     assert split_assert(source) is None
-    assert make_plan(TestCase(kind="assert", source=source)).wire["kind"] == "script"
+    assert make_plan(TestCase(kind="assert", source=source)).wire["kind"] == "judged"
 
 
 def test_expected_values_never_go_on_the_wire():

@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from sandbox.zygote import (AUDIT_ARCH_X86_64, DENIED, JEQ, JGE, JSET, LD_W_ABS, RET, RET_ALLOW, RET_KILL, SYS_CLONE,
-                            SYS_CLONE3, SYS_FORK, SYS_KILL, SYS_SOCKET, SYS_TGKILL, SYS_VFORK, seccomp_program)
+from sandbox.zygote import (AND, AUDIT_ARCH_X86_64, DENIED, JEQ, JGE, JSET, LD_W_ABS, RET, RET_ALLOW, RET_KILL, SYS_CLONE,
+                            SYS_CLONE3, SYS_FORK, SYS_KILL, SYS_SOCKETPAIR, SYS_TGKILL, SYS_VFORK, seccomp_program)
 
 OWN_PID = 4242
 EPERM_RET, ENOSYS_RET = 0x00050000 | 1, 0x00050000 | 38
@@ -22,6 +22,9 @@ def run_filter(prog, nr, args=(), arch=AUDIT_ARCH_X86_64):
         code, jt, jf, k = prog[pc]
         if code == LD_W_ABS:
             (acc,) = struct.unpack_from("<I", data, k)
+            pc += 1
+        elif code == AND:
+            acc &= k
             pc += 1
         elif code in (JEQ, JGE, JSET):
             taken = acc == k if code == JEQ else acc >= k if code == JGE else bool(acc & k)
@@ -57,11 +60,23 @@ def test_wrong_architecture_is_killed_and_x32_refused():
     assert run_filter(prog, 0x40000000 | 42) == EPERM_RET  # x32 connect
 
 
-def test_sockets_only_unix():
-    prog = seccomp_program(OWN_PID, False)
-    assert run_filter(prog, SYS_SOCKET, (1, 1, 0)) == RET_ALLOW  # AF_UNIX
-    for family in (2, 10, 16, 17):  # AF_INET, AF_INET6, AF_NETLINK, AF_PACKET
-        assert run_filter(prog, SYS_SOCKET, (family, 1, 0)) == EPERM_RET
+def test_no_sockets_and_only_stream_pairs(no_fork):
+    prog = seccomp_program(OWN_PID, no_fork)
+    for family in (1, 2, 10, 16, 17):  # AF_UNIX, AF_INET, AF_INET6, AF_NETLINK, AF_PACKET
+        assert run_filter(prog, DENIED["socket"], (family, 1, 0)) == EPERM_RET
+    assert run_filter(prog, SYS_SOCKETPAIR, (1, 1, 0)) == RET_ALLOW  # SOCK_STREAM
+    assert run_filter(prog, SYS_SOCKETPAIR, (1, 1 | 0x80000 | 0x800, 0)) == RET_ALLOW  # with CLOEXEC | NONBLOCK
+    for kind in (2, 5, 2 | 0x80000):  # SOCK_DGRAM, SOCK_SEQPACKET: could address a host path
+        assert run_filter(prog, SYS_SOCKETPAIR, (1, kind, 0)) == EPERM_RET
+
+
+def test_no_new_namespaces_through_clone(no_fork):
+    prog = seccomp_program(OWN_PID, no_fork)
+    thread = 0x10000 | 0x100 | 0x800 | 0x400 | 0x200  # CLONE_THREAD | VM | SIGHAND | FILES | FS
+    assert run_filter(prog, SYS_CLONE, (thread,)) == RET_ALLOW
+    for flag in (0x80, 0x20000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000):
+        assert run_filter(prog, SYS_CLONE, (thread | flag,)) == EPERM_RET, hex(flag)
+        assert run_filter(prog, SYS_CLONE, (0x11 | flag,)) == EPERM_RET, hex(flag)
 
 
 def test_signals_only_to_itself():
