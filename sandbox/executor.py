@@ -73,6 +73,7 @@ class _Slot:
 
     def __init__(self, index: int, tier: str, limits: Limits, python: str | None = None, start_timeout: float = 30.0):
         self.index, self.tier, self.limits, self.python = index, tier, limits, python
+        self._pending = bytearray()  # bytes from the zygote not yet parsed into frames
         self.uid = isolation.SlotUid()
         self.launch = isolation.launch(tier, index, limits.tmpfs_mb, limits.max_files, self.uid.uid, limits.max_processes <= 1, python)
         self.proc = subprocess.Popen(
@@ -100,13 +101,14 @@ class _Slot:
         streams = {zygote.CH_STDOUT: bytearray(), zygote.CH_STDERR: bytearray(), zygote.CH_RECORD: bytearray(),
                    zygote.CH_JUDGE: bytearray()}
         while True:
-            head = self._read_exact(zygote.FRAME.size, deadline)
-            if head is None:
+            if not self._fill(zygote.FRAME.size, deadline):
                 return None
-            channel, size = zygote.FRAME.unpack(head)
-            payload = self._read_exact(size, deadline)
-            if payload is None or channel not in (zygote.CH_MESSAGE, *streams):
+            channel, size = zygote.FRAME.unpack_from(self._pending)
+            end = zygote.FRAME.size + size
+            if channel not in (zygote.CH_MESSAGE, *streams) or not self._fill(end, deadline):
                 return None
+            payload = bytes(self._pending[zygote.FRAME.size : end])
+            del self._pending[:end]
             if channel != zygote.CH_MESSAGE:
                 streams[channel] += payload
                 continue
@@ -116,24 +118,23 @@ class _Slot:
                 return None
             if not isinstance(message, dict):
                 return None
-            message["stdout"] = bytes(streams[zygote.CH_STDOUT]).decode("utf-8", "replace")
-            message["stderr"] = bytes(streams[zygote.CH_STDERR]).decode("utf-8", "replace")
-            message["record"] = bytes(streams[zygote.CH_RECORD]).decode("utf-8", "replace")
-            message["judge"] = bytes(streams[zygote.CH_JUDGE]).decode("utf-8", "replace")
+            for key, channel in (("stdout", zygote.CH_STDOUT), ("stderr", zygote.CH_STDERR), ("record", zygote.CH_RECORD),
+                                 ("judge", zygote.CH_JUDGE)):
+                message[key] = bytes(streams[channel]).decode("utf-8", "replace")
             return message
 
-    def _read_exact(self, n: int, deadline: float) -> bytes | None:
+    def _fill(self, n: int, deadline: float) -> bool:
+        """Read from the zygote until `n` bytes are pending (in large reads: one per frame or fewer)."""
         fd = self.proc.stdout.fileno()
-        data = b""
-        while len(data) < n:
+        while len(self._pending) < n:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                return None
-            chunk = os.read(fd, n - len(data))  # never past this frame
+                return False
+            chunk = os.read(fd, 1 << 16)
             if not chunk:
-                return None
-            data += chunk
-        return data
+                return False
+            self._pending += chunk
+        return True
 
     def _stderr_tail(self) -> str:
         try:

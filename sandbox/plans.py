@@ -160,8 +160,7 @@ def make_plan(test: TestCase) -> Plan:
     if test.kind == "assert":
         split = split_assert(test.source)
         if split is not None:
-            exprs, residual = split
-            truthy = truth_positions(residual, len(exprs))
+            exprs, residual, truthy = split
             return Plan({"kind": "eval", "exprs": exprs, "truthy": truthy}, test, residual)
         return Plan({"kind": "judged", "source": test.source}, test)
     if test.kind == "call":
@@ -172,8 +171,9 @@ def make_plan(test: TestCase) -> Plan:
 
 
 @functools.lru_cache(maxsize=65536)
-def split_assert(source: str) -> tuple[list[str], ast.Expression] | None:
-    """`assert EXPR` -> (sandbox sub-expressions, parent residual), or None when it cannot be split.
+def split_assert(source: str) -> tuple[list[str], ast.Expression, list[bool]] | None:
+    """`assert EXPR` -> (sandbox sub-expressions, parent residual, which values only count for their
+    truth), or None when it cannot be split.
 
     Cached: the same tests are split for every candidate program of a problem. Callers must not
     mutate the result."""
@@ -218,7 +218,7 @@ def split_assert(source: str) -> tuple[list[str], ast.Expression] | None:
         return None
     expression = ast.Expression(body=_Guard().visit(residual))
     ast.fix_missing_locations(expression)
-    return offloaded, expression
+    return offloaded, expression, truth_positions(expression, len(offloaded))
 
 
 def truth_positions(residual: ast.Expression, count: int) -> list[bool]:

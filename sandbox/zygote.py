@@ -36,6 +36,7 @@ MAX_VALUE_BYTES = 2 << 20  # one test's result line
 MAX_THREADS = 64  # a job that may not fork: threads of its one process
 USAGE_EVERY_S = 0.05  # how often a running job's scratch files are counted
 SCRATCH_FS = ""  # a file system of this slot's own that holds the scratch root ("": none; set in main)
+DEVNULL = -1  # opened once in main: the jobs' stdin, and the judge's stdout and stderr
 
 # --- the pipe to the host --------------------------------------------------------------------------------
 #
@@ -49,7 +50,6 @@ SCRATCH_FS = ""  # a file system of this slot's own that holds the scratch root 
 HEADER = struct.Struct("!I")
 FRAME = struct.Struct("!BI")
 CH_MESSAGE, CH_STDOUT, CH_STDERR, CH_RECORD, CH_JUDGE = 0, 1, 2, 3, 4
-FIONREAD = 0x541B
 
 
 def read_exact(fd, n):
@@ -71,14 +71,6 @@ def read_header(fd):
     return None if raw is None else json.loads(raw)
 
 
-def write_frame(channel, payload):
-    os.write(1, FRAME.pack(channel, len(payload)) + payload)
-
-
-def write_message(obj):
-    write_frame(CH_MESSAGE, json.dumps(obj).encode())
-
-
 def splice_exact(src, dst, n):
     while n > 0:
         moved = os.splice(src, dst, n)
@@ -87,21 +79,54 @@ def splice_exact(src, dst, n):
         n -= moved
 
 
-def available(fd):
-    buf = bytearray(4)
-    fcntl.ioctl(fd, FIONREAD, buf)
-    return struct.unpack("i", buf)[0]
+class Outbox:
+    """Frames for the host, gathered in one buffer and sent in as few writes as possible (a short job's
+    output and its report in one: every extra write is a wake-up of the host). The job's output goes
+    straight from its pipes into this buffer, which is zeroed after each send: once a report is out,
+    nothing of that job is left in the zygote's memory."""
+
+    def __init__(self, size=1 << 18):
+        self.buf = bytearray(size)
+        self.view, self.zeros = memoryview(self.buf), memoryview(bytes(size))
+        self.used = 0
+
+    def relay(self, fd, channel, allowance):
+        """Read what `fd` holds (at most `allowance` bytes) into a frame of `channel`.
+        -> (bytes taken, whether more came than allowed); (0, False) at end of file."""
+        if len(self.buf) - self.used < FRAME.size + 4096:
+            self.flush()
+        start = self.used + FRAME.size
+        n = os.readv(fd, [self.view[start : start + min(len(self.buf) - start, allowance + 1)]])
+        if not n:
+            return 0, False
+        take = min(n, allowance)
+        FRAME.pack_into(self.buf, self.used, channel, take)
+        self.view[start + take : start + n] = self.zeros[: n - take]  # what came past the allowance
+        self.used = start + take
+        return take, n > take
+
+    def message(self, obj):
+        """The zygote's own JSON message (ready, report) on channel 0, then everything is sent."""
+        data = json.dumps(obj).encode()
+        if len(self.buf) - self.used < FRAME.size + len(data):
+            self.flush()
+        if FRAME.size + len(data) > len(self.buf):
+            os.write(1, FRAME.pack(CH_MESSAGE, len(data)) + data)
+            return
+        FRAME.pack_into(self.buf, self.used, CH_MESSAGE, len(data))
+        self.view[self.used + FRAME.size : self.used + FRAME.size + len(data)] = data
+        self.used += FRAME.size + len(data)
+        self.flush()
+
+    def flush(self):
+        view = self.view[: self.used]
+        while view:
+            view = view[os.write(1, view) :]
+        self.view[: self.used] = self.zeros[: self.used]
+        self.used = 0
 
 
-def forward(fd, channel, allowance):
-    """Splice what `fd` holds to the host as one frame of `channel`, at most `allowance` bytes.
-    -> (bytes forwarded, whether more was waiting than allowed); (0, False) means end of file."""
-    n = available(fd)
-    take = min(n, allowance)
-    if take:
-        os.write(1, FRAME.pack(channel, take))
-        splice_exact(fd, 1, take)
-    return take, n > take
+OUTBOX = Outbox()
 
 
 # --- strict value encoding (the child side; sandbox/values.py decodes) -------------------------------
@@ -633,22 +658,28 @@ def run_judge(job, result_fd):
     signal.signal(signal.SIGALRM, _alarm)
     test_timeout = float(job["test_timeout_s"])
     channel = CallChannel(TO_CANDIDATE, FROM_CANDIDATE, test_timeout)
-    setup = {"__builtins__": builtins, "__name__": "__main__"}
+    namespace = {"__builtins__": builtins, "__name__": "__main__"}
+    setup = compile(job.get("setup") or "", "<setup>", "exec")
     try:
         signal.setitimer(signal.ITIMER_REAL, test_timeout)
-        exec(compile(job.get("setup") or "", "<setup>", "exec"), setup)
+        exec(setup, namespace)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def bind_program_names(code):
+        """The program's names the tests use (setup's functions too: they look them up in this same
+        namespace), as proxies. Builtins stay builtins, except the function under test itself (MBPP's
+        task 126 is a function called `sum`)."""
+        for name in _global_names(code) - set(namespace) - set(dir(builtins)) | {job.get("entry_point") or "candidate", "candidate"}:
+            namespace[name] = Proxy(name, channel)
+
+    bind_program_names(setup)
     for test in job["judged"]:
         started = time.perf_counter()
         record = {"i": test["i"]}
         try:
             code = compile(test["source"], "<test>", "exec")
-            namespace = dict(setup)
-            # The program's names the test uses; builtins stay builtins, except the function under
-            # test itself (MBPP's task 126 is a function called `sum`).
-            for name in _global_names(code) - set(setup) - set(dir(builtins)) | {job.get("entry_point") or "candidate", "candidate"}:
-                namespace[name] = Proxy(name, channel)
+            bind_program_names(code)
             signal.setitimer(signal.ITIMER_REAL, test_timeout)
             try:
                 exec(code, namespace)
@@ -771,7 +802,8 @@ def spawn(meta, body_fd, fds, others, slot_uid, no_fork, workdir, use_seccomp, j
         job = json.loads(read_all(body_fd))  # this job's own program and tests (the judge: its tests)
         job.update(meta)
         os.setsid()
-        for target, source in fds.items():
+        staged = {target: fcntl.fcntl(source, fcntl.F_DUPFD, 100) for target, source in fds.items()}  # no overlap
+        for target, source in staged.items():
             os.dup2(source, target)
         keep = LANDLOCK_RULESET  # >= 10 when set; harden() closes it once entered
         top = max(fds) + 1
@@ -806,7 +838,7 @@ def run_job(meta, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
         os.chown(workdir, slot_uid, slot_uid)
     judged = meta.get("judge_bytes", 0) > 0
     pipes = {name: os.pipe() for name in ("body", "out", "err", "res", *(("judge_body", "judge_res", "calls", "answers") if judged else ()))}
-    devnull = os.open(os.devnull, os.O_RDWR)
+    devnull = DEVNULL
     started = time.monotonic()
     candidate_fds = {0: devnull, 1: pipes["out"][1], 2: pipes["err"][1], 3: pipes["res"][1]}
     if judged:
@@ -820,7 +852,6 @@ def run_job(meta, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
                      TO_CANDIDATE: pipes["calls"][1], FROM_CANDIDATE: pipes["answers"][0]}
         leaders.append(spawn(meta, pipes["judge_body"][0], judge_fds, every - set(judge_fds.values()) - {pipes["judge_body"][0]},
                              slot_uid, no_fork, workdir, use_seccomp, judge=True))
-    os.close(devnull)
     for name, (r, w) in pipes.items():
         if name in ("body", "judge_body"):
             os.close(r)
@@ -834,9 +865,6 @@ def run_job(meta, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
     if judged:
         splice_exact(0, pipes["judge_body"][1], meta["judge_bytes"])
         os.close(pipes["judge_body"][1])
-    # The job's pipes stay blocking: select says which holds data, FIONREAD how much, and a splice of
-    # that much then waits only for room in the pipe to the host (a non-blocking source would make
-    # it stop half way when that pipe is full, after its frame header had promised the whole).
     pidfds = {os.pidfd_open(p): p for p in leaders}
     channels = {pipes["out"][0]: CH_STDOUT, pipes["err"][0]: CH_STDERR, pipes["res"][0]: CH_RECORD}
     if judged:
@@ -866,7 +894,7 @@ def run_job(meta, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
                     kill_everything(leaders, slot_uid, pid_namespace)
                 continue
             budget = "output" if channels[fd] in (CH_STDOUT, CH_STDERR) else "record"
-            moved, over = forward(fd, channels[fd], allowance[budget])
+            moved, over = OUTBOX.relay(fd, channels[fd], allowance[budget])
             allowance[budget] -= moved
             if over:
                 status = "output_limit"
@@ -954,7 +982,8 @@ def main():
     scratch_root = sys.argv[4]
     use_seccomp = sys.argv[5] == "1"
     mount_mb, max_files, own_fs = int(sys.argv[6]), int(sys.argv[7]), sys.argv[8]
-    global LANDLOCK_ABI, LANDLOCK_RULESET, SCRATCH_FS
+    global LANDLOCK_ABI, LANDLOCK_RULESET, SCRATCH_FS, DEVNULL
+    DEVNULL = os.open(os.devnull, os.O_RDWR)
     LANDLOCK_ABI = landlock_abi()
     os.makedirs(scratch_root, exist_ok=True)
     if mount_mb and not mount_scratch(scratch_root, mount_mb, max_files):
@@ -985,7 +1014,7 @@ def main():
     gc.collect()
     gc.freeze()  # children share the warm heap; the collector would otherwise copy it page by page
     sys.stdout = sys.stderr  # nothing but frames may reach the protocol pipe (fd 1)
-    write_message({"ready": True, "pid": os.getpid(), "uid": os.getuid(), "stdlib": os.path.dirname(os.__file__),
+    OUTBOX.message({"ready": True, "pid": os.getpid(), "uid": os.getuid(), "stdlib": os.path.dirname(os.__file__),
                    "stdlib_readable": stdlib_readable_by(slot_uid), "landlock_abi": LANDLOCK_ABI if use_seccomp else 0})
     while True:
         meta = read_header(0)
@@ -994,9 +1023,9 @@ def main():
         try:
             report = run_job(meta, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp)
         except Exception as exc:  # noqa: BLE001 - report, then stop: the host replaces this slot
-            write_message({"id": meta.get("id"), "status": "sandbox_error", "message": f"{type(exc).__name__}: {exc}", "wiped": False})
+            OUTBOX.message({"id": meta.get("id"), "status": "sandbox_error", "message": f"{type(exc).__name__}: {exc}", "wiped": False})
             return
-        write_message(report)
+        OUTBOX.message(report)
 
 
 if __name__ == "__main__":

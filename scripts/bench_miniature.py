@@ -108,10 +108,9 @@ def plot(seeds: list[dict], path: Path) -> None:
     for ax, mode in zip(axes, ("explain_refine", "refine")):
         key = f"eval/miniature/{mode}_success_rate"
         for s in seeds:
-            points = [(0, s["sft"][f"{'explain_refine' if mode == 'explain_refine' else 'refine'}_success"])]
-            points += [(c["step"], c[key]) for c in s["rl_curve"] if key in c]
+            points = [(c["step"], c[key]) for c in s["rl_curve"] if key in c and c[key] is not None]
             ax.plot([p[0] for p in points], [100 * p[1] for p in points], marker=".", label=f"seed {s['seed']}")
-        ax.set_title(f"held-out {'Expl. + Refine' if mode == 'explain_refine' else 'Refine'} success during RL")
+        ax.set_title(f"{'Expl. + Refine' if mode == 'explain_refine' else 'Refine'} success during RL (40 held-out tasks)", fontsize=9)
         ax.set_xlabel("RL step")
         ax.set_ylabel("%")
         ax.grid(alpha=0.3)

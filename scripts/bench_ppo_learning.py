@@ -2,7 +2,7 @@
 
 The pipeline's own stages on the miniature domain (ledex_rl/problems/miniature.py), per seed:
 collect (miniature-base's first attempts on the 240 training tasks, explained and fixed by the scripted
-teacher over HTTP, verified in the sandbox), SFT, then PPO with a critic (GAE). A fifth of the collected
+teacher over HTTP, verified in the sandbox), SFT, then PPO with a critic (GAE). A tenth of the collected
 tasks is held out of both SFT (`sft.eval_fraction`) and RL (`rl.validation_fraction`): their wrong
 attempts are answered greedily and at the sampling temperature before RL and every block of steps.
 Reported per block of 10 steps: the pass rate of the RL samples per mode, R(r) per mode, R(e), KL,
@@ -10,9 +10,10 @@ entropy, and the held-out pass rates. Judged on the pass rates, never on the tot
 
 The set-up, as a practitioner would choose it (choices made on the training prompts' on-policy numbers,
 never on the held-out ones):
-- SFT for `--sft-steps` optimizer steps (2 epochs of the collected data at lr 1e-3, not the 5 epochs of
+- SFT for `--sft-steps` optimizer steps (3 epochs of the collected data at lr 1e-3, not the 5 epochs of
   configs/miniature.yaml), so that the explain-then-refine on-policy pass rate starts between 10% and
-  50%: the code reward then sees both passing and failing answers, which PPO needs for a direction.
+  50% (measured on the training prompts: 2 epochs give about 8%, 5 epochs about 50%): the code reward
+  then sees both passing and failing answers, which PPO needs for a direction.
 - RL on 64 of the collected wrong attempts (`rl.max_prompts`), 4 answers each per visit, 8 (prompt,
   mode) pairs per step: each prompt comes back every 8 steps. On the whole pool (about 450 prompts)
   a prompt comes back every 56 steps, and sequence-level rewards then move a 2.7M-parameter policy
@@ -27,8 +28,9 @@ never on the held-out ones):
 - KL to the SFT model with a fixed coefficient of 0.02 per token: small enough not to hold the policy
   at the SFT model's pass rate, large enough to keep it near what it knows. Bound stated: the mean KL
   per answer stays under `KL_BOUND` nats.
-- strong_start: the full SFT of configs/miniature.yaml (5 epochs), sampled at T=0.5, where its
-  on-policy pass rate is above 80%; then 30 PPO steps with the same settings: PPO must not lower it.
+- strong_start: the full SFT of configs/miniature.yaml (5 epochs; reused from scripts/bench_miniature.py's
+  run of the same seed when there is one), sampled at T=0.5, where its on-policy pass rate is above
+  80% (at T=1.0 about 50%); then 30 PPO steps with the same settings: PPO must not lower it.
 
 Writes `docs/bench/ppo_learning.json` and `docs/bench/ppo_learning.png`. Run it alone on the machine.
 
@@ -54,18 +56,21 @@ from ledex_rl.miniature_teacher import ScriptedTeacher, TeacherServer  # noqa: E
 KL_BOUND = 10.0  # nats per answer, mean over a block
 BLOCK = 10
 MODES = ("explain_refine", "refine")
-COMMON = ["sft.eval_fraction=0.2", "rl.validation_fraction=0.2", f"rl.validation_every_steps={BLOCK}", "rl.max_prompts=64",
+COMMON = ["sft.eval_fraction=0.1", "rl.validation_fraction=0.1", f"rl.validation_every_steps={BLOCK}", "rl.max_prompts=64",
           "rl.ppo.save_every_steps=1000", "rl.ppo.samples_per_prompt=4", "rl.ppo.batch_size=32", "rl.ppo.mini_batch_size=16",
           "rl.ppo.micro_batch_size=16", "rl.ppo.ppo_epochs=2", "rl.ppo.lr=5e-5", "rl.ppo.critic_lr=3e-4", "rl.ppo.kl_coef=0.02",
           "rl.ppo.adaptive_kl=false", "rl.ppo.max_new_tokens=128"]
 
 
-def run(run_dir: Path, seed: int, collected: Path, teacher_url: str, overrides: list[str]) -> list[dict]:
-    """SFT then RL in `run_dir` on the collected data of `collected`; the RL metrics per step."""
+def run(run_dir: Path, seed: int, collected: Path, teacher_url: str, overrides: list[str], sft: Path | None = None) -> list[dict]:
+    """SFT (or a finished one, copied from `sft`) then RL in `run_dir` on the collected data of
+    `collected`; the RL metrics per step."""
     from ledex_rl.pipeline import run_stage
 
     shutil.rmtree(run_dir, ignore_errors=True)
     shutil.copytree(collected, run_dir / "collect")
+    if sft is not None:
+        shutil.copytree(sft, run_dir / "sft")
     cfg = load_config("configs/miniature.yaml", [f"run_dir={run_dir}", f"seed={seed}", f"collect.teacher.base_url={teacher_url}",
                                                  *COMMON, *overrides])
     run_stage("sft", cfg)
@@ -158,10 +163,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--sft-steps", type=int, default=90)
+    parser.add_argument("--sft-steps", type=int, default=135)
     parser.add_argument("--strong-steps", type=int, default=30)
     parser.add_argument("--out", default="docs/bench")
     parser.add_argument("--work", default="runs/bench-ppo-learning")
+    parser.add_argument("--reuse", default="runs/bench-miniature",
+                        help="scripts/bench_miniature.py's work folder: its collected data and SFT per seed are reused when present")
     parser.add_argument("overrides", nargs="*", help="extra config overrides for both settings")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -173,15 +180,17 @@ def main() -> None:
     with TeacherServer(ScriptedTeacher.for_every_split(0.2)) as teacher:
         for seed in args.seeds:
             started = time.time()
-            collect_dir = work / f"seed-{seed}-collect"
+            reused = Path(args.reuse) / f"seed-{seed}"
+            collect_dir = reused if (reused / "collect" / "DONE").is_file() else work / f"seed-{seed}-collect"
             run_stage("collect", load_config("configs/miniature.yaml", [f"run_dir={collect_dir}", f"seed={seed}",
                                                                          f"collect.teacher.base_url={teacher.url}"]))
+            strong_sft = reused / "sft" if (reused / "sft" / "DONE").is_file() else None  # the same config and seed
             history = run(work / f"seed-{seed}-learning", seed, collect_dir / "collect", teacher.url,
                           [f"sft.max_steps={args.sft_steps}", f"rl.ppo.steps={args.steps}", "rl.ppo.temperature=1.0", *args.overrides])
             learning.append({"seed": seed, "blocks": blocks(history)})
             if args.strong_steps:
                 history = run(work / f"seed-{seed}-strong", seed, collect_dir / "collect", teacher.url,
-                              [f"rl.ppo.steps={args.strong_steps}", "rl.ppo.temperature=0.5", *args.overrides])
+                              [f"rl.ppo.steps={args.strong_steps}", "rl.ppo.temperature=0.5", *args.overrides], sft=strong_sft)
                 strong.append({"seed": seed, "blocks": blocks(history)})
             print(f"seed {seed}: {time.time() - started:.0f} s; learning blocks "
                   f"{[round(b['pass_rate']['explain_refine'], 2) for b in learning[-1]['blocks']]}", flush=True)

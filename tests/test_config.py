@@ -9,7 +9,7 @@ from ledex_rl.config import ConfigError, LedexConfig, load_config
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "tiny.yaml", "codellama-7b.yaml"])
+@pytest.mark.parametrize("name", ["default.yaml", "tiny.yaml", "codellama-7b.yaml", "miniature.yaml"])
 def test_shipped_configs_load(name):
     cfg = load_config(CONFIGS / name)
     assert isinstance(cfg, LedexConfig)

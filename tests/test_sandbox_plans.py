@@ -24,7 +24,7 @@ from sandbox.values import MalformedValue, decode, equal
     ],
 )
 def test_split_assert(source, offloaded, residual):
-    exprs, expression = split_assert(source)
+    exprs, expression, _ = split_assert(source)
     assert exprs == offloaded
     assert ast.unparse(expression) == residual
 
