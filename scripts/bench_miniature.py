@@ -76,7 +76,10 @@ def rl_curve(metrics_file: Path) -> list[dict]:
     return curve
 
 
-def spread(values: list[float]) -> str:
+def spread(values: list[float | None]) -> str:
+    values = [v for v in values if v is not None]  # a success rate with no wrong attempt to refine
+    if not values:
+        return "n/a"
     mean = statistics.mean(values)
     return f"{100 * mean:.1f} ± {100 * statistics.pstdev(values):.1f}" if len(values) > 1 else f"{100 * mean:.1f}"
 
