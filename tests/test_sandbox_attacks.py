@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -312,3 +313,128 @@ def test_a_directory_nested_past_any_recursion_limit_is_wiped(sandbox):
             "    os.symlink('/usr', 'out')\n    os.chmod('.', 0)\n    return 0")
     run(sandbox, deep)
     assert os.stat("/usr").st_mode & 0o755 == 0o755
+
+
+SCAN = """import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+libc.sbrk.restype = ctypes.c_void_p
+libc.write.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
+libc.write.restype = ctypes.c_ssize_t
+PAGE = os.sysconf('SC_PAGE_SIZE')
+PIPE = os.pipe()
+def read_page(addr):
+    # Read through the kernel (write() into a pipe): a mapped page that cannot be read, such as a file
+    # mapping past its end, is EFAULT there instead of a SIGBUS in the scanner.
+    if libc.mincore(ctypes.c_void_p(addr), PAGE, ctypes.create_string_buffer(1)) != 0:
+        return None
+    return os.read(PIPE[0], PAGE) if libc.write(PIPE[1], ctypes.c_void_p(addr), PAGE) == PAGE else None
+def find(first, second):
+    # The needle is assembled in a C buffer from two halves, so no Python object holds it whole;
+    # every mapped page within 64 MiB of the heap and of the object arenas is searched (no /proc).
+    needle = ctypes.create_string_buffer(len(first) + len(second))
+    needle[:len(first)] = first
+    needle[len(first):] = second
+    own, view = ctypes.addressof(needle), memoryview(needle)[: len(first) + len(second)]
+    seen = set()
+    for anchor in (id(object()), id(bytearray(4096)), id('x' * 100), libc.sbrk(0)):
+        base = (anchor // PAGE) * PAGE
+        for k in range(-(1 << 14), 1 << 14):
+            addr = base + k * PAGE
+            if addr <= 0 or addr in seen or (page := read_page(addr)) is None:
+                continue
+            seen.add(addr)
+            at = -1
+            while (at := page.find(view, at + 1)) >= 0:
+                if addr + at != own:
+                    return True
+    return False
+"""
+
+
+def test_no_earlier_job_can_be_found_in_the_memory_a_job_starts_with(sandbox):
+    """A job that scans every page of its own memory finds a marker it holds, and nothing of the job
+    before it (its program, what it printed, what it returned)."""
+    secret = os.urandom(12).hex()
+    first = f"def add(a, b):\n    print('{secret}-printed')\n    return '{secret}-returned'  # {secret}-program"
+    assert not sandbox.run_one(Job(first, TESTS, entry_point="add")).passed
+    marker = os.urandom(12).hex()
+    scan = SCAN + (f"kept = ['{marker[:12]}' + '{marker[12:]}']\n"
+                   f"def add(a, b):\n    return [find(b'{marker[:12]}', b'{marker[12:]}'), find(b'{secret[:12]}', b'{secret[12:]}')]")
+    result = sandbox.run_one(Job(scan, (TestCase(kind="call", args=(1, 2), expected=[True, False]),), entry_point="add"))
+    assert result.passed, result.feedback()
+
+
+def test_a_job_is_one_process_by_default(sandbox):
+    """Memory holds for the whole job: it cannot fork (threads are fine), so RLIMIT_AS bounds it all."""
+    forks = "import os\ndef add(a, b):\n    os.fork()\n    return a + b"
+    assert "Operation not permitted" in run(sandbox, forks).feedback()
+    threads = ("import threading\ndef add(a, b):\n    out = []\n    t = threading.Thread(target=lambda: out.append(a + b))\n"
+               "    t.start()\n    t.join()\n    return out[0]")
+    assert sandbox.run_one(Job(threads, TESTS, entry_point="add")).passed
+
+
+def test_no_datagram_to_a_host_unix_socket(sandbox, tmp_path):
+    """Neither a unix datagram socket nor a datagram socketpair can send to a path on the host."""
+    path = f"/tmp/ledex-dgram-{os.getpid()}.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)
+    os.chmod(path, 0o777)
+    server.settimeout(0.2)
+    try:
+        for make in ("socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)", "socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)[0]"):
+            program = f"import socket\ndef add(a, b):\n    s = {make}\n    s.sendto(b'escaped', {path!r})\n    return a + b"
+            run(sandbox, program)
+            with pytest.raises(OSError):
+                server.recv(100)
+    finally:
+        server.close()
+        os.unlink(path)
+
+
+def test_no_new_namespaces_even_where_jobs_may_fork(sandbox):
+    """With forking allowed (max_processes > 1), clone() into a new user, pid or network namespace is
+    still refused (raw, past any Python check), while a plain fork works."""
+    if os.getuid() != 0:
+        pytest.skip("without a slot uid jobs never fork")
+    forking = Sandbox(slots=1, isolation_tier=sandbox.tier, limits=replace(LIMITS, max_processes=8))
+    try:
+        fork = "import os\ndef add(a, b):\n    pid = os.fork()\n    if pid == 0:\n        os._exit(0)\n    os.waitpid(pid, 0)\n    return a + b"
+        assert forking.run_one(Job(fork, TESTS, entry_point="add")).passed
+        for flags in (0x10000000, 0x20000000, 0x40000000):  # CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET
+            program = (f"import ctypes\ndef add(a, b):\n    libc = ctypes.CDLL(None, use_errno=True)\n"
+                       f"    return [libc.syscall(56, {flags} | 17, 0, 0, 0, 0), ctypes.get_errno()]")
+            result = forking.run_one(Job(program, (TestCase(kind="call", args=(1, 2), expected=[-1, 1]),), entry_point="add"))
+            assert result.passed, result.feedback()  # -1, EPERM
+    finally:
+        forking.close()
+
+
+def test_two_sandboxes_on_a_node_never_share_a_slot_uid():
+    if os.getuid() != 0:
+        pytest.skip("slot uids are used only as root")
+    boxes = [Sandbox(slots=2, isolation_tier="process", limits=LIMITS) for _ in range(2)]
+    try:
+        uids = [slot.uid.uid for box in boxes for slot in box._slots]
+        assert len(set(uids)) == 4 and all(SLOT_UID_BASE <= u < SLOT_UID_BASE + 4000 for u in uids)
+    finally:
+        for box in boxes:
+            box.close()
+
+
+def test_closing_removes_a_host_scratch_tree_of_any_depth(tmp_path):
+    """The host's own cleanup of a slot's scratch space (unshare and process tiers) does not recurse."""
+    try:
+        box = Sandbox(slots=1, isolation_tier="process", limits=LIMITS)
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"process tier unavailable: {exc}")
+    root = box._slots[0].launch.host_scratch
+    fd = os.open(root, os.O_RDONLY)
+    for _ in range(3000):
+        os.mkdir("d", dir_fd=fd)
+        inner = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(fd)
+    box.close()
+    assert not os.path.exists(root)
