@@ -327,10 +327,10 @@ def run(cfg: LedexConfig, out: Path) -> None:
                 values.update(stepper.validate(validation))
             if eval_problems and (done % cfg.rl.eval_every_steps == 0 or done == p.steps):
                 values.update(during_training(cfg, done, engines, tokenizer, style, executors, eval_problems, out / "evals"))
+            metrics.log(done, values)  # before the checkpoint: a step a rerun resumes after has its line
             if done % p.save_every_steps == 0 or done == p.steps:
                 trainer.save_checkpoint(checkpoints, {"step": done, "kl_coef": stepper.kl.value, "reward_scaler": asdict(stepper.scaler)})
                 saved = done
-            metrics.log(done, values)
             bar.update(1)
             bar.set_postfix(reward=f"{values['reward/total']:.2f}", kl=f"{values['kl/mean_per_response']:.3f}")
         bar.close()

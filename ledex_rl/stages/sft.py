@@ -100,11 +100,12 @@ def run(cfg: LedexConfig, out: Path) -> None:
             values = {"train/loss": result["loss"], "train/lr": result["lr"], "train/grad_norm": result["grad_norm"],
                       "train/answer_tokens_per_s": result["tokens"] / max(result["seconds"], 1e-9)}
             done = step + 1
-            if done % s.save_every_steps == 0 or done == len(schedule):
-                if held_batches:
-                    values["eval/loss"] = group.eval_loss(held_batches)
+            checkpoint = done % s.save_every_steps == 0 or done == len(schedule)
+            if checkpoint and held_batches:
+                values["eval/loss"] = group.eval_loss(held_batches)
+            metrics.log(done, values)  # before the checkpoint: a step a rerun resumes after has its line
+            if checkpoint:
                 group.save_checkpoint(checkpoints, {"step": done})
-            metrics.log(done, values)
             bar.update(1)
             bar.set_postfix(loss=f"{result['loss']:.3f}")
         bar.close()
