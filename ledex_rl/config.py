@@ -61,10 +61,15 @@ class ProblemSourceConfig:
     split: Literal["train", "validation", "test", "prompt", "all"] = "test"
     offset: int = 0  # skip this many problems first (keeps train and eval apart on one benchmark)
     limit: int = 0  # 0 = all problems
+    # Training sources only: the stages that learn from these tasks' collected data (collect runs on all).
+    # `[rl]` keeps tasks out of SFT, so RL practises on programs the SFT model never saw fixed.
+    stages: list[Literal["sft", "rl"]] = ("sft", "rl")
 
     def __post_init__(self) -> None:
         _check(self.limit >= 0, f"data source {self.name}: limit must be >= 0 (0 means all)")
         _check(self.offset >= 0, f"data source {self.name}: offset must be >= 0")
+        _check(bool(self.stages) and len(set(self.stages)) == len(self.stages),
+               f"data source {self.name}: stages must name sft, rl or both, once each")
 
 
 @dataclass(frozen=True)
@@ -240,8 +245,8 @@ class SFTConfig:
 
 @dataclass(frozen=True)
 class PPOConfig:
-    """Paper: lr 2e-6, batch 64, gamma 0.99 (lambda, clip ranges and KL coefficient not stated;
-    the defaults are TRL's legacy PPO defaults)."""
+    """Paper: lr 2e-6, batch 64, gamma 0.99, lambda 1 as printed (clip ranges and KL coefficient not
+    stated; those defaults are TRL's legacy PPO defaults)."""
 
     lr: float = 2e-6
     batch_size: int = 8  # responses per PPO step
@@ -253,7 +258,10 @@ class PPOConfig:
     save_every_steps: int = 1  # DeepSpeed checkpoint for resuming
     keep_checkpoints: bool = False  # delete them once the final model is written
     gamma: float = 0.99
-    lam: float = 0.95
+    # The paper's advantage, A_t = delta_t + gamma delta_{t+1} + ..., is GAE with lambda = 1: every token
+    # sees the rewards at the end of its answer. TRL's 0.95 would pass a reward on the last code token to a
+    # token 50 positions earlier at 5% strength, so an explanation would barely learn whether its code passed.
+    lam: float = 1.0
     clip_range: float = 0.2
     value_clip_range: float = 0.2
     # The critic is its own model (the starting policy's transformer + a linear value head) with its

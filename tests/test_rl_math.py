@@ -157,3 +157,15 @@ def test_explained_variance():
     mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
     assert ppo.explained_variance(returns, returns, mask) == pytest.approx(1.0)
     assert ppo.explained_variance(torch.full_like(returns, 2.0), returns, mask) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_default_advantage_carries_the_code_reward_to_the_first_token():
+    """The default is the paper's printed advantage (lambda = 1): with a zero critic, a reward on the last
+    of 50 tokens reaches the first at gamma^49 (TRL's lambda = 0.95 would leave 5% of that)."""
+    from ledex_rl.config import PPOConfig
+
+    p = PPOConfig()
+    rewards_ = torch.zeros(1, 50)
+    rewards_[0, -1] = 1.0
+    adv, _ = ppo.gae(rewards_, torch.zeros(1, 50), torch.ones(1, 50), p.gamma, p.lam)
+    assert adv[0, 0].item() == pytest.approx(p.gamma**49)

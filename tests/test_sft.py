@@ -15,6 +15,8 @@ import pytest
 from ledex_rl import prompts, sft_data
 from ledex_rl.config import load_config
 from ledex_rl.losses import IGNORE
+from ledex_rl.problems import stage_problems
+from ledex_rl.stages.sft import build_examples
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -243,3 +245,19 @@ def test_sft_on_the_embedded_smollm2(ray_cluster, tmp_path):
     summary = json.loads((tmp_path / "sft" / "summary.json").read_text())
     assert summary["held_out_loss_after"] < summary["held_out_loss_before"]
     assert policy_for(cfg, "rl") == str(tmp_path / "sft" / "model")
+
+
+def test_tasks_kept_for_rl_alone_give_sft_nothing(tmp_path):
+    """A training source with `stages: [rl]` is collected, but only RL learns from it."""
+    config = tmp_path / "split.yaml"
+    config.write_text("data:\n  train:\n    - {name: miniature, split: train, limit: 2}\n"
+                      "    - {name: miniature, split: train, offset: 2, limit: 2, stages: [rl]}\n"
+                      "sft: {use_reference_solutions: false}\n")
+    cfg = load_config(str(config))
+    sft_tasks = [p.task_id for p in stage_problems(cfg.data.train, "sft")]
+    rl_tasks = [p.task_id for p in stage_problems(cfg.data.train, "rl")]
+    assert len(sft_tasks) == 2 and len(rl_tasks) == 4 and set(sft_tasks) < set(rl_tasks)
+    rows = [row(task, "first_attempt", True, RIGHT) for task in rl_tasks]
+    assert sorted(e.task_id for e in build_examples(cfg, rows)) == sorted(sft_tasks)
+    everything = load_config(str(config), ["data.train.1.stages=[sft, rl]"])
+    assert len(build_examples(everything, rows)) == 4

@@ -14,7 +14,7 @@ from ledex_rl.config import ProblemSourceConfig
 from ledex_rl.problems import apps, codecontests, evalplus, humaneval, mbpp, miniature
 from ledex_rl.problems.base import LoadReport, MalformedRow, Problem, SourceUnavailable, TestCase
 
-__all__ = ["LoadReport", "Problem", "SourceUnavailable", "TestCase", "load_problems", "HUB_IDS"]
+__all__ = ["LoadReport", "Problem", "SourceUnavailable", "TestCase", "load_problems", "stage_problems", "HUB_IDS"]
 
 # Hugging Face hub ids (and dataset configs) used when a source is given no local path.
 HUB_IDS: dict[str, tuple[str, str | None]] = {
@@ -76,6 +76,11 @@ def load_problems(cfg: ProblemSourceConfig) -> tuple[list[Problem], LoadReport]:
                 break
     report.loaded = len(problems)
     return problems, report
+
+
+def stage_problems(sources: Iterable[ProblemSourceConfig], stage: str) -> list[Problem]:
+    """The problems of the training sources whose `stages` include `stage` ("sft" or "rl")."""
+    return [p for source in sources if stage in source.stages for p in load_problems(source)[0]]
 
 
 def _records(cfg: ProblemSourceConfig) -> Iterable[tuple[str, Any]]:

@@ -259,7 +259,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
     from ledex_rl.expected_outputs import fill_expected_outputs
     from ledex_rl.metrics import MetricsLogger
     from ledex_rl.pipeline import policy_for
-    from ledex_rl.problems import load_problems
+    from ledex_rl.problems import stage_problems
     from ledex_rl.stages.eval import during_training, load_eval_problems
     from ledex_rl.stages.sft import NoTrainingData, read_collected
 
@@ -269,7 +269,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
     rows = read_collected(Path(cfg.run_dir) / "collect")
     connect(cfg.ray)
     executors = ExecutorPool(cfg.sandbox, name_prefix="rl-executor")
-    problem_list = [pr for source in cfg.data.train for pr in load_problems(source)[0]]
+    problem_list = stage_problems(cfg.data.train, "rl")  # tasks of sources kept for SFT alone give no prompts
     problem_list, _ = fill_expected_outputs(problem_list, executors.run)
     problems = {pr.task_id: pr for pr in problem_list}
     items = rl_prompts(rows, problems, cfg.rl.use_reference_solutions)

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from ledex_rl import prompts, sft_data
 from ledex_rl.config import LedexConfig
+from ledex_rl.problems import stage_problems
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +38,15 @@ def read_collected(collect_dir: Path) -> list[dict]:
 
 
 def build_examples(cfg: LedexConfig, rows: list[dict]) -> list[sft_data.SFTExample]:
+    """The paper's SFT examples from the collected rows of the tasks SFT learns from (not those of
+    sources kept for RL alone), plus the datasets' solutions with `sft.use_reference_solutions`."""
+    sources = cfg.data.train
+    if not all("sft" in source.stages for source in sources):
+        kept = {p.task_id for p in stage_problems(sources, "sft")}
+        rows = [row for row in rows if row["task_id"] in kept]
     examples = sft_data.examples_from_rows(rows)
     if cfg.sft.use_reference_solutions:
-        from ledex_rl.problems import load_problems
-
-        problems = [p for source in cfg.data.train for p in load_problems(source)[0]]
-        examples += sft_data.reference_examples(problems, rows)
+        examples += sft_data.reference_examples(stage_problems(sources, "sft"), rows)
     if not examples:
         raise NoTrainingData(
             "sft: the collected data has no correct first attempt and no verified refinement; sample more "
