@@ -39,3 +39,39 @@ class MetricsLogger:
 
     def close(self) -> None:
         self.writer.close()
+
+
+RL_MODES = ("explain_refine", "refine")
+
+
+def rl_blocks(history: list[dict], block: int = 10) -> list[dict]:
+    """RL's metrics.jsonl rows -> per block of `block` steps: the means of what the step logged about its
+    own samples (pass rate and R(r) per mode, R(e), KL per answer, entropy, answer length) and the
+    held-out validation logged at the block's last step (`heldout`; the first block also gets the one
+    before any training as `heldout_before_rl`). Judge learning on the pass rates, not the total reward."""
+    validation = {m["step"]: _prefixed(m, "validation/pass_rate/") for m in history}
+    steps = [m for m in history if "reward/total" in m]
+    out = []
+    for i in range(0, len(steps), block):
+        rows = steps[i : i + block]
+        row = {"steps": [rows[0]["step"], rows[-1]["step"]],
+               "pass_rate": {m: _mean(r.get(f"reward/pass_rate/{m}") for r in rows) for m in RL_MODES},
+               "code_reward": {m: _mean(r.get(f"reward/code/{m}") for r in rows) for m in RL_MODES},
+               "explanation_reward": _mean(r.get("reward/explanation") for r in rows),
+               "kl": _mean(r.get("kl/mean_per_response") for r in rows),
+               "entropy": _mean(r.get("ppo/entropy") for r in rows),
+               "length": _mean(r.get("response/length_mean") for r in rows),
+               "heldout": validation.get(rows[-1]["step"]) or None}
+        if i == 0 and validation.get(0):
+            row["heldout_before_rl"] = validation[0]
+        out.append(row)
+    return out
+
+
+def _prefixed(row: dict, prefix: str) -> dict:
+    return {k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix)}
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None

@@ -1,15 +1,17 @@
 """LeDex in miniature, the paper's Table 4 on 2 cores: prompting vs SFT vs RL on held-out code repair.
 
 For each seed, the real pipeline on `configs/miniature.yaml`: collect (miniature-base's own first
-attempts on the 240 training tasks, explained and fixed by the scripted teacher behind a real HTTP
-endpoint, every fix verified in the sandbox) -> SFT -> RL (PPO with the LeDex rewards) -> evaluation of
+attempts on 480 training tasks, explained and fixed by the scripted teacher behind a real HTTP
+endpoint, every fix verified in the sandbox) -> SFT (on 240 of them) -> RL (PPO with the LeDex rewards,
+on the wrong attempts at the other 240, which SFT never saw fixed) -> evaluation of
 the base model (prompting), the SFT model and the RL model on 80 new instances of the training
 families and 80 instances of 4 families never trained on. The base model is built once (its own seed);
 the seeds vary everything after it: sampling, teacher answers, data order, initialisation of the critic.
 
 Writes `docs/bench/miniature.json` (per seed: the three rows' held-out explain-then-refine success rate,
 refine-only success rate and pass@1 after one round of refinement, for new instances and for the
-unseen families; and the seconds per stage), `docs/bench/miniature.md` (Table 4's shape: mean and
+unseen families; the seconds per stage; RL's own samples and its validation tasks per block of 10
+steps, `rl_blocks`), `docs/bench/miniature.md` (Table 4's shape: mean and
 spread over seeds) and `docs/bench/miniature.png` (held-out success rate over RL steps). Run it alone
 on the machine: the vLLM CPU engine slows down about 6x when its cores are shared.
 
@@ -29,9 +31,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ledex_rl.config import load_config  # noqa: E402
+from ledex_rl.metrics import rl_blocks  # noqa: E402
 from ledex_rl.miniature_teacher import ScriptedTeacher, TeacherServer  # noqa: E402
 
 ROWS = ("prompting", "sft", "rl")
+EVAL_EVERY = 14  # RL steps between evaluations of the policy on 40 held-out tasks (the plot)
 LABELS = {"prompting": "base", "sft": "sft", "rl": "rl"}
 BENCHMARKS = {"new_instances": "miniature", "unseen_families": "miniature-unseen"}
 
@@ -51,7 +55,7 @@ def run_seed(seed: int, work: Path, overrides: list[str], error_rate: float) -> 
     run_dir = work / f"seed-{seed}"
     with TeacherServer(ScriptedTeacher.for_every_split(error_rate)) as teacher:
         cfg = load_config("configs/miniature.yaml", [f"run_dir={run_dir}", f"seed={seed}", f"collect.teacher.base_url={teacher.url}",
-                                                     "rl.eval_every_steps=10", "rl.eval_tasks=40", *overrides])
+                                                     f"rl.eval_every_steps={EVAL_EVERY}", "rl.eval_tasks=40", *overrides])
         started = time.time()
         run_pipeline(cfg)
         wall = time.time() - started
@@ -62,6 +66,8 @@ def run_seed(seed: int, work: Path, overrides: list[str], error_rate: float) -> 
     out["seconds"]["total"] = round(wall, 1)
     out["collect"] = json.loads((run_dir / "collect" / "summary.json").read_text())["table1"]
     out["rl_curve"] = rl_curve(run_dir / "rl" / "metrics.jsonl")
+    history = [json.loads(line) for line in (run_dir / "rl" / "metrics.jsonl").read_text().splitlines()]
+    out["rl_blocks"] = rl_blocks(history)  # RL's own samples per 10 steps, and the validation tasks (held out of SFT and RL)
     return out
 
 
@@ -84,6 +90,10 @@ def spread(values: list[float | None]) -> str:
     return f"{100 * mean:.1f} ± {100 * statistics.pstdev(values):.1f}" if len(values) > 1 else f"{100 * mean:.1f}"
 
 
+def _points(rl: float | None, sft: float | None) -> str:
+    return "n/a" if rl is None or sft is None else f"{100 * (rl - sft):+.1f}"
+
+
 def markdown(seeds: list[dict]) -> str:
     lines = []
     for title, pick in (("Held-out new instances of the training families", lambda s: s),
@@ -96,6 +106,12 @@ def markdown(seeds: list[dict]) -> str:
                      for key in ("explain_refine_success", "refine_success", "pass@1_after_refine", "pass@1_init")]
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += ["**RL minus SFT, seed by seed** (points, held-out new instances)", "",
+              "| seed | Expl. + Refine success | Refine success | pass@1 after one round (E+R) |", "|---|---|---|---|"]
+    for s in seeds:
+        cells = [_points(s["rl"][key], s["sft"][key]) for key in ("explain_refine_success", "refine_success", "pass@1_after_refine")]
+        lines.append(f"| {s['seed']} | " + " | ".join(cells) + " |")
+    lines.append("")
     minutes = [s["seconds"]["total"] / 60 for s in seeds]
     lines.append(f"Minutes per seed (whole pipeline, 2 cores, alone on the machine): {', '.join(f'{m:.1f}' for m in minutes)}.")
     return "\n".join(lines) + "\n"
