@@ -19,6 +19,7 @@ from typing import Literal, Sequence
 
 import ray
 
+from ledex_rl.errors import UserError
 from ledex_rl.config import RewardConfig
 from ledex_rl.problems.base import Problem
 from ledex_rl.rewards import RewardParts
@@ -92,7 +93,7 @@ class RewardActor:
         return {"pid": os.getpid(), "scored": self.scored}
 
 
-class RewardError(RuntimeError):
+class RewardError(UserError, RuntimeError):
     """A reward actor hung or died twice on the same answers; the message says what to check."""
 
 

@@ -12,10 +12,12 @@ import time
 from collections import deque
 from typing import Iterable, Sequence
 
+from ledex_rl.errors import UserError
+
 _LAYER = re.compile(r"^(.*?\.layers\.\d+)\.")
 
 
-class WeightSyncError(RuntimeError):
+class WeightSyncError(UserError, RuntimeError):
     """An engine did not take new weights in time; the message says which step and what to check."""
 
 

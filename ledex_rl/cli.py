@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 
 import click
 
 from ledex_rl.config import ConfigError, LedexConfig, load_config
+from ledex_rl.errors import UserError
 
 CONFIG_HELP = "YAML config (see configs/); defaults are the embedded SmolLM2 run."
 OVERRIDES_HELP = "Dotted overrides after the options, e.g. rl.ppo.kl_coef=0.05 data.train.0.limit=5"
@@ -27,28 +29,14 @@ def load_or_exit(config_path: str | None, overrides: tuple[str, ...]) -> LedexCo
 
 
 def fail_cleanly(func):
-    """Known user-facing failures become one line on stderr and exit code 2; bugs keep tracebacks."""
-    import functools
-
-    from actors.reward_pool import RewardError
-    from actors.weight_sync import WeightSyncError
-    from ledex_rl.cluster import ClusterUnavailable
-    from ledex_rl.cluster_plan import ClusterSpecError
-    from ledex_rl.debugger import DebugInputError
-    from ledex_rl.eval_report import NoResults
-    from ledex_rl.models import ModelUnavailable
-    from ledex_rl.problems.base import SourceUnavailable
-    from ledex_rl.stages.rl import ActorDied
-    from ledex_rl.stages.sft import NoTrainingData
-    from ledex_rl.teachers import TeacherUnavailable
-
-    known = (ConfigError, ClusterSpecError, DebugInputError, NoResults, ModelUnavailable, SourceUnavailable, ClusterUnavailable, NoTrainingData, WeightSyncError, TeacherUnavailable, ActorDied, RewardError)
+    """Known user-facing failures (`UserError`: config, input, data, model, sandbox, cluster, a dead actor)
+    become one line on stderr and exit code 2; bugs keep tracebacks."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except known as exc:
+        except UserError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import os
 
+from ledex_rl.errors import UserError
 from ledex_rl.config import RayConfig
 
 log = logging.getLogger(__name__)
 
 
-class ClusterUnavailable(RuntimeError):
+class ClusterUnavailable(UserError, RuntimeError):
     """The configured Ray cluster cannot be reached; the message says how to fix it."""
 
 

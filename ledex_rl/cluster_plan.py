@@ -16,10 +16,11 @@ from pathlib import Path
 
 import yaml
 
+from ledex_rl.errors import UserError
 from ledex_rl.config import LedexConfig
 
 
-class ClusterSpecError(ValueError):
+class ClusterSpecError(UserError, ValueError):
     """A cluster file that cannot be read, or a config that does not fit it; one line says which."""
 
 

@@ -11,8 +11,10 @@ import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
 
+from ledex_rl.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A bad config key or value. The message is one line that names the key and the fix."""
 
 

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
+from ledex_rl.errors import UserError
 from ledex_rl import prompts
 from ledex_rl.problems.base import TestCase
 
 
-class DebugInputError(ValueError):
+class DebugInputError(UserError, ValueError):
     """A file that cannot be debugged as given; the message names the file and what to fix."""
 
 

@@ -11,12 +11,13 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from ledex_rl.errors import UserError
 from ledex_rl.eval_metrics import MODE_NAMES
 
 Result = tuple[str, dict]  # (label, results.json)
 
 
-class NoResults(ValueError):
+class NoResults(UserError, ValueError):
     """Nothing to report; the message names what was looked for."""
 
 

@@ -19,6 +19,7 @@ import random
 import shutil
 from pathlib import Path
 
+from ledex_rl.errors import UserError
 from ledex_rl import prompts
 from ledex_rl.problems import miniature
 
@@ -30,7 +31,7 @@ MINIATURE = "miniature-base"  # see build_miniature_base
 BUILTIN = (SMOLLM2, TINY, MINIATURE)
 
 
-class ModelUnavailable(RuntimeError):
+class ModelUnavailable(UserError, RuntimeError):
     """A model that cannot be found or built; the message says how to get it."""
 
 

@@ -19,6 +19,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, Sequence
 
+from ledex_rl.errors import UserError
 from ledex_rl import prompts
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class Teacher(Protocol):
         """For each conversation, `n` sampled answers (text)."""
 
 
-class TeacherUnavailable(RuntimeError):
+class TeacherUnavailable(UserError, RuntimeError):
     """The teacher cannot answer (endpoint down, key missing); the message says what to fix."""
 
 

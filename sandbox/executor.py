@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from ledex_rl.errors import UserError
 from ledex_rl.problems.base import Problem, TestCase
 from sandbox import isolation, zygote
 from sandbox.plans import Plan, judge, make_plan
@@ -29,7 +30,7 @@ from sandbox.results import ExecutionResult, TestResult
 log = logging.getLogger(__name__)
 
 
-class SandboxUnavailable(RuntimeError):
+class SandboxUnavailable(UserError, RuntimeError):
     """No isolation tier could start here; the message lists what each tier said."""
 
 

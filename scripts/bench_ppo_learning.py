@@ -1,40 +1,41 @@
 """Learning check: does PPO with the LeDex rewards teach a model to fix code, judged on pass rates?
 
-The pipeline's own stages on the miniature domain (ledex_rl/problems/miniature.py), per seed:
-collect (miniature-base's first attempts on the 240 training tasks, explained and fixed by the scripted
-teacher over HTTP, verified in the sandbox), SFT, then PPO with a critic (GAE). A tenth of the collected
-tasks is held out of both SFT (`sft.eval_fraction`) and RL (`rl.validation_fraction`): their wrong
-attempts are answered greedily and at the sampling temperature before RL and every block of steps.
-Reported per block of 10 steps: the pass rate of the RL samples per mode, R(r) per mode, R(e), KL,
-entropy, and the held-out pass rates. Judged on the pass rates, never on the total reward.
+The pipeline's own stages on the miniature domain (configs/miniature.yaml, ledex_rl/problems/miniature.py),
+per seed. Collection and SFT are those of scripts/bench_miniature.py's run of the same seed (reused from
+its work folder, or run here the same way): miniature-base's first attempts on 480 training tasks,
+explained and fixed by the scripted teacher over HTTP and verified in the sandbox; SFT on 240 of those
+tasks. Then two PPO runs from that SFT model, each judged on the pass rates of its own samples per block
+of 10 steps (per mode), beside R(r) per mode, R(e), KL, entropy and the pass rates on validation tasks
+held out of SFT and RL (greedy and sampled, explain-then-refine and refine-only). Never on the total reward.
 
-The set-up, as a practitioner would choose it (choices made on the training prompts' on-policy numbers,
-never on the held-out ones):
-- SFT for `--sft-steps` optimizer steps (3 epochs of the collected data at lr 1e-3, not the 5 epochs of
-  configs/miniature.yaml), so that the explain-then-refine on-policy pass rate starts between 10% and
-  50% (measured on the training prompts: 2 epochs give about 8%, 5 epochs about 50%): the code reward
-  then sees both passing and failing answers, which PPO needs for a direction.
-- RL on 64 of the collected wrong attempts (`rl.max_prompts`), 4 answers each per visit, 8 (prompt,
-  mode) pairs per step: each prompt comes back every 8 steps. On the whole pool (about 450 prompts)
-  a prompt comes back every 56 steps, and sequence-level rewards then move a 2.7M-parameter policy
-  too slowly to see within a run (measured: flat pass rates over 30 steps).
-- Sampling at T=1.0 with up to 128 new tokens (answers here fit in about 90); log-probs, ratios and
-  KL use the same temperature.
-- Rewards as the paper: R(r) = 5 (S_cb + S_ut) - 5 on the last code token, R(e) on the last
-  explanation token; rewards divided by a running std (`rl.ppo.scale_rewards`) so the critic's
-  targets are of unit scale; advantages whitened per batch.
-- PPO lr 5e-5 (a 2.7M-parameter model; the paper's 2e-6 is for 7B+), 32 answers per step in 2
-  mini-batches, 2 epochs, clip 0.2; the critic is its own model at lr 3e-4.
-- KL to the SFT model with a fixed coefficient of 0.02 per token: small enough not to hold the policy
-  at the SFT model's pass rate, large enough to keep it near what it knows. Bound stated: the mean KL
-  per answer stays under `KL_BOUND` nats.
-- strong_start: the full SFT of configs/miniature.yaml (5 epochs; reused from scripts/bench_miniature.py's
-  run of the same seed when there is one), sampled at T=0.5, where its on-policy pass rate is above
-  80% (at T=1.0 about 50%); then 30 PPO steps with the same settings: PPO must not lower it.
+`learning`: can PPO raise the pass rate of the answers it trains on? The set-up, as a practitioner would
+choose it (choices made on the training prompts' on-policy numbers, never on held-out ones):
+- Prompts: 64 wrong attempts at tasks SFT never trained on (`data.train.1`, `stages: [rl]`), where the
+  SFT model's on-policy explain-then-refine pass rate at T=1 starts between 10% and 50% (about 20%;
+  on the SFT tasks' own prompts it has memorised the teacher's fixes: 46-59%). A small pool is revisited
+  every 8 steps (8 (prompt, mode) pairs per step, 4 answers each), so sequence-level rewards can move a
+  2.7M-parameter policy within a run; on the whole pool (about 460) each prompt comes back once.
+- Sampling at T=1.0 with up to 128 new tokens (answers here fit in about 90); log-probs, ratios and KL
+  use the same temperature.
+- Rewards as the paper: R(r) = 5 (S_cb + S_ut) - 5 on the last code token, R(e) on the last explanation
+  token, GAE with the paper's lambda = 1 and gamma = 0.99 (a reward reaches every token of its answer);
+  rewards divided by a running std (`rl.ppo.scale_rewards`) so the critic's targets are of unit scale;
+  advantages whitened per batch.
+- PPO lr 5e-5 (a 2.7M-parameter model; the paper's 2e-6 is for 7B+; 1.5e-4 drove the KL to 9 nats
+  per answer in 11 steps), 32 answers per step in 2 mini-batches, 2 epochs, clip 0.2; the critic is its
+  own model at lr 3e-4.
+- KL to the SFT model with a fixed coefficient of 0.02 per token: small enough not to hold the policy at
+  the SFT model's pass rate, large enough to keep it near what it knows. Bound stated: the mean KL per
+  answer stays under `KL_BOUND` nats in every block.
 
-Writes `docs/bench/ppo_learning.json` and `docs/bench/ppo_learning.png`. Run it alone on the machine.
+`strong_start`: does PPO keep a good policy good? The same SFT model on 64 wrong attempts at its own SFT
+tasks, sampled at T=0.5, where its pass rate is above 80%; 30 PPO steps with the same settings must not
+lower it by more than the seed spread.
 
-    .venv/bin/python scripts/bench_ppo_learning.py [--seeds 0 1 2] [--steps 60] [--sft-steps 90]
+Writes `docs/bench/ppo_learning.json` and `docs/bench/ppo_learning.png`. Run it alone on the machine,
+after (or instead of) scripts/bench_miniature.py.
+
+    .venv/bin/python scripts/bench_ppo_learning.py [--seeds 0 1 2] [--steps 60] [--strong-steps 30]
 """
 
 from __future__ import annotations
@@ -51,70 +52,59 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ledex_rl.config import load_config  # noqa: E402
+from ledex_rl.metrics import RL_MODES, rl_blocks  # noqa: E402
 from ledex_rl.miniature_teacher import ScriptedTeacher, TeacherServer  # noqa: E402
 
 KL_BOUND = 10.0  # nats per answer, mean over a block
 BLOCK = 10
-MODES = ("explain_refine", "refine")
-COMMON = ["sft.eval_fraction=0.1", "rl.validation_fraction=0.1", f"rl.validation_every_steps={BLOCK}", "rl.max_prompts=64",
-          "rl.ppo.save_every_steps=1000", "rl.ppo.samples_per_prompt=4", "rl.ppo.batch_size=32", "rl.ppo.mini_batch_size=16",
-          "rl.ppo.micro_batch_size=16", "rl.ppo.ppo_epochs=2", "rl.ppo.lr=5e-5", "rl.ppo.critic_lr=3e-4", "rl.ppo.kl_coef=0.02",
-          "rl.ppo.adaptive_kl=false", "rl.ppo.max_new_tokens=128"]
+COMMON = ["rl.max_prompts=64", f"rl.validation_every_steps={BLOCK}", "rl.eval_every_steps=0", "rl.ppo.save_every_steps=1000"]
+# strong_start's prompts: wrong attempts at the SFT tasks themselves (the SFT model is reused, not retrained).
+OWN_PROMPTS = ["data.train=[{name: miniature, split: train, stages: [sft, rl]}]"]
 
 
-def run(run_dir: Path, seed: int, collected: Path, teacher_url: str, overrides: list[str], sft: Path | None = None) -> list[dict]:
-    """SFT (or a finished one, copied from `sft`) then RL in `run_dir` on the collected data of
-    `collected`; the RL metrics per step."""
+def prepared(seed: int, work: Path, reuse: Path, teacher_url: str) -> Path:
+    """A run folder whose collect and SFT stages are done: bench_miniature's for this seed, else made here."""
+    from ledex_rl.pipeline import run_stage
+
+    folder = reuse / f"seed-{seed}"
+    if not (folder / "sft" / "DONE").is_file():
+        folder = work / f"seed-{seed}-base"
+        cfg = load_config("configs/miniature.yaml", [f"run_dir={folder}", f"seed={seed}", f"collect.teacher.base_url={teacher_url}"])
+        for stage in ("collect", "sft"):
+            run_stage(stage, cfg)
+    return folder
+
+
+def run_rl(base: Path, run_dir: Path, seed: int, teacher_url: str, overrides: list[str]) -> list[dict]:
+    """RL in `run_dir` from `base`'s collected data and SFT model; its metrics per step."""
     from ledex_rl.pipeline import run_stage
 
     shutil.rmtree(run_dir, ignore_errors=True)
-    shutil.copytree(collected, run_dir / "collect")
-    if sft is not None:
-        shutil.copytree(sft, run_dir / "sft")
+    for stage in ("collect", "sft"):
+        shutil.copytree(base / stage, run_dir / stage)
     cfg = load_config("configs/miniature.yaml", [f"run_dir={run_dir}", f"seed={seed}", f"collect.teacher.base_url={teacher_url}",
                                                  *COMMON, *overrides])
-    run_stage("sft", cfg)
     run_stage("rl", cfg)
     return [json.loads(line) for line in (run_dir / "rl" / "metrics.jsonl").read_text().splitlines()]
 
 
-def blocks(history: list[dict]) -> list[dict]:
-    """The results format: per block of steps, means of the RL samples' numbers and the held-out
-    validation at the block's end (the first block also gets the one before training as `start`)."""
-    validation = {m["step"]: m for m in history if any(k.startswith("validation/") for k in m)}
-    steps = [m for m in history if "reward/total" in m]
-    out = []
-    for i in range(0, len(steps), BLOCK):
-        block = steps[i : i + BLOCK]
-        first, last = block[0]["step"], block[-1]["step"]
-        held = validation.get(last, {})
-        row = {"steps": [first, last],
-               "pass_rate": {m: _mean(s.get(f"reward/pass_rate/{m}") for s in block) for m in MODES},
-               "code_reward": {m: _mean(s.get(f"reward/code/{m}") for s in block) for m in MODES},
-               "explanation_reward": _mean(s["reward/explanation"] for s in block),
-               "kl": _mean(s["kl/mean_per_response"] for s in block),
-               "entropy": _mean(s["ppo/entropy"] for s in block),
-               "greedy_pass@1_heldout": held.get("validation/pass_rate/explain_refine/greedy"),
-               "sampled_pass@1_heldout": held.get("validation/pass_rate/explain_refine/sampled"),
-               "heldout": {k.removeprefix("validation/"): v for k, v in held.items() if k.startswith("validation/pass_rate")}}
-        if i == 0 and 0 in validation:
-            row["heldout_before_rl"] = {k.removeprefix("validation/"): v for k, v in validation[0].items() if k.startswith("validation/pass_rate")}
-        out.append(row)
-    return out
-
-
-def _mean(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.mean(values) if values else None
+def with_heldout_keys(blocks: list[dict]) -> list[dict]:
+    """The results format's flat keys beside the block's whole validation (`heldout`)."""
+    for b in blocks:
+        held = b["heldout"] or {}
+        b["greedy_pass@1_heldout"] = held.get("explain_refine/greedy")
+        b["sampled_pass@1_heldout"] = held.get("explain_refine/sampled")
+    return blocks
 
 
 def goals(seeds: list[dict], strong: list[dict]) -> dict:
     """Whether the issue's goals hold, seed by seed (numbers beside them)."""
     rise = [s["blocks"][-1]["pass_rate"]["explain_refine"] - s["blocks"][0]["pass_rate"]["explain_refine"] for s in seeds]
-    r_rise = {m: [s["blocks"][-1]["code_reward"][m] - s["blocks"][0]["code_reward"][m] for s in seeds] for m in MODES}
+    r_rise = {m: [s["blocks"][-1]["code_reward"][m] - s["blocks"][0]["code_reward"][m] for s in seeds] for m in RL_MODES}
     start = [s["blocks"][0]["pass_rate"]["explain_refine"] for s in seeds]
     kl_max = max(b["kl"] for s in seeds for b in s["blocks"])
     out = {"explain_refine_pass_rate_rise": rise, "every_seed_rises_30_points": all(r >= 0.30 for r in rise),
+           "refine_pass_rate_rise": [s["blocks"][-1]["pass_rate"]["refine"] - s["blocks"][0]["pass_rate"]["refine"] for s in seeds],
            "code_reward_rise": r_rise, "code_reward_rises_in_both_modes": all(v > 0 for vs in r_rise.values() for v in vs),
            "start_pass_rate": start, "starts_between_10_and_50": all(0.10 <= v <= 0.50 for v in start),
            "kl_max_block_mean": kl_max, "kl_under_bound": kl_max < KL_BOUND}
@@ -133,23 +123,23 @@ def plot(seeds: list[dict], strong: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-    for ax, (title, runs) in zip(axes[:2], (("learning (short SFT)", seeds), ("strong start (full SFT)", strong))):
+    for ax, (title, runs) in zip(axes[:2], (("learning (tasks SFT never saw)", seeds), ("strong start (SFT's own tasks, T=0.5)", strong))):
         for s in runs:
             mid = [sum(b["steps"]) / 2 for b in s["blocks"]]
-            for mode, style in zip(MODES, ("-", "--")):
+            for mode, style in zip(RL_MODES, ("-", "--")):
                 ax.plot(mid, [100 * b["pass_rate"][mode] for b in s["blocks"]], style, marker=".", label=f"seed {s['seed']} {mode}")
-        ax.set_title(f"RL samples' pass rate, {title}")
+        ax.set_title(f"RL samples' pass rate, {title}", fontsize=9)
         ax.set_xlabel("PPO step")
         ax.set_ylabel("%")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     for s in seeds:
-        points = [(0, s["blocks"][0].get("heldout_before_rl", {}).get("pass_rate/explain_refine/greedy"))]
+        points = [(0, (s["blocks"][0].get("heldout_before_rl") or {}).get("explain_refine/greedy"))]
         points += [(b["steps"][1], b["greedy_pass@1_heldout"]) for b in s["blocks"]]
         points = [(x, y) for x, y in points if y is not None]
         axes[2].plot([x for x, _ in points], [100 * y for _, y in points], marker=".", label=f"seed {s['seed']}")
-    axes[2].set_title("held-out tasks, explain-then-refine, greedy")
+    axes[2].set_title("validation tasks (held out of SFT and RL), E+R, greedy", fontsize=9)
     axes[2].set_xlabel("PPO step")
     axes[2].set_ylim(0, 100)
     axes[2].grid(alpha=0.3)
@@ -163,7 +153,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--sft-steps", type=int, default=135)
     parser.add_argument("--strong-steps", type=int, default=30)
     parser.add_argument("--out", default="docs/bench")
     parser.add_argument("--work", default="runs/bench-ppo-learning")
@@ -172,30 +161,24 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="extra config overrides for both settings")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    from ledex_rl.pipeline import run_stage
-
     work, out = Path(args.work), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     learning, strong = [], []
     with TeacherServer(ScriptedTeacher.for_every_split(0.2)) as teacher:
         for seed in args.seeds:
             started = time.time()
-            reused = Path(args.reuse) / f"seed-{seed}"
-            collect_dir = reused if (reused / "collect" / "DONE").is_file() else work / f"seed-{seed}-collect"
-            run_stage("collect", load_config("configs/miniature.yaml", [f"run_dir={collect_dir}", f"seed={seed}",
-                                                                         f"collect.teacher.base_url={teacher.url}"]))
-            strong_sft = reused / "sft" if (reused / "sft" / "DONE").is_file() else None  # the same config and seed
-            history = run(work / f"seed-{seed}-learning", seed, collect_dir / "collect", teacher.url,
-                          [f"sft.max_steps={args.sft_steps}", f"rl.ppo.steps={args.steps}", "rl.ppo.temperature=1.0", *args.overrides])
-            learning.append({"seed": seed, "blocks": blocks(history)})
+            base = prepared(seed, work, Path(args.reuse), teacher.url)
+            history = run_rl(base, work / f"seed-{seed}-learning", seed, teacher.url,
+                             [f"rl.ppo.steps={args.steps}", "rl.ppo.temperature=1.0", *args.overrides])
+            learning.append({"seed": seed, "blocks": with_heldout_keys(rl_blocks(history, BLOCK))})
             if args.strong_steps:
-                history = run(work / f"seed-{seed}-strong", seed, collect_dir / "collect", teacher.url,
-                              [f"rl.ppo.steps={args.strong_steps}", "rl.ppo.temperature=0.5", *args.overrides], sft=strong_sft)
-                strong.append({"seed": seed, "blocks": blocks(history)})
+                history = run_rl(base, work / f"seed-{seed}-strong", seed, teacher.url,
+                                 [f"rl.ppo.steps={args.strong_steps}", "rl.ppo.temperature=0.5", *OWN_PROMPTS, *args.overrides])
+                strong.append({"seed": seed, "blocks": with_heldout_keys(rl_blocks(history, BLOCK))})
             print(f"seed {seed}: {time.time() - started:.0f} s; learning blocks "
                   f"{[round(b['pass_rate']['explain_refine'], 2) for b in learning[-1]['blocks']]}", flush=True)
-    result = {"kl_bound": KL_BOUND, "block": BLOCK, "sft_steps": args.sft_steps, "overrides": args.overrides, "seeds": learning,
-              "strong_start": strong, "goals": goals(learning, strong)}
+    result = {"kl_bound": KL_BOUND, "block": BLOCK, "overrides": args.overrides, "seeds": learning, "strong_start": strong,
+              "goals": goals(learning, strong)}
     (out / "ppo_learning.json").write_text(json.dumps(result, indent=1) + "\n")
     plot(learning, strong, out / "ppo_learning.png")
     print(json.dumps(result["goals"], indent=1))

@@ -45,3 +45,20 @@ def test_sandbox_check_command():
     result = CliRunner().invoke(main, ["sandbox-check"])
     assert result.exit_code == 0, result.output
     assert "isolation tier: " in result.output and result.output.count("[ok]") == 3
+
+
+def test_a_sandbox_tier_that_cannot_start_is_one_line(monkeypatch):
+    """SandboxUnavailable is a user error: one line naming what each tier said, exit code 2."""
+    from sandbox import isolation
+
+    # A host where the tier's zygote cannot start (its command exits at once).
+    monkeypatch.setattr(isolation, "launch", lambda tier, *args, **kwargs: isolation.Launch(tier, ["/bin/false"], "/tmp", None))
+    result = CliRunner().invoke(main, ["sandbox-check", "sandbox.isolation=bwrap"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: no isolation tier works here: bwrap:") and result.output.count("\n") == 1
+
+
+def test_the_cli_starts_without_torch_or_ray():
+    """`ledex-rl --help`, `config` and argument errors answer without importing the heavy stack."""
+    code = "import sys, ledex_rl.cli; sys.exit(sorted({'torch', 'ray', 'vllm', 'transformers'} & set(sys.modules)) != [])"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

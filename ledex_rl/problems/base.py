@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
+from ledex_rl.errors import UserError
+
 log = logging.getLogger(__name__)
 
 TestKind = Literal["assert", "call", "io", "script"]
@@ -125,5 +127,5 @@ def require(row: Any, *keys: str) -> None:
         raise MalformedRow(f"missing field(s) {', '.join(missing)}")
 
 
-class SourceUnavailable(RuntimeError):
+class SourceUnavailable(UserError, RuntimeError):
     """A problem source that cannot be reached (no file, hub offline); the message says what to pass."""

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from ledex_rl.errors import UserError
 from actors.executor_pool import ExecutorPool
 from actors.reference_model import reference_response_logprobs, start_reference
 from actors.reward_pool import RewardPool, ScoreRequest
@@ -60,7 +61,7 @@ class PhaseTimer:
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
 
 
-class ActorDied(RuntimeError):
+class ActorDied(UserError, RuntimeError):
     """An actor the run cannot replace (a trainer rank, the reference model) died; the message says
     where the run can resume."""
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ledex_rl.errors import UserError
 from ledex_rl import prompts, sft_data
 from ledex_rl.config import LedexConfig
 from ledex_rl.problems import stage_problems
@@ -26,7 +27,7 @@ from ledex_rl.problems import stage_problems
 log = logging.getLogger(__name__)
 
 
-class NoTrainingData(ValueError):
+class NoTrainingData(UserError, ValueError):
     """Collection produced nothing SFT can learn; the message says how to get data."""
 
 
