@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 class ScoreRequest:
     problem: Problem
     response: str
-    mode: Literal["refine", "explain_refine"]
+    mode: Literal["generate", "refine", "explain_refine"]
     reference_codes: tuple[str, ...]  # R_c: verified correct refinements of the same wrong code
     reference_explanations: tuple[str, ...]  # E_c: the explanations that came with them
 

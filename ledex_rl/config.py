@@ -320,8 +320,11 @@ class ReferenceConfig:
 @dataclass(frozen=True)
 class RLConfig:
     advantage: Literal["gae", "grpo"] = "gae"
-    # The answer modes RL samples, alternating over the batch (the paper: both).
-    modes: list[Literal["explain_refine", "refine"]] = field(default_factory=lambda: ("explain_refine", "refine"))
+    # The answer modes RL samples, alternating over the batch (the paper: both refinement modes).
+    # `generate` adds first attempts at the prompts' tasks, rewarded by R(r) against the task's verified
+    # solutions: RL then also trains the code generation that self-refinement starts from, which
+    # otherwise drifts with the shared weights (measured on the miniature domain; README, "Does it learn?").
+    modes: list[Literal["explain_refine", "refine", "generate"]] = field(default_factory=lambda: ("explain_refine", "refine"))
     ppo: PPOConfig = field(default_factory=PPOConfig)
     rewards: RewardConfig = field(default_factory=RewardConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
@@ -344,7 +347,7 @@ class RLConfig:
     max_prompts: int = 0
 
     def __post_init__(self) -> None:
-        _check(bool(self.modes) and len(set(self.modes)) == len(self.modes), "rl.modes: name explain_refine, refine or both, once each")
+        _check(bool(self.modes) and len(set(self.modes)) == len(self.modes), "rl.modes: name explain_refine, refine, generate, once each")
         _check(self.eval_every_steps >= 0, "rl.eval_every_steps: must be >= 0 (0 = no evaluation during RL)")
         _check(0 <= self.validation_fraction < 1, "rl.validation_fraction: must be in [0, 1)")
         _check(self.validation_every_steps >= 1, "rl.validation_every_steps: must be >= 1")

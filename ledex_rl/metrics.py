@@ -41,7 +41,7 @@ class MetricsLogger:
         self.writer.close()
 
 
-RL_MODES = ("explain_refine", "refine")
+RL_MODES = ("explain_refine", "refine", "generate")
 
 
 def rl_blocks(history: list[dict], block: int = 10) -> list[dict]:
@@ -55,7 +55,7 @@ def rl_blocks(history: list[dict], block: int = 10) -> list[dict]:
     for i in range(0, len(steps), block):
         rows = steps[i : i + block]
         row = {"steps": [rows[0]["step"], rows[-1]["step"]],
-               "pass_rate": {m: _mean(r.get(f"reward/pass_rate/{m}") for r in rows) for m in RL_MODES},
+               "pass_rate": {m: _mean(r.get(f"reward/pass_rate/{m}") for r in rows) for m in RL_MODES},  # None: mode not trained
                "code_reward": {m: _mean(r.get(f"reward/code/{m}") for r in rows) for m in RL_MODES},
                "explanation_reward": _mean(r.get("reward/explanation") for r in rows),
                "kl": _mean(r.get("kl/mean_per_response") for r in rows),

@@ -14,7 +14,8 @@ from typing import Literal, Sequence
 
 from ledex_rl.problems.base import Problem
 
-Mode = Literal["refine", "explain_refine"]
+Mode = Literal["refine", "explain_refine"]  # the two ways to answer a refinement request
+AnswerMode = Literal["generate", "refine", "explain_refine"]  # a first attempt, or a refinement in a Mode
 
 REFINE_REQUEST = (
     "Your code is wrong. Fix it. Answer with only the corrected Python code in one ```python block."
@@ -47,6 +48,14 @@ def first_attempt_messages(problem: Problem) -> list[dict]:
 
 def refinement_messages(problem: Problem, wrong_code: str, feedback: str, mode: Mode) -> list[dict]:
     return refinement_conversation(task_text(problem), wrong_code, feedback, mode)
+
+
+def answer_messages(problem: Problem, wrong_code: str, feedback: str, mode: AnswerMode) -> list[dict]:
+    """The conversation a `mode` answer continues: the task alone for a first attempt, else the
+    refinement request about `wrong_code` and its `feedback`."""
+    if mode == "generate":
+        return first_attempt_messages(problem)
+    return refinement_messages(problem, wrong_code, feedback, mode)
 
 
 def refinement_conversation(task: str, wrong_code: str, feedback: str, mode: Mode) -> list[dict]:

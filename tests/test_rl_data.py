@@ -107,6 +107,17 @@ def test_refine_only_gets_one_reward_on_the_last_code_token(tokenizer):
     assert CODE in _prefix(tokenizer, ids, c_pos) and CODE not in _prefix(tokenizer, ids, c_pos - 1)
 
 
+def test_a_first_attempt_answers_the_task_alone_and_gets_only_the_code_reward(tokenizer):
+    """`generate` in rl.modes: the prompt is the task (no wrong code, no feedback), and R(e) is never placed."""
+    problem = PROBLEMS["A"]
+    assert prompts.answer_messages(problem, WRONG, "assert f() == 1 failed", "generate") == prompts.first_attempt_messages(problem)
+    refine = prompts.answer_messages(problem, WRONG, "assert f() == 1 failed", "refine")
+    assert WRONG in refine[1]["content"] and refine == prompts.refinement_messages(problem, WRONG, "assert f() == 1 failed", "refine")
+    ids, _, placed = _placed(tokenizer, prompts.answer_text(CODE, "An explanation nobody asked for."), "generate")
+    ((c_pos, value),) = placed
+    assert value == PARTS.code_reward and CODE in _prefix(tokenizer, ids, c_pos)
+
+
 def test_unclosed_fence_puts_the_code_reward_on_the_last_code_token(tokenizer):
     text = "It takes the first element.\n\n```python\n" + CODE  # cut by max_tokens: no closing fence, no EOS
     ids, _, placed = _placed(tokenizer, text, "explain_refine", eos=False)

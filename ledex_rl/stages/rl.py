@@ -41,7 +41,7 @@ from actors.weight_sync import WeightSyncError
 from ledex_rl import ppo, prompts
 from ledex_rl.config import LedexConfig
 from ledex_rl.experience import Experience
-from ledex_rl.prompts import Mode
+from ledex_rl.prompts import AnswerMode
 from ledex_rl.rewards import RewardParts
 from ledex_rl.rl_data import RLPrompt, reward_positions, rl_prompts, token_end_offsets
 from ledex_rl.seeds import held_out_tasks, request_seed
@@ -72,7 +72,7 @@ class Rollout:
 
     prompt_index: int  # which (prompt, mode) pair of the step: answers to the same pair form a group
     item: RLPrompt
-    mode: Mode
+    mode: AnswerMode
     completion: Completion
 
 
@@ -88,8 +88,9 @@ class PPOStep:
         self.scaler = ppo.RewardScaler()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
 
-    def choose(self, step: int) -> list[tuple[RLPrompt, Mode]]:
-        """The step's (prompt, mode) pairs: a seeded pass over the data per epoch, modes alternating."""
+    def choose(self, step: int) -> list[tuple[RLPrompt, AnswerMode]]:
+        """The step's (prompt, mode) pairs: a seeded pass over the data per epoch, modes alternating (a
+        `generate` pair asks for a first attempt at the prompt's task)."""
         per_step = self.p.batch_size // self.p.samples_per_prompt
         order: list[int] = []
         epoch = 0
@@ -225,7 +226,8 @@ class PPOStep:
     def validate(self, items: list[RLPrompt]) -> dict:
         """Held-out prompts in both modes, answered greedily and at the sampling temperature (the same
         seeds every time) and scored; nothing is trained. -> validation/<what>/<mode>/<greedy|sampled>."""
-        pairs = [(item, mode) for item in items for mode in self.cfg.rl.modes]
+        first_of_task = list({item.task_id: item for item in reversed(items)}.values())  # one first attempt per task
+        pairs = [(item, mode) for mode in self.cfg.rl.modes for item in (first_of_task if mode == "generate" else items)]
         values = {}
         for label, temperature in (("greedy", 0.0), ("sampled", self.p.temperature)):
             requests = [GenerationRequest(prompts.render(self._conversation(item, mode), self.tokenizer, self.style),
@@ -237,9 +239,8 @@ class PPOStep:
                 values.setdefault(f"validation/code_reward/{r.mode}/{label}", []).append(parts.code_reward)
         return {key: _mean(v) for key, v in values.items()}
 
-    def _conversation(self, item: RLPrompt, mode: Mode) -> list[dict]:
-        problem = self.problems[item.task_id]
-        return prompts.refinement_messages(problem, item.wrong_code, item.feedback, mode)
+    def _conversation(self, item: RLPrompt, mode: AnswerMode) -> list[dict]:
+        return prompts.answer_messages(self.problems[item.task_id], item.wrong_code, item.feedback, mode)
 
 
 def _mean(values) -> float:
