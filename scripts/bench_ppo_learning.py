@@ -60,7 +60,9 @@ from ledex_rl.miniature_teacher import ScriptedTeacher, TeacherServer  # noqa: E
 
 KL_BOUND = 10.0  # nats per answer, mean over a block
 BLOCK = 10
-COMMON = ["rl.max_prompts=32", f"rl.validation_every_steps={BLOCK}", "rl.eval_every_steps=0", "rl.ppo.save_every_steps=1000"]
+# Refinement answers only (configs/miniature.yaml also trains first attempts): the goals are about repair.
+COMMON = ["rl.max_prompts=32", "rl.modes=[explain_refine, refine]", f"rl.validation_every_steps={BLOCK}", "rl.eval_every_steps=0",
+          "rl.ppo.save_every_steps=1000"]
 # strong_start's prompts: wrong attempts at the SFT tasks themselves (the SFT model is reused, not retrained).
 OWN_PROMPTS = ["data.train=[{name: miniature, split: train, stages: [sft, rl]}]"]
 
