@@ -162,10 +162,11 @@ def test_a_dead_trainer_stops_the_run_with_a_resumable_checkpoint(ray_cluster, t
              "sandbox.executor_num_cpus=0.1", "rollout.num_cpus_per_engine=0.25"]
     cfg = load_config("configs/tiny.yaml", sft_overrides(tmp_path, *extra))
     log = tmp_path / "rl" / "metrics.jsonl"
+    step_1_saved = tmp_path / "rl" / "checkpoints" / "client_state.json"  # written once every rank has saved
 
     def kill_trainer():
         deadline = time.time() + 600
-        while not (log.is_file() and log.read_text().strip()) and time.time() < deadline:
+        while not step_1_saved.is_file() and time.time() < deadline:
             time.sleep(0.05)
         ray.kill(ray.get_actor("rl-trainer-rank0"))
 

@@ -66,6 +66,13 @@ class ActorDied(UserError, RuntimeError):
     where the run can resume."""
 
 
+def _actor_died(step: int, saved: int, exc: Exception) -> ActorDied:
+    """The one-line stop for an actor lost during `step`, naming the checkpoint a rerun resumes from."""
+    resume = (f"Rerun the same command to resume after step {saved} from its checkpoint" if saved
+              else "No step was checkpointed yet; rerunning starts the stage again")
+    return ActorDied(f"rl: an actor of step {step} died ({str(exc).splitlines()[0][:160]}); the run stopped. {resume}")
+
+
 @dataclass(frozen=True)
 class Rollout:
     """One sampled answer to an RL prompt in a mode."""
@@ -318,21 +325,20 @@ def run(cfg: LedexConfig, out: Path) -> None:
             metrics.log(0, stepper.validate(validation))
         bar = tqdm(total=p.steps, initial=start, desc="rl", unit="step")
         for step in range(start, p.steps):
-            try:
+            try:  # a death while validating, evaluating or checkpointing stops the run the same way
                 values = stepper.run(step)
+                done = step + 1
+                if validation and (done % cfg.rl.validation_every_steps == 0 or done == p.steps):
+                    values.update(stepper.validate(validation))
+                if eval_problems and (done % cfg.rl.eval_every_steps == 0 or done == p.steps):
+                    values.update(during_training(cfg, done, engines, tokenizer, style, executors, eval_problems, out / "evals"))
+                metrics.log(done, values)  # before the checkpoint: a step a rerun resumes after has its line
+                if done % p.save_every_steps == 0 or done == p.steps:
+                    trainer.save_checkpoint(checkpoints, {"step": done, "kl_coef": stepper.kl.value,
+                                                          "reward_scaler": asdict(stepper.scaler)})
+                    saved = done
             except ray.exceptions.RayActorError as exc:
-                raise ActorDied(f"rl: an actor of step {step + 1} died ({str(exc).splitlines()[0][:160]}); the run stopped. "
-                                + (f"Rerun the same command to resume after step {saved} from its checkpoint" if saved
-                                   else "No step was checkpointed yet; rerunning starts the stage again")) from None
-            done = step + 1
-            if validation and (done % cfg.rl.validation_every_steps == 0 or done == p.steps):
-                values.update(stepper.validate(validation))
-            if eval_problems and (done % cfg.rl.eval_every_steps == 0 or done == p.steps):
-                values.update(during_training(cfg, done, engines, tokenizer, style, executors, eval_problems, out / "evals"))
-            metrics.log(done, values)  # before the checkpoint: a step a rerun resumes after has its line
-            if done % p.save_every_steps == 0 or done == p.steps:
-                trainer.save_checkpoint(checkpoints, {"step": done, "kl_coef": stepper.kl.value, "reward_scaler": asdict(stepper.scaler)})
-                saved = done
+                raise _actor_died(step + 1, saved, exc) from None
             bar.update(1)
             bar.set_postfix(reward=f"{values['reward/total']:.2f}", kl=f"{values['kl/mean_per_response']:.3f}")
         bar.close()
