@@ -118,9 +118,9 @@ def report_command(paths, out, training):
 @click.option("--model", default="", help="Built-in name, HF id or folder (default: this run's newest trained policy, "
               "else model.name_or_path); with --endpoint, the model name the endpoint serves.")
 @click.option("--endpoint", default="", help="An OpenAI-compatible base URL to ask instead of a local model.")
-@click.option("--rounds", default=3, show_default=True, help="At most this many explain-and-fix rounds.")
-@click.option("--temperature", default=0.0, show_default=True, help="0 = greedy.")
-@click.option("--max-new-tokens", default=512, show_default=True)
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1), help="At most this many explain-and-fix rounds.")
+@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(min=0.0), help="0 = greedy.")
+@click.option("--max-new-tokens", default=512, show_default=True, type=click.IntRange(min=1))
 @click.option("--write", "write_back", is_flag=True, help="Overwrite PROGRAM with the fix when the tests pass (keeps PROGRAM.bak).")
 @click.option("--out", "out_path", default="", help="Write the fixed program here instead.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
@@ -188,7 +188,7 @@ def prepare_model(name: str) -> None:
     """Convert or build a built-in model (smollm2-135m-instruct, tiny, miniature-base) once; print its folder."""
     from ledex_rl.models import resolve_model
 
-    click.echo(resolve_model(name))
+    click.echo(resolve_model(name, "NAME"))
 
 
 @main.command(name="sandbox-check", help=f"Show which isolation tier this machine gives and prove it holds.\n\n{OVERRIDES_HELP}")

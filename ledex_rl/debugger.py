@@ -193,7 +193,7 @@ def load_fixer(cfg, model: str | None, endpoint: str | None):
     from ledex_rl.models import resolve_model
     from ledex_rl.pipeline import policy_for
 
-    path = resolve_model(model) if model else policy_for(cfg, "eval")
+    path = resolve_model(model, "--model") if model else policy_for(cfg, "eval")
     tokenizer = AutoTokenizer.from_pretrained(path)
     connect(cfg.ray, quiet=True)
     engines = EnginePool(path, cfg.rollout, cfg.model, cfg.seed, name_prefix="debug-rollout")

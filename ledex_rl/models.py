@@ -40,8 +40,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LEDEX_CACHE", Path.home() / ".cache" / "ledex_rl")).expanduser()
 
 
-def resolve_model(name_or_path: str) -> str:
-    """Return what `from_pretrained` and vLLM should load: a local folder, or a hub id as given."""
+def resolve_model(name_or_path: str, setting: str = "model.name_or_path") -> str:
+    """Return what `from_pretrained` and vLLM should load: a local folder, or a hub id as given.
+    `setting`: what the user wrote it as (a config key or a flag), named in the error when it is wrong."""
     if name_or_path == SMOLLM2:
         return str(prepare_smollm2())
     if name_or_path == TINY:
@@ -51,15 +52,15 @@ def resolve_model(name_or_path: str) -> str:
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise ModelUnavailable(f"model folder '{path}' has no config.json; point model.name_or_path at a HF model folder")
+            raise ModelUnavailable(f"model folder '{path}' has no config.json; point {setting} at a HF model folder")
         return str(path.resolve())
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
-        raise ModelUnavailable(f"model folder '{name_or_path}' does not exist; fix model.name_or_path")
-    _check_hub_model(name_or_path)
+        raise ModelUnavailable(f"model folder '{name_or_path}' does not exist; fix {setting}")
+    _check_hub_model(name_or_path, setting)
     return name_or_path
 
 
-def _check_hub_model(model_id: str) -> None:
+def _check_hub_model(model_id: str, setting: str) -> None:
     """Fail early and clearly when a hub id can be neither found in the local cache nor downloaded."""
     from huggingface_hub.errors import HFValidationError
     from transformers.utils import cached_file
@@ -70,7 +71,7 @@ def _check_hub_model(model_id: str) -> None:
         reason = str(exc).splitlines()[0][:160]
         raise ModelUnavailable(
             f"model '{model_id}' is not a local folder and cannot be fetched from the Hugging Face hub "
-            f"({reason}); pass a local folder or one of: {', '.join(BUILTIN)}"
+            f"({reason}); set {setting} to a local folder or one of: {', '.join(BUILTIN)}"
         ) from None
 
 

@@ -87,6 +87,9 @@ class OpenAITeacher:
                 reason = f"HTTP {exc.code}"
                 retry_after = exc.headers.get("Retry-After") if exc.headers else None
             except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as exc:
+                if isinstance(getattr(exc, "reason", exc), ConnectionRefusedError):  # nothing listens: retrying cannot help
+                    raise TeacherUnavailable(f"nothing is listening at {self.url} (connection refused); start the endpoint "
+                                             "or fix its base URL") from None
                 retriable, reason, retry_after = True, f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}", None
             if not retriable or attempt == self.max_retries:
                 raise TeacherUnavailable(f"teacher endpoint {self.url} failed after {attempt + 1} tries ({reason})")

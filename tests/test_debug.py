@@ -58,6 +58,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
         (["debug", str(tmp_path / "missing.py"), "--tests", str(tmp_path / "t.py")], "program file"),
         (["debug", str(tmp_path / "p.py"), "--tests", str(tmp_path / "t.py")], "t.py:2: syntax error in the tests"),
         (["debug", str(tmp_path / "p.py"), "--tests", str(tmp_path / "empty.py")], "no tests found"),
+        (["debug", str(tmp_path / "p.py"), "--tests", str(tmp_path / "t.py"), "--rounds", "0"], "--rounds"),
+        (["debug", str(tmp_path / "p.py"), "--tests", str(tmp_path / "t.py"), "--max-new-tokens", "0"], "--max-new-tokens"),
     ]
     for args, message in cases:
         result = runner.invoke(main, args)
@@ -71,7 +73,7 @@ def test_a_model_that_cannot_be_loaded_is_a_clear_error(tmp_path):
     (tmp_path / "t.py").write_text(TESTS)
     result = CliRunner().invoke(main, ["debug", str(tmp_path / "p.py"), "--tests", str(tmp_path / "t.py"), "--model", str(tmp_path / "nope")])
     assert result.exit_code == 2
-    assert "error: model folder" in result.output and "does not exist" in result.output
+    assert "error: model folder" in result.output and "does not exist; fix --model" in result.output  # the flag typed
     assert "2 of 3 tests pass" not in result.output  # the tests ran first: 0 of 3 pass
     assert "0 of 3 tests pass" in result.output
 

@@ -31,8 +31,10 @@ def test_tiny_model_is_deterministic(tmp_path, tiny_model):
 
 def test_resolve_local_folder_and_errors(tmp_path, tiny_model):
     assert resolve_model(str(tiny_model)) == str(tiny_model.resolve())
-    with pytest.raises(ModelUnavailable, match="does not exist"):
+    with pytest.raises(ModelUnavailable, match="does not exist; fix model.name_or_path"):
         resolve_model(str(tmp_path / "missing"))
+    with pytest.raises(ModelUnavailable, match="does not exist; fix eval.models"):  # names the setting the user wrote
+        resolve_model(str(tmp_path / "missing"), "eval.models")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelUnavailable, match="has no config.json"):
         resolve_model(str(tmp_path / "empty"))

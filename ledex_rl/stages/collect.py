@@ -285,7 +285,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
     if teacher_cfg.kind == "policy":
         teacher = EngineTeacher(policy, tokenizer, f"policy:{cfg.model.name_or_path}", style)
     elif teacher_cfg.kind == "vllm":
-        teacher_path = resolve_model(teacher_cfg.model)
+        teacher_path = resolve_model(teacher_cfg.model, "collect.teacher.model")
         teacher_engines = EnginePool(teacher_path, cfg.rollout, cfg.model, cfg.seed, name_prefix="teacher-rollout")
         teacher_tokenizer = AutoTokenizer.from_pretrained(teacher_path)
         teacher = EngineTeacher(teacher_engines, teacher_tokenizer, f"vllm:{teacher_cfg.model}", "chat" if teacher_tokenizer.chat_template else "base")

@@ -40,7 +40,7 @@ def eval_targets(cfg: LedexConfig) -> list[tuple[str, str]]:
                 raise ConfigError(f"eval.models: '{spec}' has no finished model in {model}; run `ledex-rl {spec}` first or drop it")
             label, path = spec, str(model)
         else:
-            path = resolve_model(spec)
+            path = resolve_model(spec, "eval.models")
             label = re.sub(r"[^A-Za-z0-9._-]+", "--", spec.strip("/").replace("/", "--"))[-80:]
         targets.setdefault(label, path)
     return list(targets.items())
