@@ -58,14 +58,15 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
         (["debug", str(tmp_path / "missing.py"), "--tests", str(tmp_path / "t.py")], "program file"),
         (["debug", str(tmp_path / "p.py"), "--tests", str(tmp_path / "t.py")], "t.py:2: syntax error in the tests"),
         (["debug", str(tmp_path / "p.py"), "--tests", str(tmp_path / "empty.py")], "no tests found"),
-        (["debug", str(tmp_path / "p.py"), "--tests", str(tmp_path / "t.py"), "--rounds", "0"], "--rounds"),
-        (["debug", str(tmp_path / "p.py"), "--tests", str(tmp_path / "t.py"), "--max-new-tokens", "0"], "--max-new-tokens"),
     ]
     for args, message in cases:
         result = runner.invoke(main, args)
         assert result.exit_code == 2, result.output
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert len(lines) == 1 and message in lines[0], result.output
+    for flag in ("--rounds", "--max-new-tokens"):  # checked by click before anything starts: its usage error names the flag
+        result = runner.invoke(main, ["debug", str(tmp_path / "p.py"), "--tests", str(tmp_path / "t.py"), flag, "0"])
+        assert result.exit_code == 2 and f"Invalid value for '{flag}': 0 is not in the range x>=1" in result.output
 
 
 def test_a_model_that_cannot_be_loaded_is_a_clear_error(tmp_path):
