@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -80,7 +82,6 @@ _stage_command("rl", "PPO with the LeDex code and explanation rewards.")
 @fail_cleanly
 def eval_command(config_path, overrides, models, force):
     from dataclasses import replace
-    from pathlib import Path
 
     from ledex_rl.pipeline import STAGES, run_stage
     from ledex_rl.stages import eval as evaluate
@@ -100,8 +101,6 @@ def eval_command(config_path, overrides, models, force):
 @fail_cleanly
 def report_command(paths, out, training):
     """Compare evaluations: PATHS are run dirs, eval folders or results.json files (first = baseline)."""
-    from pathlib import Path
-
     from ledex_rl.eval_report import find_results, write_report
 
     results = find_results(paths)
@@ -111,7 +110,9 @@ def report_command(paths, out, training):
     click.echo("wrote " + ", ".join(str(p) for p in written))
 
 
-@main.command(name="debug")
+@main.command(name="debug", help="Run PROGRAM's tests in the sandbox; while they fail, show the model's explanation and "
+              "fix.\n\nTESTS: asserts, test_ functions or a pytest file (parametrize, raises, approx; the program imported "
+              "by its file name).\n\nDotted config overrides after the files, e.g. sandbox.test_timeout_s=10 model.max_model_len=4096")
 @click.argument("program", type=click.Path(dir_okay=False))
 @click.option("--tests", "tests_path", required=True, type=click.Path(dir_okay=False),
               help="Python file with top-level asserts and/or test_ functions.")
@@ -123,52 +124,87 @@ def report_command(paths, out, training):
 @click.option("--max-new-tokens", default=512, show_default=True, type=click.IntRange(min=1))
 @click.option("--write", "write_back", is_flag=True, help="Overwrite PROGRAM with the fix when the tests pass (keeps PROGRAM.bak).")
 @click.option("--out", "out_path", default="", help="Write the fixed program here instead.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the report (for CI); same exit codes.")
+@config_options
 @fail_cleanly
-def debug_command(program, tests_path, model, endpoint, rounds, temperature, max_new_tokens, write_back, out_path, config_path):
-    """Run PROGRAM's tests in the sandbox; while they fail, show the model's explanation and fix."""
-    from pathlib import Path
-
-    from ledex_rl import debugger
+def debug_command(program, tests_path, model, endpoint, rounds, temperature, max_new_tokens, write_back, out_path, as_json,
+                  config_path, overrides):
+    from ledex_rl import debugger, user_tests
     from sandbox import Sandbox
 
-    cfg = load_or_exit(config_path, ())
+    cfg = load_or_exit(config_path, overrides)
     source = debugger.read_program(program)
-    tests = debugger.read_tests(tests_path)
-    box_cfg = cfg.sandbox
-    with Sandbox(slots=1, isolation_tier=box_cfg.isolation, allow_unsafe=box_cfg.allow_unsafe, limits=box_cfg.limits()) as box:
-        first = box.run([debugger.job_for(source, tests)])[0]
-        click.echo(f"{program}: {first.num_passed} of {len(first.tests)} tests pass (sandbox tier {box.tier})")
-        if first.passed:
-            click.echo("nothing to fix.")
-            return
-        click.echo(_indent(first.feedback()))
-        fixer, close = debugger.load_fixer(cfg, model or None, endpoint or None)
-        click.echo(f"asking {fixer.name} to explain and fix it (up to {rounds} rounds)")
-
-        def show(step):
-            click.echo(f"\n== round {step.round}: explanation")
-            click.echo(_indent(step.explanation))
-            click.echo(f"== round {step.round}: proposed fix")
-            click.echo(_indent(step.diff) if step.diff else "   (no change proposed)")
-            verdict = "all tests pass" if step.passed else "still failing:\n" + _indent(step.feedback)
-            click.echo(f"== round {step.round}: {verdict}")
-
-        try:
-            outcome = debugger.debug(source, tests, fixer, box.run, rounds, temperature, max_new_tokens, cfg.seed, on_round=show)
-        finally:
-            close()
-    if not outcome.passed:
-        click.echo(f"\nnot fixed after {len(outcome.rounds)} round(s); {program} is unchanged.")
+    tests = user_tests.read_tests(tests_path)
+    say = (lambda *_: None) if as_json else click.echo
+    module = Path(program).stem
+    with Sandbox(slots=1, isolation_tier=cfg.sandbox.isolation, allow_unsafe=cfg.sandbox.allow_unsafe, limits=cfg.sandbox.limits()) as box:
+        first = box.run([debugger.job_for(source, tests, module)])[0]
+        say(f"{program}: {first.num_passed} of {len(first.tests)} tests pass (sandbox tier {box.tier})")
+        for reason in tests.skipped:
+            say(f"   not run: {reason}")
+        outcome = None
+        if not first.passed:
+            say(_indent(first.feedback()) + _limits_hint(first, cfg.sandbox))
+            outcome = _debug_rounds(cfg, source, tests, box, module, say, model, endpoint, rounds, temperature, max_new_tokens)
+    written = _save_fix(program, source, outcome, Path(out_path) if out_path else (Path(program) if write_back else None), say)
+    if as_json:
+        click.echo(json.dumps(_debug_json(program, first, tests, outcome, written), indent=1))
+    if outcome is not None and not outcome.passed:
         sys.exit(1)
-    target = Path(out_path) if out_path else (Path(program) if write_back else None)
+
+
+def _debug_rounds(cfg, source, tests, box, module, say, model, endpoint, rounds, temperature, max_new_tokens):
+    from ledex_rl import debugger
+
+    fixer, close = debugger.load_fixer(cfg, model or None, endpoint or None)
+    say(f"asking {fixer.name} to explain and fix it (up to {rounds} rounds)")
+
+    def show(step):
+        say(f"\n== round {step.round}: explanation")
+        say(_indent(step.explanation))
+        say(f"== round {step.round}: proposed fix")
+        say("   the model returned the program unchanged" if step.unchanged else _indent(step.diff))
+        say(f"== round {step.round}: " + ("all tests pass" if step.passed else "still failing:\n" + _indent(step.feedback)))
+
+    try:
+        return debugger.debug(source, tests, fixer, box.run, rounds, temperature, max_new_tokens, cfg.seed, on_round=show, module=module)
+    finally:
+        close()
+
+
+def _limits_hint(result, sandbox_cfg) -> str:
+    """The limits a test ran into, named with the settings that raise them."""
+    if result.status not in ("timeout", "killed") and not any(t.status == "timeout" for t in result.tests):
+        return ""
+    return (f"\n   limits: {sandbox_cfg.test_timeout_s:g} s per test (sandbox.test_timeout_s), {sandbox_cfg.job_timeout_s:g} s "
+            f"per run (sandbox.job_timeout_s), {sandbox_cfg.memory_mb} MB (sandbox.memory_mb); raise one with e.g. "
+            "sandbox.test_timeout_s=10 after the file names")
+
+
+def _save_fix(program, source, outcome, target, say):
+    """Write the fix where asked (keeping PROGRAM.bak when overwriting it) -> the path written, or None."""
+    if outcome is None:
+        say("nothing to fix.")
+        return None
+    if not outcome.passed:
+        say(f"\nnot fixed after {len(outcome.rounds)} round(s); {program} is unchanged.")
+        return None
     if target is None:
-        click.echo(f"\nfixed after {len(outcome.rounds)} round(s); --write to save it into {program}, or --out FILE.")
-        return
-    if target == Path(program):
+        say(f"\nfixed after {len(outcome.rounds)} round(s); --write to save it into {program}, or --out FILE.")
+        return None
+    if str(target) == str(program):
         Path(program + ".bak").write_text(source)
     target.write_text(outcome.code)
-    click.echo(f"\nfixed after {len(outcome.rounds)} round(s); wrote {target}")
+    say(f"\nfixed after {len(outcome.rounds)} round(s); wrote {target}")
+    return str(target)
+
+
+def _debug_json(program, first, tests, outcome, written) -> dict:
+    rounds = [{"round": r.round, "explanation": r.explanation, "diff": r.diff, "unchanged": r.unchanged, "passed": r.passed,
+               "feedback": r.feedback} for r in (outcome.rounds if outcome else [])]
+    return {"program": program, "tests": len(first.tests), "passed_before": first.num_passed, "feedback_before": first.feedback(),
+            "not_run": list(tests.skipped), "fixed": bool(outcome and outcome.passed), "passes": first.passed or bool(outcome and outcome.passed),
+            "rounds": rounds, "written": written, "code": outcome.code if outcome and outcome.passed else None}
 
 
 def _indent(text: str) -> str:

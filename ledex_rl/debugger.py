@@ -4,10 +4,8 @@ Run the program's tests in the sandbox; while they fail, show the model the prog
 feedback, print its explanation of the bug and its fix as a diff, and run the tests on the fix. Up to
 `rounds` rounds. The program is only rewritten when the user asks (`--write` / `--out`).
 
-The tests file is plain Python: top-level `assert` statements become one test each, `def test_*()`
-functions become one test each (called with no arguments), and everything else at top level
-(imports, helpers, constants) is set-up that runs before the tests. `if __name__ == "__main__":`
-blocks are ignored.
+The tests file is plain Python or pytest-style: ledex_rl/user_tests.py reads it. A fix is spliced into
+the program by name (`merge_fix`).
 """
 
 from __future__ import annotations
@@ -18,13 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
-from ledex_rl.errors import UserError
 from ledex_rl import prompts
-from ledex_rl.problems.base import TestCase
-
-
-class DebugInputError(UserError, ValueError):
-    """A file that cannot be debugged as given; the message names the file and what to fix."""
+from ledex_rl.user_tests import DebugInputError, TestsFile
 
 
 class Fixer(Protocol):
@@ -37,46 +30,11 @@ class Fixer(Protocol):
                  seeds: Sequence[int]) -> list[list[str]]: ...
 
 
-@dataclass(frozen=True)
-class TestsFile:
-    __test__ = False
-
-    tests: tuple[TestCase, ...]
-    setup: str
-    source: str
-
-
 def read_program(path: str | Path) -> str:
     file = Path(path)
     if not file.is_file():
         raise DebugInputError(f"program file {file} does not exist; pass the Python file to debug")
     return file.read_text()
-
-
-def read_tests(path: str | Path) -> TestsFile:
-    file = Path(path)
-    if not file.is_file():
-        raise DebugInputError(f"tests file {file} does not exist; pass a Python file with asserts or test_ functions via --tests")
-    source = file.read_text()
-    try:
-        module = ast.parse(source)
-    except SyntaxError as exc:
-        raise DebugInputError(f"{file}:{exc.lineno}: syntax error in the tests ({exc.msg}); fix the tests file") from None
-    tests, setup = [], []
-    for node in module.body:
-        text = ast.get_source_segment(source, node) or ""
-        if isinstance(node, ast.Assert):
-            tests.append(TestCase(kind="assert", source=text))
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
-            setup.append(text)
-            tests.append(TestCase(kind="script", source=f"{node.name}()"))
-        elif isinstance(node, ast.If) and "__name__" in ast.unparse(node.test):
-            continue
-        else:
-            setup.append(text)
-    if not tests:
-        raise DebugInputError(f"no tests found in {file}: write top-level `assert` statements or `def test_...()` functions")
-    return TestsFile(tuple(tests), "\n".join(setup), source)
 
 
 def entry_point(program: str, tests_source: str) -> str:
@@ -89,31 +47,95 @@ def entry_point(program: str, tests_source: str) -> str:
     return next((n for n in names if n in used), names[0] if names else "")
 
 
+DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+IMPORTS = (ast.Import, ast.ImportFrom)
+
+
 def merge_fix(original: str, fixed: str) -> str:
-    """The model often answers with only the function it changed. Then the fix replaces the functions
-    and classes of the same name in the original, new top-level definitions are appended and new
-    imports go to the top; a fix that keeps every top-level name is used as it is."""
+    """The fix spliced into the original by name: each function, class or constant the answer defines
+    replaces the original's of that name (keeping its docstring when the answer dropped it), new
+    definitions are appended, new imports and constants go below the original's header (module
+    docstring and imports). Everything else of the original (imports, constants, comments, functions
+    the answer left out) is kept, and the answer's other statements (example calls, `__main__` blocks)
+    are dropped. An answer without definitions, or a file without any, is taken as it is."""
     try:
         old_tree, new_tree = ast.parse(original), ast.parse(fixed)
     except SyntaxError:
         return fixed
-    defs = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-    old_names = {n.name for n in old_tree.body if isinstance(n, defs)}
-    new_defs = {n.name: n for n in new_tree.body if isinstance(n, defs)}
-    if old_names <= set(new_defs) or not new_defs:
+    old_named, new_named = _named(old_tree), _named(new_tree)
+    if not any(isinstance(n, DEFINITIONS) for n in new_named.values()) or not old_named:
         return fixed
     lines = original.splitlines()
-    replaced = set()
-    for node in sorted((n for n in old_tree.body if isinstance(n, defs) and n.name in new_defs), key=lambda n: -n.lineno):
-        start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
-        lines[start : node.end_lineno] = (ast.get_source_segment(fixed, new_defs[node.name], padded=True) or "").splitlines()
-        replaced.add(node.name)
-    old_imports = {ast.unparse(n) for n in old_tree.body if isinstance(n, (ast.Import, ast.ImportFrom))}
-    imports = [ast.get_source_segment(fixed, n) for n in new_tree.body
-               if isinstance(n, (ast.Import, ast.ImportFrom)) and ast.unparse(n) not in old_imports]
-    added = [ast.get_source_segment(fixed, n) for name, n in new_defs.items() if name not in replaced]
-    merged = "\n".join(imports + lines)
-    return merged + ("\n\n" + "\n\n".join(added) if added else "") + "\n"
+    _replace_named(lines, original, old_named, fixed, new_named)
+    added = [n for name, n in new_named.items() if name not in old_named]
+    old_imports = {ast.unparse(n) for n in old_tree.body if isinstance(n, IMPORTS)}
+    imports = [n for n in new_tree.body if isinstance(n, IMPORTS) and ast.unparse(n) not in old_imports]
+    constants = [n for n in added if not isinstance(n, DEFINITIONS)]
+    at = _header_end(old_tree)
+    lines[at:at] = _all_lines(fixed, imports) + ([""] if constants else []) + _all_lines(fixed, constants)
+    appended = ["\n".join(_lines(fixed, n)) for n in added if isinstance(n, DEFINITIONS)]
+    return "\n".join(lines).rstrip("\n") + "".join(f"\n\n\n{text}" for text in appended) + "\n"
+
+
+def _replace_named(lines: list[str], original: str, old_named: dict, fixed: str, new_named: dict) -> None:
+    """In `lines` (the original's), each statement the answer redefines replaced by the answer's, bottom up."""
+    for name, node in sorted(old_named.items(), key=lambda item: -item[1].lineno):
+        if name in new_named:
+            new = new_named[name]  # the original's decorators stay unless the answer writes its own
+            start = _first_line(node) if getattr(new, "decorator_list", None) else node.lineno
+            lines[start - 1 : node.end_lineno] = _with_docstring(fixed, new, original, node)
+
+
+def _named(tree: ast.Module) -> dict[str, ast.stmt]:
+    """Top-level statements that bind one name: definitions and single-name assignments (last one wins)."""
+    named = {}
+    for node in tree.body:
+        if isinstance(node, DEFINITIONS):
+            named[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if len(targets) == 1 and isinstance(targets[0], ast.Name):
+                named[targets[0].id] = node
+    return named
+
+
+def _first_line(node: ast.stmt) -> int:
+    return min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+
+
+def _lines(source: str, node: ast.stmt) -> list[str]:
+    """A top-level statement's lines, decorators included."""
+    return source.splitlines()[_first_line(node) - 1 : node.end_lineno]
+
+
+def _all_lines(source: str, nodes: list[ast.stmt]) -> list[str]:
+    return [line for node in nodes for line in _lines(source, node)]
+
+
+def _header_end(tree: ast.Module) -> int:
+    """The line after the module docstring and the imports that open the file (0 when neither)."""
+    end = 0
+    for node in tree.body:
+        if not (isinstance(node, IMPORTS) or (node is tree.body[0] and _is_docstring(node))):
+            break
+        end = node.end_lineno
+    return end
+
+
+def _is_docstring(node: ast.stmt) -> bool:
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+
+
+def _with_docstring(fixed: str, new: ast.stmt, original: str, old: ast.stmt) -> list[str]:
+    """The answer's definition as lines, with the original's docstring put back if the answer dropped it."""
+    text = _lines(fixed, new)
+    kept = getattr(old, "body", [None])[0]
+    if not isinstance(new, DEFINITIONS) or not _is_docstring(kept) or _is_docstring(new.body[0]) or new.body[0].lineno == new.lineno:
+        return text
+    indent = " " * new.body[0].col_offset
+    docstring = ast.get_source_segment(original, kept).splitlines()
+    at = new.body[0].lineno - _first_line(new)
+    return text[:at] + [indent + docstring[0]] + docstring[1:] + text[at:]
 
 
 def unified_diff(before: str, after: str, name: str) -> str:
@@ -129,6 +151,7 @@ class DebugRound:
     diff: str
     passed: bool
     feedback: str
+    unchanged: bool = False  # the model returned the program as it was (or no code): the tests were not rerun
 
 
 @dataclass
@@ -139,21 +162,27 @@ class DebugOutcome:
     rounds: list[DebugRound] = field(default_factory=list)
 
 
-def job_for(program: str, tests: TestsFile):
+def job_for(program: str, tests: TestsFile, module: str = ""):
+    """The sandbox job; `module`: the name the tests import the program by (its file's stem)."""
     from sandbox import Job
 
-    return Job(program=program, tests=tests.tests, entry_point=entry_point(program, tests.source), test_setup=tests.setup)
+    return Job(program=program, tests=tests.tests, entry_point=entry_point(program, tests.source), test_setup=tests.setup,
+               module=module if module.isidentifier() else "")
 
 
-def task_for(tests: TestsFile) -> str:
-    return f"Fix the Python program so that it passes these tests:\n```python\n{tests.source.strip()}\n```"
+def task_for(tests: TestsFile, result) -> str:
+    """The task as the model sees it: the tests that fail (`result`: the sandbox's), not the whole file."""
+    failing = [i for i, verdict in enumerate(result.tests) if verdict.status != "passed"] or list(range(len(tests.tests)))
+    return f"Fix the Python program so that it passes these tests:\n```python\n{tests.shown(failing).strip()}\n```"
 
 
 def debug(program: str, tests: TestsFile, fixer: Fixer, run_jobs: Callable, rounds: int = 3, temperature: float = 0.0,
-          max_tokens: int = 512, seed: int = 0, on_round: Callable[[DebugRound], None] | None = None) -> DebugOutcome:
-    """Test, then explain-and-fix while the tests fail (at most `rounds` times)."""
+          max_tokens: int = 512, seed: int = 0, on_round: Callable[[DebugRound], None] | None = None,
+          module: str = "") -> DebugOutcome:
+    """Test, then explain-and-fix while the tests fail (at most `rounds` times). `module`: the name the
+    tests import the program by."""
     def run(code: str):
-        return run_jobs([job_for(code, tests)])[0]
+        return run_jobs([job_for(code, tests, module)])[0]
 
     result = run(program)
     outcome = DebugOutcome(result.passed, program, result.feedback())
@@ -161,13 +190,16 @@ def debug(program: str, tests: TestsFile, fixer: Fixer, run_jobs: Callable, roun
     for r in range(1, rounds + 1):
         if result.passed:
             break
-        messages = prompts.refinement_conversation(task_for(tests), code, result.feedback(), "explain_refine")
+        messages = prompts.refinement_conversation(task_for(tests, result), code, result.feedback(), "explain_refine")
+        if hasattr(fixer, "check_fits"):  # a local model knows its context length; an endpoint answers for itself
+            fixer.check_fits(messages, max_tokens)
         answer = fixer.complete([messages], 1, temperature, max_tokens, [seed + r])[0][0]
         parsed = prompts.parse_response(answer)
         proposed = merge_fix(code, parsed.code) if parsed.has_code else code
-        result = run(proposed)
+        unchanged = proposed.strip() == code.strip()
+        result = result if unchanged else run(proposed)
         step = DebugRound(r, parsed.explanation or "(no explanation given)", proposed, unified_diff(code, proposed, "program"),
-                          result.passed, result.feedback())
+                          result.passed, result.feedback(), unchanged)
         outcome.rounds.append(step)
         if on_round is not None:
             on_round(step)
@@ -197,5 +229,6 @@ def load_fixer(cfg, model: str | None, endpoint: str | None):
     tokenizer = AutoTokenizer.from_pretrained(path)
     connect(cfg.ray, quiet=True)
     engines = EnginePool(path, cfg.rollout, cfg.model, cfg.seed, name_prefix="debug-rollout")
-    fixer = EngineTeacher(engines, tokenizer, model or path, prompts.prompt_style(cfg.model.prompt_style, tokenizer))
+    fixer = EngineTeacher(engines, tokenizer, model or path, prompts.prompt_style(cfg.model.prompt_style, tokenizer),
+                          max_model_len=cfg.model.max_model_len)
     return fixer, engines.shutdown

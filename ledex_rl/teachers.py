@@ -38,9 +38,22 @@ class TeacherUnavailable(UserError, RuntimeError):
     """The teacher cannot answer (endpoint down, key missing); the message says what to fix."""
 
 
+class PromptTooLong(UserError, ValueError):
+    """A prompt and its answer budget do not fit the model's context; the message names both settings."""
+
+
 class EngineTeacher:
-    def __init__(self, engines, tokenizer, name: str, style: str = "chat"):
+    def __init__(self, engines, tokenizer, name: str, style: str = "chat", max_model_len: int = 0):
         self.engines, self.tokenizer, self.name, self.style = engines, tokenizer, name, style
+        self.max_model_len = max_model_len  # the engines' context (model.max_model_len); 0: not checked
+
+    def check_fits(self, conversation: list[dict], max_tokens: int) -> None:
+        """A one-line error, before generating, when the prompt plus `max_tokens` exceeds the context."""
+        used = len(self.tokenizer(prompts.render(conversation, self.tokenizer, self.style), add_special_tokens=False)["input_ids"])
+        if self.max_model_len and used + max_tokens > self.max_model_len:
+            raise PromptTooLong(f"the prompt is {used} tokens and the answer may take {max_tokens}, over the model's context of "
+                                f"{self.max_model_len} (model.max_model_len); shorten the tests file, lower --max-new-tokens, "
+                                "or raise model.max_model_len if the model allows it")
 
     def complete(self, conversations, n, temperature, max_tokens, seeds):
         from actors.rollout_engine import GenerationRequest
