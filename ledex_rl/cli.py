@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -110,66 +111,78 @@ def report_command(paths, out, training):
     click.echo("wrote " + ", ".join(str(p) for p in written))
 
 
-@main.command(name="debug", help="Run PROGRAM's tests in the sandbox; while they fail, show the model's explanation and "
-              "fix.\n\nTESTS: asserts, test_ functions or a pytest file (parametrize, raises, approx; the program imported "
-              "by its file name).\n\nDotted config overrides after the files, e.g. sandbox.test_timeout_s=10 model.max_model_len=4096")
-@click.argument("program", type=click.Path(dir_okay=False))
-@click.option("--tests", "tests_path", required=True, type=click.Path(dir_okay=False),
-              help="Python file with top-level asserts and/or test_ functions.")
+@main.command(name="debug", help="Run each PROGRAM's tests in the sandbox; while they fail, show the model's explanation "
+              "and fix. One model serves every program.\n\nTests: asserts, test_ functions or a pytest file (parametrize, raises, "
+              "approx; the program imported by its file name); by default test_NAME.py beside NAME.py.\n\nDotted config "
+              "overrides go among the files, e.g. sandbox.test_timeout_s=10 model.max_model_len=4096")
+@click.argument("args", nargs=-1, required=True, metavar="PROGRAM... [KEY=VALUE...]")
+@click.option("--tests", "tests_paths", multiple=True, type=click.Path(dir_okay=False),
+              help="The tests file: one per PROGRAM, in order (default: test_NAME.py beside NAME.py).")
 @click.option("--model", default="", help="Built-in name, HF id or folder (default: this run's newest trained policy, "
               "else model.name_or_path); with --endpoint, the model name the endpoint serves.")
 @click.option("--endpoint", default="", help="An OpenAI-compatible base URL to ask instead of a local model.")
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1), help="At most this many explain-and-fix rounds.")
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(min=0.0), help="0 = greedy.")
 @click.option("--max-new-tokens", default=512, show_default=True, type=click.IntRange(min=1))
-@click.option("--write", "write_back", is_flag=True, help="Overwrite PROGRAM with the fix when the tests pass (keeps PROGRAM.bak).")
-@click.option("--out", "out_path", default="", help="Write the fixed program here instead.")
+@click.option("--write", "write_back", is_flag=True, help="Overwrite each PROGRAM with its fix when its tests pass (keeps PROGRAM.bak).")
+@click.option("--out", "out_path", default="", help="Write the fixed program here instead (one PROGRAM only).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the report (for CI); same exit codes.")
-@config_options
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
 @fail_cleanly
-def debug_command(program, tests_path, model, endpoint, rounds, temperature, max_new_tokens, write_back, out_path, as_json,
-                  config_path, overrides):
+def debug_command(args, tests_paths, model, endpoint, rounds, temperature, max_new_tokens, write_back, out_path, as_json, config_path):
     from ledex_rl import debugger, user_tests
-    from sandbox import Sandbox
 
+    programs, overrides = _split_debug_args(args)
+    pairs = [(p, user_tests.tests_path_for(p, tests_paths, i, len(programs))) for i, p in enumerate(programs)]
+    if out_path and len(programs) > 1:
+        raise click.UsageError("--out takes one PROGRAM; use --write to save the fixes of several")
+    inputs = [(p, debugger.read_program(p), user_tests.read_tests(t)) for p, t in pairs]
     cfg = load_or_exit(config_path, overrides)
-    source = debugger.read_program(program)
-    tests = user_tests.read_tests(tests_path)
     say = (lambda *_: None) if as_json else click.echo
-    module = Path(program).stem
-    with Sandbox(slots=1, isolation_tier=cfg.sandbox.isolation, allow_unsafe=cfg.sandbox.allow_unsafe, limits=cfg.sandbox.limits()) as box:
-        first = box.run([debugger.job_for(source, tests, module)])[0]
-        say(f"{program}: {first.num_passed} of {len(first.tests)} tests pass (sandbox tier {box.tier})")
-        for reason in tests.skipped:
-            say(f"   not run: {reason}")
-        outcome = None
-        if not first.passed:
-            say(_indent(first.feedback()) + _limits_hint(first, cfg.sandbox))
-            outcome = _debug_rounds(cfg, source, tests, box, module, say, model, endpoint, rounds, temperature, max_new_tokens)
-    written = _save_fix(program, source, outcome, Path(out_path) if out_path else (Path(program) if write_back else None), say)
+    settings = debugger.DebugSettings(rounds, temperature, max_new_tokens, cfg.seed)
+    with debugger.Session(model, endpoint, cfg, settings=settings) as session:
+        reports = [_debug_one(session, program, source, tests, say, out_path, write_back) for program, source, tests in inputs]
+    if len(reports) > 1:
+        say(f"\n{sum(r['passes'] for r in reports)} of {len(reports)} programs pass their tests "
+            f"({sum(r['fixed'] for r in reports)} fixed)")
     if as_json:
-        click.echo(json.dumps(_debug_json(program, first, tests, outcome, written), indent=1))
-    if outcome is not None and not outcome.passed:
+        click.echo(json.dumps({"programs": reports, "passing": sum(r["passes"] for r in reports),
+                               "fixed": sum(r["fixed"] for r in reports)}, indent=1))
+    if not all(r["passes"] for r in reports):
         sys.exit(1)
 
 
-def _debug_rounds(cfg, source, tests, box, module, say, model, endpoint, rounds, temperature, max_new_tokens):
-    from ledex_rl import debugger
+def _split_debug_args(args: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """PROGRAM files and KEY=VALUE overrides, in any order."""
+    overrides = [a for a in args if re.match(r"^[A-Za-z_][\w.]*=", a) and not Path(a).exists()]
+    programs = [a for a in args if a not in overrides]
+    if not programs:
+        raise click.UsageError("no PROGRAM given: pass the Python file(s) to debug")
+    return programs, overrides
 
-    fixer, close = debugger.load_fixer(cfg, model or None, endpoint or None)
-    say(f"asking {fixer.name} to explain and fix it (up to {rounds} rounds)")
 
-    def show(step):
-        say(f"\n== round {step.round}: explanation")
-        say(_indent(step.explanation))
-        say(f"== round {step.round}: proposed fix")
-        say("   the model returned the program unchanged" if step.unchanged else _indent(step.diff))
-        say(f"== round {step.round}: " + ("all tests pass" if step.passed else "still failing:\n" + _indent(step.feedback)))
+def _debug_one(session, program, source, tests, say, out_path, write_back) -> dict:
+    """Test one program, explain and fix it while it fails, save the fix where asked -> its JSON report."""
+    module = Path(program).stem
+    first = session.test(source, tests, module)
+    say(f"{program}: {first.num_passed} of {len(first.tests)} tests pass (sandbox tier {session.sandbox.tier})")
+    for reason in tests.skipped:
+        say(f"   not run: {reason}")
+    outcome = None
+    if not first.passed:
+        say(_indent(first.feedback()) + _limits_hint(first, session.cfg.sandbox))
+        say(f"asking {session.fixer.name} to explain and fix it (up to {session.settings.rounds} rounds)")
+        outcome = session.fix(source, tests, module, first, on_round=lambda step: _show_round(step, say))
+    target = Path(out_path) if out_path else (Path(program) if write_back else None)
+    return _debug_json(program, first, tests, outcome, _save_fix(program, source, outcome, target, say))
 
-    try:
-        return debugger.debug(source, tests, fixer, box.run, rounds, temperature, max_new_tokens, cfg.seed, on_round=show, module=module)
-    finally:
-        close()
+
+def _show_round(step, say) -> None:
+    say(f"\n== round {step.round}: explanation")
+    say(_indent(step.explanation))
+    say(f"== round {step.round}: proposed fix")
+    say("   the model returned the program unchanged" if step.unchanged else _indent(step.diff))
+    say(f"== round {step.round}: " + ("all tests pass" if step.passed else "still failing:\n" + _indent(step.feedback)))
 
 
 def _limits_hint(result, sandbox_cfg) -> str:
@@ -202,9 +215,10 @@ def _save_fix(program, source, outcome, target, say):
 def _debug_json(program, first, tests, outcome, written) -> dict:
     rounds = [{"round": r.round, "explanation": r.explanation, "diff": r.diff, "unchanged": r.unchanged, "passed": r.passed,
                "feedback": r.feedback} for r in (outcome.rounds if outcome else [])]
+    fixed = bool(outcome and outcome.passed)
     return {"program": program, "tests": len(first.tests), "passed_before": first.num_passed, "feedback_before": first.feedback(),
-            "not_run": list(tests.skipped), "fixed": bool(outcome and outcome.passed), "passes": first.passed or bool(outcome and outcome.passed),
-            "rounds": rounds, "written": written, "code": outcome.code if outcome and outcome.passed else None}
+            "not_run": list(tests.skipped), "fixed": fixed, "passes": first.passed or fixed, "rounds": rounds, "written": written,
+            "code": outcome.code if fixed else None}
 
 
 def _indent(text: str) -> str:

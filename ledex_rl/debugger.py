@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 from ledex_rl import prompts
-from ledex_rl.user_tests import DebugInputError, TestsFile
+from ledex_rl.config import LedexConfig, load_config
+from ledex_rl.user_tests import DebugInputError, TestsFile, parse_tests
+from sandbox.results import ExecutionResult
 
 
 class Fixer(Protocol):
@@ -157,9 +159,17 @@ class DebugRound:
 @dataclass
 class DebugOutcome:
     passed: bool
-    code: str
-    initial_feedback: str
+    code: str  # the last program tried (the fix when `passed`)
+    first: ExecutionResult  # the tests on the program as given
     rounds: list[DebugRound] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DebugSettings:
+    rounds: int = 3  # at most this many explain-and-fix rounds
+    temperature: float = 0.0  # 0: greedy
+    max_new_tokens: int = 512
+    seed: int = 0
 
 
 def job_for(program: str, tests: TestsFile, module: str = ""):
@@ -176,24 +186,22 @@ def task_for(tests: TestsFile, result) -> str:
     return f"Fix the Python program so that it passes these tests:\n```python\n{tests.shown(failing).strip()}\n```"
 
 
-def debug(program: str, tests: TestsFile, fixer: Fixer, run_jobs: Callable, rounds: int = 3, temperature: float = 0.0,
-          max_tokens: int = 512, seed: int = 0, on_round: Callable[[DebugRound], None] | None = None,
-          module: str = "") -> DebugOutcome:
-    """Test, then explain-and-fix while the tests fail (at most `rounds` times). `module`: the name the
-    tests import the program by."""
+def debug(program: str, tests: TestsFile, fixer: Fixer, run_jobs: Callable, settings: DebugSettings = DebugSettings(),
+          on_round: Callable[[DebugRound], None] | None = None, module: str = "", first: ExecutionResult | None = None) -> DebugOutcome:
+    """Test (unless `first` is the result of that), then explain-and-fix while the tests fail, at most
+    `settings.rounds` times. `module`: the name the tests import the program by."""
     def run(code: str):
         return run_jobs([job_for(code, tests, module)])[0]
 
-    result = run(program)
-    outcome = DebugOutcome(result.passed, program, result.feedback())
-    code = program
-    for r in range(1, rounds + 1):
+    result = first or run(program)
+    outcome, code = DebugOutcome(result.passed, program, result), program
+    for r in range(1, settings.rounds + 1):
         if result.passed:
             break
         messages = prompts.refinement_conversation(task_for(tests, result), code, result.feedback(), "explain_refine")
         if hasattr(fixer, "check_fits"):  # a local model knows its context length; an endpoint answers for itself
-            fixer.check_fits(messages, max_tokens)
-        answer = fixer.complete([messages], 1, temperature, max_tokens, [seed + r])[0][0]
+            fixer.check_fits(messages, settings.max_new_tokens)
+        answer = fixer.complete([messages], 1, settings.temperature, settings.max_new_tokens, [settings.seed + r])[0][0]
         parsed = prompts.parse_response(answer)
         proposed = merge_fix(code, parsed.code) if parsed.has_code else code
         unchanged = proposed.strip() == code.strip()
@@ -206,6 +214,65 @@ def debug(program: str, tests: TestsFile, fixer: Fixer, run_jobs: Callable, roun
         code = proposed
     outcome.passed, outcome.code = result.passed, code
     return outcome
+
+
+class Session:
+    """Debug programs with one model and one sandbox: the model starts once, when the first program
+    fails its tests, and serves every program after it.
+
+        from ledex_rl.debugger import Session
+
+        with Session(model="smollm2-135m-instruct", overrides=["sandbox.test_timeout_s=10"]) as session:
+            outcome = session.fix(Path("stats.py").read_text(), Path("test_stats.py").read_text(), module="stats")
+            print(outcome.passed, outcome.code)
+
+    `tests`: a tests file's text or a `TestsFile`; `module`: the name the tests import the program by.
+    The model is `model` (a built-in name, HF id or folder; default: the config's newest trained policy,
+    else model.name_or_path) or the model an OpenAI-compatible `endpoint` serves."""
+
+    def __init__(self, model: str | None = None, endpoint: str | None = None, config: LedexConfig | str | None = None,
+                 overrides: Sequence[str] = (), settings: DebugSettings | None = None):
+        from sandbox import Sandbox
+
+        self.cfg = config if isinstance(config, LedexConfig) else load_config(config, overrides)
+        self.model, self.endpoint = model or None, endpoint or None
+        self.settings = settings or DebugSettings(seed=self.cfg.seed)
+        box = self.cfg.sandbox
+        self.sandbox = Sandbox(slots=1, isolation_tier=box.isolation, allow_unsafe=box.allow_unsafe, limits=box.limits())
+        self._fixer, self._close_fixer = None, lambda: None
+
+    def test(self, program: str, tests: str | TestsFile, module: str = "") -> ExecutionResult:
+        return self.sandbox.run([job_for(program, _as_tests(tests), module)])[0]
+
+    def fix(self, program: str, tests: str | TestsFile, module: str = "", first: ExecutionResult | None = None,
+            on_round: Callable[[DebugRound], None] | None = None) -> DebugOutcome:
+        tests = _as_tests(tests)
+        first = first or self.test(program, tests, module)
+        if first.passed:
+            return DebugOutcome(True, program, first)
+        return debug(program, tests, self.fixer, self.sandbox.run, self.settings, on_round, module, first)
+
+    @property
+    def fixer(self) -> Fixer:
+        if self._fixer is None:
+            self._fixer, self._close_fixer = load_fixer(self.cfg, self.model, self.endpoint)
+        return self._fixer
+
+    def close(self) -> None:
+        try:
+            self._close_fixer()
+        finally:
+            self.sandbox.close()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _as_tests(tests: str | TestsFile) -> TestsFile:
+    return tests if isinstance(tests, TestsFile) else parse_tests(tests)
 
 
 def load_fixer(cfg, model: str | None, endpoint: str | None):

@@ -57,6 +57,22 @@ def read_tests(path: str | Path) -> TestsFile:
     return parse_tests(file.read_text(), str(file))
 
 
+def tests_path_for(program: str, given: tuple[str, ...], index: int, count: int) -> str:
+    """The tests file of the `index`-th of `count` programs: `given` (one per program, in order), else
+    test_NAME.py or NAME_test.py beside NAME.py, or in a tests/ folder beside it."""
+    if given:
+        if len(given) != count:
+            raise DebugInputError(f"{len(given)} --tests for {count} programs: pass one --tests per program, in order, or none")
+        return given[index]
+    file = Path(program)
+    candidates = [file.with_name(f"test_{file.stem}.py"), file.with_name(f"{file.stem}_test.py"),
+                  file.parent / "tests" / f"test_{file.stem}.py"]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise DebugInputError(f"no tests found for {program}: pass --tests FILE, or put test_{file.stem}.py beside it")
+    return str(found)
+
+
 def parse_tests(source: str, file: str = "tests") -> TestsFile:
     """Tests from a tests file's text; `file` names it in errors."""
     try:

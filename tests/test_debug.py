@@ -157,7 +157,13 @@ class ScriptedFixer:
 def scripted(monkeypatch):
     """Replaces the model, only here: round 1 proposes a wrong fix, round 2 the right one."""
     fixer = ScriptedFixer([WRONG_FIX, FIX])
-    monkeypatch.setattr(debugger, "load_fixer", lambda cfg, model, endpoint: (fixer, lambda: None))
+
+    def load(cfg, model, endpoint):
+        fixer.loads += 1
+        return fixer, lambda: None
+
+    fixer.loads = 0
+    monkeypatch.setattr(debugger, "load_fixer", load)
     return fixer
 
 
@@ -201,7 +207,7 @@ def test_an_unchanged_answer_is_named_and_not_rerun():
             return box.run(jobs)
 
         same = "I see no bug.\n\n```python\ndef mean(xs):\n    \"\"\"The arithmetic mean.\"\"\"\n    return sum(xs) / (len(xs) + 1)\n```"
-        outcome = debugger.debug(BUGGY, tests, ScriptedFixer([same, FIX]), run_jobs, rounds=2)
+        outcome = debugger.debug(BUGGY, tests, ScriptedFixer([same, FIX]), run_jobs, debugger.DebugSettings(rounds=2))
     assert [r.unchanged for r in outcome.rounds] == [True, False] and outcome.rounds[0].diff == ""
     assert len(calls) == 2 and outcome.passed  # the original and round 2's fix: round 1 was not rerun
 
@@ -214,10 +220,38 @@ def test_debug_json_reports_the_rounds_for_ci(tmp_path, scripted):
     tests.write_text(TESTS)
     result = CliRunner().invoke(main, ["debug", str(program), "--tests", str(tests), "--json", "--out", str(tmp_path / "fixed.py")])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)  # nothing but the JSON on stdout
+    (report,) = json.loads(result.output)["programs"]  # nothing but the JSON on stdout
     assert (report["tests"], report["passed_before"], report["fixed"], report["written"]) == (3, 0, True, str(tmp_path / "fixed.py"))
     assert [r["passed"] for r in report["rounds"]] == [False, True] and "len(xs) + 2" in report["rounds"][0]["diff"]
     assert report["code"] == (tmp_path / "fixed.py").read_text() and "def spread" in report["code"]
+
+
+def test_several_programs_share_one_model_and_find_their_tests(tmp_path, scripted):
+    (tmp_path / "stats.py").write_text(BUGGY)
+    (tmp_path / "test_stats.py").write_text(TESTS)
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "stats.py").write_text(BUGGY.replace("(len(xs) + 1)", "len(xs)"))
+    (tmp_path / "ok" / "tests").mkdir()
+    (tmp_path / "ok" / "tests" / "test_stats.py").write_text(TESTS)
+    result = CliRunner().invoke(main, ["debug", str(tmp_path / "stats.py"), "sandbox.test_timeout_s=2", str(tmp_path / "ok" / "stats.py")])
+    assert result.exit_code == 0, result.output
+    assert "ok/stats.py: 3 of 3 tests pass" in result.output and "2 of 2 programs pass their tests (1 fixed)" in result.output
+    assert scripted.loads == 1  # one model for every program
+    mismatch = CliRunner().invoke(main, ["debug", str(tmp_path / "stats.py"), str(tmp_path / "ok" / "stats.py"),
+                                         "--tests", str(tmp_path / "test_stats.py")])
+    assert mismatch.exit_code == 2 and "1 --tests for 2 programs: pass one --tests per program" in mismatch.output
+    (tmp_path / "lonely.py").write_text(BUGGY)
+    missing = CliRunner().invoke(main, ["debug", str(tmp_path / "lonely.py")])
+    assert missing.exit_code == 2 and "no tests found for" in missing.output and "test_lonely.py beside it" in missing.output
+
+
+def test_the_session_api_fixes_a_program_from_text(scripted):
+    with debugger.Session(overrides=["sandbox.test_timeout_s=2"], settings=debugger.DebugSettings(rounds=2)) as session:
+        outcome = session.fix(BUGGY, TESTS, module="stats")
+        again = session.fix(outcome.code, TESTS)
+    assert outcome.passed and len(outcome.rounds) == 2 and outcome.first.num_passed == 0
+    assert "return sum(xs) / len(xs)" in outcome.code and '"""The arithmetic mean."""' in outcome.code
+    assert again.passed and again.rounds == [] and scripted.loads == 1
 
 
 def test_debug_names_the_limit_a_test_ran_into_and_takes_overrides(tmp_path, scripted):
