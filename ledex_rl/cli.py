@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -163,6 +164,7 @@ def _split_debug_args(args: tuple[str, ...]) -> tuple[list[str], list[str]]:
 
 def _debug_one(session, program, source, tests, say, out_path, write_back) -> dict:
     """Test one program, explain and fix it while it fails, save the fix where asked -> its JSON report."""
+    started = time.perf_counter()
     module = Path(program).stem
     first = session.test(source, tests, module)
     say(f"{program}: {first.num_passed} of {len(first.tests)} tests pass (sandbox tier {session.sandbox.tier})")
@@ -174,7 +176,8 @@ def _debug_one(session, program, source, tests, say, out_path, write_back) -> di
         say(f"asking {session.fixer.name} to explain and fix it (up to {session.settings.rounds} rounds)")
         outcome = session.fix(source, tests, module, first, on_round=lambda step: _show_round(step, say))
     target = Path(out_path) if out_path else (Path(program) if write_back else None)
-    return _debug_json(program, first, tests, outcome, _save_fix(program, source, outcome, target, say))
+    report = _debug_json(program, first, tests, outcome, _save_fix(program, source, outcome, target, say))
+    return report | {"seconds": round(time.perf_counter() - started, 2)}  # the first failing program's includes the model's start
 
 
 def _show_round(step, say) -> None:

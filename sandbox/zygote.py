@@ -648,7 +648,7 @@ class CallChannel:
             raise TestTimeout()
         known = getattr(builtins, kind, None)
         if isinstance(known, type) and issubclass(known, Exception) and kind not in ("StopIteration", "StopAsyncIteration"):
-            raise known(message)  # the same exception type, so a test expecting it sees it
+            raise known(message.removeprefix(f"{kind}: "))  # the same exception type, so a test expecting it sees it
         raise CandidateFailed(f"{name}(...) {message or kind}")
 
     def _line(self):
@@ -718,7 +718,7 @@ def compile_tests(source, name):
 
 
 def failing_line(exc, job):
-    """`line N: <source>` of the test setup (the tests file, without the task's preamble) where `exc`
+    """`line N (<source>)` of the test setup (the tests file, without the task's preamble) where `exc`
     was raised, or None."""
     line, tb = 0, exc.__traceback__
     while tb is not None:
@@ -728,7 +728,7 @@ def failing_line(exc, job):
     lines, first = (job.get("setup") or "").splitlines(), int(job.get("setup_first_line", 1))
     if not first <= line <= len(lines):
         return None
-    return f"line {line - first + 1}: {lines[line - 1].strip()[:200]}"
+    return f"line {line - first + 1} ({lines[line - 1].strip()[:200]})"
 
 
 def program_module(name, channel):

@@ -118,7 +118,7 @@ def test_a_failing_test_function_reports_its_line_and_operands(box):
     result = run(box, PROGRAM, TESTS)
     message = next(t.message for t in result.tests if "test_mean" in t.message)
     line = TESTS.splitlines().index("        assert got == 6") + 1  # the tests file's own numbering
-    assert f"failed at line {line}: assert got == 6: 4.0 == 6 is false" in message, message
+    assert f"failed at line {line} (assert got == 6): 4.0 == 6 is false" in message, message
     broken = PROGRAM.replace("raise ValueError", "return -1  #")
     message = next(t.message for t in run(box, broken, TESTS).tests if "test_parse_rejects_words" in t.message)
     line = TESTS.splitlines().index('    with pytest.raises(ValueError, match="not a number"):') + 1
@@ -151,3 +151,10 @@ def test_the_model_is_shown_only_the_failing_tests(box):
     task = debugger.task_for(tests, run(box, PROGRAM, TESTS))
     assert "assert helpers.mean([1, 2]) == approx(1.5)" in task and "def test_mean(self):" in task
     assert "def test_add" not in task and "evens(5)" not in task and "tmp_path" not in task
+
+
+def test_an_exception_from_the_program_is_named_once_with_the_tests_line(box):
+    result = run(box, PROGRAM, "import helpers\n\n\ndef test_words():\n    assert helpers.parse('x') == 1\n")
+    message = result.tests[0].message
+    assert "raised ValueError: not a number: x" in message and "ValueError: ValueError" not in message, message
+    assert message.endswith("at line 5 (assert helpers.parse('x') == 1)"), message
