@@ -423,6 +423,17 @@ class RolloutConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    """Where SFT's and RL's metrics go, beside run_dir/<stage>/metrics.jsonl and Ray's metrics.
+    `wandb` and `mlflow` are optional installs (`pip install -e .[tracking]`). W&B follows its own
+    environment (WANDB_MODE=offline writes under run_dir/wandb); MLflow follows MLFLOW_TRACKING_URI,
+    else a file store in run_dir/mlruns."""
+
+    backends: list[Literal["tensorboard", "wandb", "mlflow"]] = field(default_factory=lambda: ("tensorboard",))
+    project: str = "ledex_rl"  # the W&B project, the MLflow experiment
+
+
+@dataclass(frozen=True)
 class LedexConfig:
     """A whole run. `run_dir` holds every stage's output; a stage whose output exists is skipped."""
 
@@ -441,6 +452,7 @@ class LedexConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     rl: RLConfig = field(default_factory=RLConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def __post_init__(self) -> None:
         _check(not (self.trainer.device == "cuda" and "rl" in self.stages and self.rl.reference.num_gpus == 0),

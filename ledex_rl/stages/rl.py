@@ -311,7 +311,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
     stepper = PPOStep(cfg, items, problems, tokenizer, style, engines, rewards, reference, trainer)
     eval_problems = load_eval_problems(cfg, executors.run, limit=cfg.rl.eval_tasks) if cfg.rl.eval_every_steps else []
     checkpoints = out / "checkpoints"
-    metrics = MetricsLogger(cfg.run_dir, "rl")
+    metrics = MetricsLogger(cfg.run_dir, "rl", cfg.logging)
     try:
         resumed = trainer.load_checkpoint(checkpoints) if checkpoints.is_dir() else None
         start = resumed["step"] if resumed else 0

@@ -90,7 +90,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
                           micro_batch_size=s.micro_batch_size, weight_decay=s.weight_decay)
     group = TrainerGroup(model_path, cfg.trainer, cfg.model, optim, cfg.seed, name_prefix="sft-trainer")
     checkpoints = out / "checkpoints"
-    metrics = MetricsLogger(cfg.run_dir, "sft")
+    metrics = MetricsLogger(cfg.run_dir, "sft", cfg.logging)
     try:
         resumed = group.load_checkpoint(checkpoints) if checkpoints.is_dir() else None
         start = resumed["step"] if resumed else 0
