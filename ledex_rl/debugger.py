@@ -14,22 +14,13 @@ import ast
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Sequence
 
 from ledex_rl import prompts
 from ledex_rl.config import LedexConfig, load_config
+from ledex_rl.teachers import Teacher
 from ledex_rl.user_tests import DebugInputError, TestsFile, parse_tests
 from sandbox.results import ExecutionResult
-
-
-class Fixer(Protocol):
-    """What answers the refinement prompt: `ledex_rl.teachers.EngineTeacher` (a model on vLLM engines)
-    or `OpenAITeacher` (an endpoint)."""
-
-    name: str
-
-    def complete(self, conversations: Sequence[list[dict]], n: int, temperature: float, max_tokens: int,
-                 seeds: Sequence[int]) -> list[list[str]]: ...
 
 
 def read_program(path: str | Path) -> str:
@@ -186,7 +177,7 @@ def task_for(tests: TestsFile, result) -> str:
     return f"Fix the Python program so that it passes these tests:\n```python\n{tests.shown(failing).strip()}\n```"
 
 
-def debug(program: str, tests: TestsFile, fixer: Fixer, run_jobs: Callable, settings: DebugSettings = DebugSettings(),
+def debug(program: str, tests: TestsFile, fixer: Teacher, run_jobs: Callable, settings: DebugSettings = DebugSettings(),
           on_round: Callable[[DebugRound], None] | None = None, module: str = "", first: ExecutionResult | None = None) -> DebugOutcome:
     """Test (unless `first` is the result of that), then explain-and-fix while the tests fail, at most
     `settings.rounds` times. `module`: the name the tests import the program by."""
@@ -253,7 +244,7 @@ class Session:
         return debug(program, tests, self.fixer, self.sandbox.run, self.settings, on_round, module, first)
 
     @property
-    def fixer(self) -> Fixer:
+    def fixer(self) -> Teacher:
         if self._fixer is None:
             self._fixer, self._close_fixer = load_fixer(self.cfg, self.model, self.endpoint)
         return self._fixer

@@ -1,4 +1,4 @@
-"""Evaluate one model (ledex-method.md, section 4): first attempts, then rounds of self-refinement.
+"""Evaluate one model (docs/method.md §7): first attempts, then rounds of self-refinement.
 
 For every task: sample `samples_per_task` first attempts and execute them. Then, for each mode
 (refine-only, explain-then-refine) separately, every sample that still fails is refined once per

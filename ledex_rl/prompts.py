@@ -1,6 +1,6 @@
 """Every prompt LeDex uses, and the parser that splits a response into explanation and code.
 
-Conversations follow the paper's layout (ledex-method.md, section 1.6):
+Conversations follow the paper's layout (docs/method.md §2):
     user: the task -> assistant: the first (wrong) attempt -> user: feedback + request -> assistant: answer
 Instruct models get their own chat template; base models get the paper's StarChat markup
 (`<|user|> ... <|end|>`), and first attempts from base models get a 3-shot prompt (MBPP tasks 2, 3, 4).

@@ -1,4 +1,4 @@
-"""SFT data (ledex-method.md, section 2): collected rows -> chat examples -> token ids with a loss mask.
+"""SFT data (docs/method.md §1): collected rows -> chat examples -> token ids with a loss mask.
 
 - A correct first attempt is code-generation data: user task -> assistant code.
 - A verified refinement is used twice: refine-only (the answer is the code) and explain-then-refine

@@ -21,6 +21,9 @@ from ledex_rl import prompts
 
 
 class Teacher(Protocol):
+    """Whoever answers refinement conversations: `EngineTeacher` (a model on vLLM engines) or
+    `OpenAITeacher` (an endpoint); collection's teacher and `ledex-rl debug`'s model alike."""
+
     name: str
 
     def complete(

@@ -1,4 +1,4 @@
-"""Stage 1, collect (ledex-method.md section 1): verified explanations and refinements.
+"""Stage 1, collect (docs/method.md §1): verified explanations and refinements.
 
 For each training problem: sample N first attempts from the policy, execute them, keep the correct
 ones as code-generation data; for every wrong one ask the teacher for K explain-then-refine answers

@@ -1,4 +1,4 @@
-"""Stage 4, evaluate (ledex-method.md, section 4): every model named in `eval.models`, then a report.
+"""Stage 4, evaluate (docs/method.md §7): every model named in `eval.models`, then a report.
 
 The executor pool and the problems are built once; each model gets its own rollout engines, its own
 folder `run_dir/eval/<label>/` (parts, results.json, summary.md, judge.jsonl) and is skipped when that

@@ -1,4 +1,4 @@
-"""Stage 3, RL (ledex-method.md, section 3): PPO with the LeDex rewards, driven by one controller.
+"""Stage 3, RL (docs/method.md §3-§5): PPO with the LeDex rewards, driven by one controller.
 
 Every actor group is built in plain sight in `run`: executors (sandbox), rollout engines (vLLM),
 reward actors (tests + CodeBLEU + embeddings), the trainer (DeepSpeed policy + critic) and the

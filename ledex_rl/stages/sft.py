@@ -1,4 +1,4 @@
-"""Stage 2, SFT (ledex-method.md, section 2): fine-tune the policy on the verified trajectories.
+"""Stage 2, SFT (docs/method.md §1): fine-tune the policy on the verified trajectories.
 
 Reads `run_dir/collect/`, builds the paper's examples (see ledex_rl/sft_data.py), holds out a few
 tasks to measure generalisation, and trains with the DeepSpeed trainer group (AdamW, warmup, cosine
