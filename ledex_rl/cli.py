@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from ledex_rl import console
 from ledex_rl.config import ConfigError, LedexConfig, load_config
 from ledex_rl.errors import UserError
 
@@ -30,6 +31,13 @@ def load_or_exit(config_path: str | None, overrides: tuple[str, ...]) -> LedexCo
         return load_config(config_path, overrides)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def load_run(config_path: str | None, overrides: tuple[str, ...]) -> LedexConfig:
+    """The config of a stage command, with the console and run_dir/logs set up (`ledex-rl -v`: all live)."""
+    cfg = load_or_exit(config_path, overrides)
+    console.setup(cfg.run_dir, click.get_current_context().find_root().params.get("verbose", False))
+    return cfg
 
 
 def fail_cleanly(func):
@@ -62,7 +70,7 @@ def _stage_command(name: str, summary: str):
     def command(config_path, overrides, force):
         from ledex_rl.pipeline import run_stage
 
-        cfg = load_or_exit(config_path, overrides)
+        cfg = load_run(config_path, overrides)
         ran = run_stage(name, cfg, force=force)
         if not ran:
             click.echo(f"{name}: output already in {cfg.run_dir}/{name}; use --force to redo it")
@@ -88,7 +96,7 @@ def eval_command(config_path, overrides, models, force):
     from ledex_rl.pipeline import STAGES, run_stage
     from ledex_rl.stages import eval as evaluate
 
-    cfg = load_or_exit(config_path, overrides)
+    cfg = load_run(config_path, overrides)
     if models:  # any model, any time: results go beside the pipeline's in run_dir/eval/<label>
         cfg = replace(cfg, eval=replace(cfg.eval, models=tuple(models)))
         evaluate.run(cfg, STAGES["eval"].output_dir(cfg), force=force)

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Callable
 
 from ledex_rl.config import LedexConfig
+from ledex_rl.console import STAGE_LOG
 
-log = logging.getLogger(__name__)
+stage_log = logging.getLogger(STAGE_LOG)  # the console's one line per stage
 
 STAGE_ORDER = ("collect", "sft", "rl", "eval")
 
@@ -83,14 +84,17 @@ def run_stage(name: str, cfg: LedexConfig, force: bool = False) -> bool:
     stage = STAGES[name]
     out = stage.output_dir(cfg)
     if stage.is_done(cfg) and not force:
-        log.info("stage %s: output exists in %s, skipped (use --force to redo)", name, out)
+        stage_log.info("%s: output exists in %s, skipped (use --force to redo)", name, out)
         return False
     if force:  # redo from scratch: a stage would otherwise resume from (and reuse) its partial output
         shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
+    stage_log.info("%s: started", name)
     started = time.time()
     stage.run(cfg, out)
-    (out / "DONE").write_text(json.dumps({"seconds": round(time.time() - started, 1)}) + "\n")
+    seconds = round(time.time() - started, 1)
+    (out / "DONE").write_text(json.dumps({"seconds": seconds}) + "\n")
+    stage_log.info("%s: done in %.1f min; output in %s", name, seconds / 60, out)
     return True
 
 
