@@ -28,11 +28,12 @@ import pyarrow as pa
 
 from ledex_rl import prompts
 from ledex_rl.config import EvalConfig
+from ledex_rl.console import STAGE_LOG
 from ledex_rl.parts import Parts
 from ledex_rl.problems.base import Problem
 from ledex_rl.seeds import request_seed
 
-log = logging.getLogger(__name__)
+stage_log = logging.getLogger(STAGE_LOG)  # shown on the console
 
 SCHEMA = pa.schema([
     ("task_id", pa.string()), ("benchmark", pa.string()),
@@ -77,7 +78,7 @@ class Evaluator:
         done = self.parts.finished_tasks()
         todo = [p for p in problems if p.task_id not in done]
         if done:
-            log.info("eval %s: resuming; %d tasks done, %d to go", self.model_name, len(problems) - len(todo), len(todo))
+            stage_log.info("eval %s: resuming; %d tasks done, %d to go", self.model_name, len(problems) - len(todo), len(todo))
         started = time.perf_counter()
         bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"eval {self.label}",
                    unit="task", disable=not self.progress)

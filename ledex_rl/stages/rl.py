@@ -40,6 +40,7 @@ from actors.trainer import OptimSchedule, TrainerGroup
 from actors.weight_sync import WeightSyncError
 from ledex_rl import ppo, prompts
 from ledex_rl.config import LedexConfig
+from ledex_rl.console import STAGE_LOG
 from ledex_rl.experience import Experience
 from ledex_rl.prompts import AnswerMode
 from ledex_rl.rewards import RewardParts
@@ -47,6 +48,7 @@ from ledex_rl.rl_data import RLPrompt, reward_positions, rl_prompts, token_end_o
 from ledex_rl.seeds import held_out_tasks, request_seed
 
 log = logging.getLogger(__name__)
+stage_log = logging.getLogger(STAGE_LOG)  # shown on the console
 
 
 
@@ -319,7 +321,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
             stepper.kl.value = resumed["kl_coef"]
             stepper.scaler = ppo.RewardScaler(**resumed.get("reward_scaler", {}))
             trainer.sync_weights(engines)  # the engines start from the SFT model; bring them to the checkpoint
-            log.info("rl: resuming after step %d of %d", start, p.steps)
+            stage_log.info("rl: resuming after step %d of %d", start, p.steps)
         saved = start
         if validation and not resumed:
             metrics.log(0, stepper.validate(validation))

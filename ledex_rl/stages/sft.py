@@ -22,9 +22,11 @@ import pyarrow.parquet as pq
 from ledex_rl.errors import UserError
 from ledex_rl import prompts, sft_data
 from ledex_rl.config import LedexConfig
+from ledex_rl.console import STAGE_LOG
 from ledex_rl.problems import stage_problems
 
 log = logging.getLogger(__name__)
+stage_log = logging.getLogger(STAGE_LOG)  # shown on the console
 
 
 class NoTrainingData(UserError, ValueError):
@@ -95,7 +97,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
         resumed = group.load_checkpoint(checkpoints) if checkpoints.is_dir() else None
         start = resumed["step"] if resumed else 0
         if resumed:
-            log.info("sft: resuming from step %d of %d", start, len(schedule))
+            stage_log.info("sft: resuming from step %d of %d", start, len(schedule))
         elif held_batches:
             metrics.log(0, {"eval/loss": group.eval_loss(held_batches)})
         bar = tqdm(total=len(schedule), initial=start, desc="sft", unit="step")
