@@ -145,7 +145,7 @@ def debug_command(args, tests_paths, model, endpoint, rounds, temperature, max_n
     pairs = [(p, user_tests.tests_path_for(p, tests_paths, i, len(programs))) for i, p in enumerate(programs)]
     if out_path and len(programs) > 1:
         raise click.UsageError("--out takes one PROGRAM; use --write to save the fixes of several")
-    inputs = [(p, debugger.read_program(p), user_tests.read_tests(t)) for p, t in pairs]
+    inputs = [(p, debugger.read_program(p), _with_helpers(user_tests.read_tests(t), p, t)) for p, t in pairs]
     cfg = load_or_exit(config_path, overrides)
     say = (lambda *_: None) if as_json else click.echo
     settings = debugger.DebugSettings(rounds, temperature, max_new_tokens, cfg.seed)
@@ -159,6 +159,15 @@ def debug_command(args, tests_paths, model, endpoint, rounds, temperature, max_n
                                "fixed": sum(r["fixed"] for r in reports)}, indent=1))
     if not all(r["passes"] for r in reports):
         sys.exit(1)
+
+
+def _with_helpers(tests, program: str, tests_path: str):
+    """The tests, with the user's modules that the program and the tests import from their folders."""
+    from dataclasses import replace
+
+    from ledex_rl.user_tests import local_modules
+
+    return replace(tests, modules=local_modules([program, tests_path], exclude=Path(program).stem))
 
 
 def _split_debug_args(args: tuple[str, ...]) -> tuple[list[str], list[str]]:

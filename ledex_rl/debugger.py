@@ -168,7 +168,7 @@ def job_for(program: str, tests: TestsFile, module: str = ""):
     from sandbox import Job
 
     return Job(program=program, tests=tests.tests, entry_point=entry_point(program, tests.source), test_setup=tests.setup,
-               module=module if module.isidentifier() else "")
+               module=module if module.isidentifier() else "", modules=tests.modules)
 
 
 def task_for(tests: TestsFile, result) -> str:

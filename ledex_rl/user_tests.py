@@ -12,7 +12,8 @@ Plain asserts and pytest-style files both work:
 - tests marked `skip`, `skipif` or `xfail`, and tests that need fixtures, are not run: they are
   listed in `TestsFile.skipped`, with why;
 - everything else at top level (imports, helpers, constants) is set-up; `if __name__ == "__main__":`
-  blocks are ignored. The tests may import the program by its file's name (`from stats import mean`).
+  blocks are ignored. The tests may import the program by its file's name (`from stats import mean`),
+  and both may import the user's own modules from their folders (`local_modules`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import ast
 import itertools
 import re
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ledex_rl.errors import UserError
@@ -41,6 +42,7 @@ class TestsFile:
     source: str
     skipped: tuple[str, ...] = ()  # tests not run, each with why
     texts: tuple[str, ...] = ()  # per test, its source as the model is shown it (a test function whole)
+    modules: dict = field(default_factory=dict)  # name -> source of the user's helper modules (`local_modules`)
 
     def shown(self, failing: list[int], limit: int = 5) -> str:
         """The source of the failing tests (`failing`: indices into `tests`), each text once, at most `limit`."""
@@ -55,6 +57,42 @@ def read_tests(path: str | Path) -> TestsFile:
     if not file.is_file():
         raise DebugInputError(f"tests file {file} does not exist; pass a Python file with asserts or test_ functions via --tests")
     return parse_tests(file.read_text(), str(file))
+
+
+MAX_MODULES = 50  # helper files a debug run brings into the sandbox
+
+
+def local_modules(files: list[str | Path], exclude: str = "") -> dict[str, str]:
+    """name -> source of the modules beside `files` that they import, and that those import in turn: the
+    user's own helpers, which the sandbox has no other way to see. `exclude`: the program's own name."""
+    folders = list(dict.fromkeys(Path(f).resolve().parent for f in files))
+    found: dict[str, str] = {}
+    todo = [Path(f).read_text() for f in files if Path(f).is_file()]
+    while todo:
+        for name in sorted(_imported(todo.pop()) - set(found) - {exclude}):
+            path = next((folder / f"{name}.py" for folder in folders if (folder / f"{name}.py").is_file()), None)
+            if path is not None:
+                found[name] = path.read_text()
+                todo.append(found[name])
+    if len(found) > MAX_MODULES:
+        raise DebugInputError(f"the program and its tests import {len(found)} files from their folders (at most {MAX_MODULES}); "
+                              "debug a smaller part of the project")
+    return found
+
+
+def _imported(source: str) -> set[str]:
+    """The top-level names of the absolute imports in `source`."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
 
 
 def tests_path_for(program: str, given: tuple[str, ...], index: int, count: int) -> str:

@@ -15,6 +15,7 @@ import ast
 import builtins
 import ctypes
 import fcntl
+import importlib.util
 import io
 import json
 import os
@@ -495,6 +496,9 @@ def run_child(job, result_fd):
         text = exc.msg if isinstance(exc, SyntaxError) else str(exc)
         return f"{type(exc).__name__}: {text[:300]}{where}"
 
+    if job.get("modules"):
+        sys.meta_path.insert(0, SourceModules(job["modules"]))
+
     def load_program(stdin_text=None):
         module = type(sys)("__main__")
         module.__dict__["__builtins__"] = __builtins__
@@ -731,6 +735,23 @@ def failing_line(exc, job):
     return f"line {line - first + 1} ({lines[line - 1].strip()[:200]})"
 
 
+class SourceModules:
+    """An import finder for the modules a job brings as source (`ledex-rl debug`: the user's files beside
+    the program and the tests), loaded when imported, in the process that imports them."""
+
+    def __init__(self, sources):
+        self.sources = {str(k): str(v) for k, v in dict(sources).items()}
+
+    def find_spec(self, name, path=None, target=None):
+        return importlib.util.spec_from_loader(name, self) if name in self.sources else None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        exec(compile(self.sources[module.__name__], f"<{module.__name__}.py>", "exec"), module.__dict__)
+
+
 def program_module(name, channel):
     """In the judge, the program as a module the tests import: each attribute a proxy."""
     module = type(sys)(name)
@@ -753,6 +774,8 @@ def run_judge(job, result_fd):
     namespace = {"__builtins__": builtins, "__name__": "__main__", "_ledex_explain": explain_assert}
     if job.get("module"):  # `from stats import mean` in the tests: proxies, as for the names they use directly
         sys.modules[job["module"]] = program_module(job["module"], channel)
+    if job.get("modules"):  # the user's helper modules (never the program: it is a proxy above)
+        sys.meta_path.insert(0, SourceModules(job["modules"]))
     setup = compile_tests(job.get("setup") or "", "<setup>")
     try:
         signal.setitimer(signal.ITIMER_REAL, test_timeout)

@@ -2,6 +2,8 @@
 verdict still computed where the program cannot reach it (top-level asserts in the parent, test
 functions in the judge), with the feedback a user and a model can act on."""
 
+from dataclasses import replace
+
 import pytest
 
 from ledex_rl import debugger, user_tests
@@ -158,3 +160,21 @@ def test_an_exception_from_the_program_is_named_once_with_the_tests_line(box):
     message = result.tests[0].message
     assert "raised ValueError: not a number: x" in message and "ValueError: ValueError" not in message, message
     assert message.endswith("at line 5 (assert helpers.parse('x') == 1)"), message
+
+
+def test_helpers_beside_the_program_and_the_tests_are_brought_into_the_sandbox(box, tmp_path):
+    """The program and the tests import the user's own modules from their folders; the judge loads the
+    tests' helpers itself, and the program stays a proxy there."""
+    (tmp_path / "units.py").write_text("SCALE = 10\n\n\ndef scaled(x):\n    return x * SCALE\n")
+    (tmp_path / "cases.py").write_text("from units import SCALE\n\nCASES = [(1, 1 * SCALE), (2, 2 * SCALE)]\n")
+    (tmp_path / "convert.py").write_text("from units import scaled\n\n\ndef convert(x):\n    return scaled(x) + 1\n")
+    (tmp_path / "test_convert.py").write_text(
+        "from cases import CASES\nfrom convert import convert\n\n\ndef test_cases():\n    for x, want in CASES:\n        assert convert(x) == want\n")
+    modules = user_tests.local_modules([tmp_path / "convert.py", tmp_path / "test_convert.py"], exclude="convert")
+    assert set(modules) == {"units", "cases"}  # transitively, and never the program itself
+    tests = user_tests.read_tests(tmp_path / "test_convert.py")
+    tests = replace(tests, modules=modules)
+    program = (tmp_path / "convert.py").read_text()
+    failing = box.run([debugger.job_for(program, tests, "convert")])[0]
+    assert not failing.passed and "11 == 10 is false" in failing.feedback(), failing.feedback()
+    assert box.run([debugger.job_for(program.replace(" + 1", ""), tests, "convert")])[0].passed
