@@ -181,6 +181,8 @@ def _split_debug_args(args: tuple[str, ...]) -> tuple[list[str], list[str]]:
 
 def _debug_one(session, program, source, tests, say, out_path, write_back) -> dict:
     """Test one program, explain and fix it while it fails, save the fix where asked -> its JSON report."""
+    from ledex_rl import debugger
+
     started = time.perf_counter()
     module = Path(program).stem
     first = session.test(source, tests, module)
@@ -191,7 +193,8 @@ def _debug_one(session, program, source, tests, say, out_path, write_back) -> di
     if not first.passed:
         say(_indent(first.feedback()) + _limits_hint(first, session.cfg.sandbox))
         say(f"asking {session.fixer.name} to explain and fix it (up to {session.settings.rounds} rounds)")
-        outcome = session.fix(source, tests, module, first, on_round=lambda step: _show_round(step, say))
+        events = debugger.DebugEvents(progress=lambda text: say(f"   ... {text}"), round_done=lambda step: _show_round(step, say))
+        outcome = session.fix(source, tests, module, first, events)
     target = Path(out_path) if out_path else (Path(program) if write_back else None)
     report = _debug_json(program, first, tests, outcome, _save_fix(program, source, outcome, target, say))
     return report | {"seconds": round(time.perf_counter() - started, 2)}  # the first failing program's includes the model's start

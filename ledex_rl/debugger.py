@@ -177,8 +177,16 @@ def task_for(tests: TestsFile, result) -> str:
     return f"Fix the Python program so that it passes these tests:\n```python\n{tests.shown(failing).strip()}\n```"
 
 
+@dataclass(frozen=True)
+class DebugEvents:
+    """What a caller hears while `debug` runs (the CLI prints both)."""
+
+    progress: Callable[[str], None] = lambda text: None  # what is happening now: asking the model, testing its fix
+    round_done: Callable[[DebugRound], None] = lambda step: None
+
+
 def debug(program: str, tests: TestsFile, fixer: Teacher, run_jobs: Callable, settings: DebugSettings = DebugSettings(),
-          on_round: Callable[[DebugRound], None] | None = None, module: str = "", first: ExecutionResult | None = None) -> DebugOutcome:
+          events: DebugEvents = DebugEvents(), module: str = "", first: ExecutionResult | None = None) -> DebugOutcome:
     """Test (unless `first` is the result of that), then explain-and-fix while the tests fail, at most
     `settings.rounds` times. `module`: the name the tests import the program by."""
     def run(code: str):
@@ -189,22 +197,29 @@ def debug(program: str, tests: TestsFile, fixer: Teacher, run_jobs: Callable, se
     for r in range(1, settings.rounds + 1):
         if result.passed:
             break
-        messages = prompts.refinement_conversation(task_for(tests, result), code, result.feedback(), "explain_refine")
-        if hasattr(fixer, "check_fits"):  # a local model knows its context length; an endpoint answers for itself
-            fixer.check_fits(messages, settings.max_new_tokens)
-        answer = fixer.complete([messages], 1, settings.temperature, settings.max_new_tokens, [settings.seed + r])[0][0]
-        parsed = prompts.parse_response(answer)
-        proposed = merge_fix(code, parsed.code) if parsed.has_code else code
+        explanation, proposed = _ask(fixer, tests, code, result, settings, r, events)
         unchanged = proposed.strip() == code.strip()
+        if not unchanged:
+            events.progress(f"round {r}: running the tests on the proposed fix")
         result = result if unchanged else run(proposed)
-        step = DebugRound(r, parsed.explanation or "(no explanation given)", proposed, unified_diff(code, proposed, "program"),
-                          result.passed, result.feedback(), unchanged)
+        step = DebugRound(r, explanation, proposed, unified_diff(code, proposed, "program"), result.passed, result.feedback(), unchanged)
         outcome.rounds.append(step)
-        if on_round is not None:
-            on_round(step)
+        events.round_done(step)
         code = proposed
     outcome.passed, outcome.code = result.passed, code
     return outcome
+
+
+def _ask(fixer: Teacher, tests: TestsFile, code: str, result: ExecutionResult, settings: DebugSettings, r: int,
+         events: DebugEvents) -> tuple[str, str]:
+    """One explain-and-fix answer -> (its explanation, the program with its fix spliced in)."""
+    messages = prompts.refinement_conversation(task_for(tests, result), code, result.feedback(), "explain_refine")
+    if hasattr(fixer, "check_fits"):  # a local model knows its context length; an endpoint answers for itself
+        fixer.check_fits(messages, settings.max_new_tokens)
+    events.progress(f"round {r}: asking {fixer.name} (up to {settings.max_new_tokens} new tokens)")
+    answer = fixer.complete([messages], 1, settings.temperature, settings.max_new_tokens, [settings.seed + r])[0][0]
+    parsed = prompts.parse_response(answer)
+    return parsed.explanation or "(no explanation given)", merge_fix(code, parsed.code) if parsed.has_code else code
 
 
 class Session:
@@ -236,12 +251,12 @@ class Session:
         return self.sandbox.run([job_for(program, _as_tests(tests), module)])[0]
 
     def fix(self, program: str, tests: str | TestsFile, module: str = "", first: ExecutionResult | None = None,
-            on_round: Callable[[DebugRound], None] | None = None) -> DebugOutcome:
+            events: DebugEvents = DebugEvents()) -> DebugOutcome:
         tests = _as_tests(tests)
         first = first or self.test(program, tests, module)
         if first.passed:
             return DebugOutcome(True, program, first)
-        return debug(program, tests, self.fixer, self.sandbox.run, self.settings, on_round, module, first)
+        return debug(program, tests, self.fixer, self.sandbox.run, self.settings, events, module, first)
 
     @property
     def fixer(self) -> Teacher:

@@ -177,6 +177,7 @@ def test_debug_fixes_a_seeded_bug_and_writes_only_when_asked(tmp_path, scripted)
     assert "0 of 3 tests pass" in out and "assert mean([1, 2, 3]) == 2" in out
     assert "round 1: explanation" in out and "The sum is wrong." in out
     assert "round 1: still failing" in out and "round 2: all tests pass" in out
+    assert "... round 1: asking scripted (up to 512 new tokens)" in out and "... round 2: running the tests on the proposed fix" in out
     assert "-    return sum(xs) / (len(xs) + 1)" in out and "+    return sum(xs) / len(xs)" in out
     assert "fixed after 2 round(s); wrote" in out
     fixed = program.read_text()
