@@ -26,6 +26,7 @@ from torch import nn
 
 from ledex_rl.config import ModelConfig, PPOConfig, TrainerConfig
 from ledex_rl.experience import MicroBatch, ResponseScores
+from ledex_rl.hardware import cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class PolicyTrainer:
         self.export_dtype = getattr(torch, model_cfg.dtype)
         torch.manual_seed(seed)
         if cfg.device == "cpu":
-            torch.set_num_threads(cfg.cpu_threads or os.cpu_count() or 1)
+            torch.set_num_threads(cpu_threads(cfg.cpu_threads))
         deepspeed.init_distributed(dist_backend="gloo" if cfg.device == "cpu" else "nccl")
         policy = _prepared(AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32), cfg)  # fp32 master weights
         self.engine, self.scheduler = _deepspeed_engine(policy, optim, cfg, world_size)
@@ -432,7 +433,7 @@ class TrainerGroup:
             return PlacementGroupSchedulingStrategy(self.placement_group, placement_group_bundle_index=i)
 
         addr, port = ray.get(ray.remote(_free_port).options(num_cpus=0, scheduling_strategy=in_bundle(0)).remote())
-        threads = str(cfg.cpu_threads or os.cpu_count() or 1)
+        threads = str(cpu_threads(cfg.cpu_threads))
         env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} if cfg.device == "cpu" else {}
         remote = ray.remote(PolicyTrainer)
         self.ranks = [
