@@ -93,13 +93,14 @@ _stage_command("rl", "PPO with the LeDex code and explanation rewards.")
 def eval_command(config_path, overrides, models, force):
     from dataclasses import replace
 
-    from ledex_rl.pipeline import STAGES, run_stage
+    from ledex_rl.pipeline import run_stage
+    from ledex_rl.run_dir import stage_dir
     from ledex_rl.stages import eval as evaluate
 
     cfg = load_run(config_path, overrides)
     if models:  # any model, any time: results go beside the pipeline's in run_dir/eval/<label>
         cfg = replace(cfg, eval=replace(cfg.eval, models=tuple(models)))
-        evaluate.run(cfg, STAGES["eval"].output_dir(cfg), force=force)
+        evaluate.run(cfg, stage_dir(cfg, "eval"), force=force)
     elif not run_stage("eval", cfg, force=force):
         click.echo(f"eval: output already in {Path(cfg.run_dir) / 'eval'}; use --force to redo it")
 

@@ -296,7 +296,7 @@ def load_fixer(cfg, model: str | None, endpoint: str | None):
     from actors.rollout_engine import EnginePool
     from ledex_rl.cluster import connect
     from ledex_rl.models import resolve_model
-    from ledex_rl.pipeline import policy_for
+    from ledex_rl.run_dir import policy_for
 
     path = resolve_model(model, "--model") if model else policy_for(cfg, "eval")
     tokenizer = AutoTokenizer.from_pretrained(path)

@@ -141,7 +141,8 @@ def sft_overrides(run_dir, *extra):
 def test_sft_stage_lowers_held_out_loss_and_hands_its_model_on(ray_cluster, tiny_env, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from ledex_rl.pipeline import policy_for, run_stage
+    from ledex_rl.pipeline import run_stage
+    from ledex_rl.run_dir import policy_for
 
     write_collected(tmp_path)
     cfg = load_config("configs/tiny.yaml", sft_overrides(tmp_path))
@@ -236,7 +237,8 @@ def test_sft_resumes_after_a_kill(ray_cluster, tiny_env, tmp_path, kill_after):
 def test_sft_on_the_embedded_smollm2(ray_cluster, tmp_path):
     """The embedded default model through the SFT stage with the default SFT settings: it finishes on
     the CPU, lowers the held-out loss, and leaves a model the next stage picks up."""
-    from ledex_rl.pipeline import policy_for, run_stage
+    from ledex_rl.pipeline import run_stage
+    from ledex_rl.run_dir import policy_for
 
     write_collected(tmp_path, n_tasks=10)
     cfg = load_config(None, [f"run_dir={tmp_path}", "sft.use_reference_solutions=false", "sft.eval_fraction=0.2",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ledex_rl import prompts
 from ledex_rl.config import ConfigError, LedexConfig
+from ledex_rl.run_dir import policy_for, stage_dir, trained_model
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +26,16 @@ def eval_targets(cfg: LedexConfig) -> list[tuple[str, str]]:
     """(label, model path) for each entry of eval.models: `final` (the newest trained policy of this
     run, else the base model), `base`, `sft`, `rl`, or a model id / folder."""
     from ledex_rl.models import resolve_model
-    from ledex_rl.pipeline import STAGES, policy_for
-
     targets: dict[str, str] = {}
     for spec in cfg.eval.models:
         if spec == "final":
             path = policy_for(cfg, "eval")
-            label = next((s for s in ("rl", "sft") if path == str(STAGES[s].output_dir(cfg) / "model")), "base")
+            label = next((s for s in ("rl", "sft") if path == str(stage_dir(cfg, s) / "model")), "base")
         elif spec == "base":
             label, path = "base", resolve_model(cfg.model.name_or_path)
         elif spec in ("sft", "rl"):
-            model = STAGES[spec].output_dir(cfg) / "model"
-            if not (STAGES[spec].is_done(cfg) and (model / "config.json").is_file()):
+            model = stage_dir(cfg, spec) / "model"
+            if trained_model(cfg, spec) is None:
                 raise ConfigError(f"eval.models: '{spec}' has no finished model in {model}; run `ledex-rl {spec}` first or drop it")
             label, path = spec, str(model)
         else:

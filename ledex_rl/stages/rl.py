@@ -269,7 +269,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
     from ledex_rl.cluster import connect
     from ledex_rl.expected_outputs import fill_expected_outputs
     from ledex_rl.metrics import MetricsLogger
-    from ledex_rl.pipeline import policy_for
+    from ledex_rl.run_dir import policy_for
     from ledex_rl.problems import stage_problems
     from ledex_rl.stages.eval import during_training, load_eval_problems
     from ledex_rl.stages.sft import NoTrainingData, read_collected
