@@ -43,7 +43,7 @@ class TokenizedExample:
 
 
 def examples_from_rows(rows: Iterable[dict]) -> list[SFTExample]:
-    """The paper's SFT items from collected rows (see `ledex_rl.stages.collect.SCHEMA`), deduplicated."""
+    """The paper's SFT items from collected rows (see `ledex_rl.collected.SCHEMA`), deduplicated."""
     examples: dict[tuple, SFTExample] = {}
     for row in rows:
         if not row["passed"] or not row["code"].strip():

@@ -115,7 +115,7 @@ def write_collected(run_dir: Path, n_tasks: int = 8) -> None:
     a verified explain+refine answer (the reference solution) and a correct first attempt."""
     from ledex_rl.config import ProblemSourceConfig
     from ledex_rl.problems import load_problems
-    from ledex_rl.stages.collect import SCHEMA
+    from ledex_rl.collected import SCHEMA
 
     problems, _ = load_problems(ProblemSourceConfig(name="humaneval", limit=n_tasks))
     rows = []
@@ -184,7 +184,8 @@ def test_sft_max_steps_cuts_the_schedule(ray_cluster, tiny_env, tmp_path):
 
 
 def test_sft_without_verified_data_says_how_to_get_some(tiny_env, tmp_path):
-    from ledex_rl.stages.sft import NoTrainingData, build_examples
+    from ledex_rl.collected import NoTrainingData
+    from ledex_rl.stages.sft import build_examples
 
     cfg = load_config("configs/tiny.yaml", sft_overrides(tmp_path))
     with pytest.raises(NoTrainingData, match="sft.use_reference_solutions=true"):

@@ -271,8 +271,8 @@ def run(cfg: LedexConfig, out: Path) -> None:
     from ledex_rl.metrics import MetricsLogger
     from ledex_rl.run_dir import policy_for
     from ledex_rl.problems import stage_problems
-    from ledex_rl.stages.eval import during_training, load_eval_problems
-    from ledex_rl.stages.sft import NoTrainingData, read_collected
+    from ledex_rl.collected import NoTrainingData, read_collected
+    from ledex_rl.evaluation import during_training, load_eval_problems
 
     import ray
 

@@ -16,28 +16,14 @@ import logging
 import shutil
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from ledex_rl.errors import UserError
 from ledex_rl import prompts, sft_data
+from ledex_rl.collected import NoTrainingData, read_collected
 from ledex_rl.config import LedexConfig
 from ledex_rl.console import STAGE_LOG
 from ledex_rl.problems import stage_problems
 
 log = logging.getLogger(__name__)
 stage_log = logging.getLogger(STAGE_LOG)  # shown on the console
-
-
-class NoTrainingData(UserError, ValueError):
-    """Collection produced nothing SFT can learn; the message says how to get data."""
-
-
-def read_collected(collect_dir: Path) -> list[dict]:
-    parts = sorted((collect_dir / "parts").glob("part-*.parquet"))
-    if not parts:
-        raise NoTrainingData(f"sft: no collected data in {collect_dir}/parts; run the collect stage first (ledex-rl collect)")
-    return pa.concat_tables([pq.read_table(p) for p in parts]).to_pylist()
 
 
 def build_examples(cfg: LedexConfig, rows: list[dict]) -> list[sft_data.SFTExample]:
