@@ -14,6 +14,7 @@ from typing import Literal
 import yaml
 
 from ledex_rl.config_schema import ConfigError, apply_override, build, to_dict
+from ledex_rl.modes import AnswerMode, Mode
 
 __all__ = ["ConfigError", "LedexConfig", "load_config", "parse_overrides"]
 
@@ -324,7 +325,7 @@ class RLConfig:
     # `generate` adds first attempts at the prompts' tasks, rewarded by R(r) against the task's verified
     # solutions: RL then also trains the code generation that self-refinement starts from, which
     # otherwise drifts with the shared weights (measured on the miniature domain; README, "Does it learn?").
-    modes: list[Literal["explain_refine", "refine", "generate"]] = field(default_factory=lambda: ("explain_refine", "refine"))
+    modes: list[AnswerMode] = field(default_factory=lambda: ("explain_refine", "refine"))
     ppo: PPOConfig = field(default_factory=PPOConfig)
     rewards: RewardConfig = field(default_factory=RewardConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
@@ -385,7 +386,7 @@ class EvalConfig:
     max_new_tokens: int = 384
     refine_temperature: float = 0.8
     refine_rounds: int = 1
-    modes: list[Literal["refine", "explain_refine"]] = field(default_factory=lambda: ("refine", "explain_refine"))
+    modes: list[Mode] = field(default_factory=lambda: ("refine", "explain_refine"))
     ks: list[int] = field(default_factory=lambda: (1, 10))
     chunk_size: int = 8  # tasks per saved part; a stopped evaluation resumes at the first unfinished chunk
     judge: JudgeConfig = field(default_factory=JudgeConfig)

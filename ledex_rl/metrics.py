@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ledex_rl.config import LoggingConfig
 from ledex_rl.errors import UserError
+from ledex_rl.modes import ANSWER_MODES
 
 
 class TrackerMissing(UserError, ImportError):
@@ -127,7 +128,6 @@ def _optional(module: str):
                              f"(or pip install {module}), or drop it from logging.backends") from None
 
 
-RL_MODES = ("explain_refine", "refine", "generate")
 
 
 def rl_blocks(history: list[dict], block: int = 10) -> list[dict]:
@@ -141,8 +141,8 @@ def rl_blocks(history: list[dict], block: int = 10) -> list[dict]:
     for i in range(0, len(steps), block):
         rows = steps[i : i + block]
         row = {"steps": [rows[0]["step"], rows[-1]["step"]],
-               "pass_rate": {m: _mean(r.get(f"reward/pass_rate/{m}") for r in rows) for m in RL_MODES},  # None: mode not trained
-               "code_reward": {m: _mean(r.get(f"reward/code/{m}") for r in rows) for m in RL_MODES},
+               "pass_rate": {m: _mean(r.get(f"reward/pass_rate/{m}") for r in rows) for m in ANSWER_MODES},  # None: mode not trained
+               "code_reward": {m: _mean(r.get(f"reward/code/{m}") for r in rows) for m in ANSWER_MODES},
                "explanation_reward": _mean(r.get("reward/explanation") for r in rows),
                "kl": _mean(r.get("kl/mean_per_response") for r in rows),
                "entropy": _mean(r.get("ppo/entropy") for r in rows),

@@ -12,10 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
+from ledex_rl.modes import AnswerMode, Mode
 from ledex_rl.problems.base import Problem
 
-Mode = Literal["refine", "explain_refine"]  # the two ways to answer a refinement request
-AnswerMode = Literal["generate", "refine", "explain_refine"]  # a first attempt, or a refinement in a Mode
 
 REFINE_REQUEST = (
     "Your code is wrong. Fix it. Answer with only the corrected Python code in one ```python block."

@@ -42,7 +42,7 @@ from ledex_rl import ppo, prompts
 from ledex_rl.config import LedexConfig
 from ledex_rl.console import STAGE_LOG
 from ledex_rl.experience import Experience
-from ledex_rl.prompts import AnswerMode
+from ledex_rl.modes import AnswerMode
 from ledex_rl.rewards import RewardParts
 from ledex_rl.rl_data import RLPrompt, reward_positions, rl_prompts, token_end_offsets
 from ledex_rl.seeds import held_out_tasks, request_seed
