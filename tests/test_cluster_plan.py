@@ -130,3 +130,21 @@ def test_cluster_check_reports_what_does_not_fit_piece_by_piece(tmp_path):
     assert check(load_config(None, [*sizes, "sandbox.num_executors=2"]), load_cluster(tmp_path / "small.yaml")) == []
     result = CliRunner().invoke(main, ["cluster-check", str(tmp_path / "small.yaml"), *sizes, "sandbox.num_executors=3"])
     assert result.exit_code == 1 and "collect: a sandbox executor (5 CPU, 0 GPU) has no node left to go on" in result.output
+
+
+def test_the_shipped_clusters_are_for_their_owner_only():
+    """Token authentication on every node, the launcher's dashboard on loopback, and the code synced from
+    this checkout (not cloned from an address that does not exist)."""
+    launcher = yaml.safe_load((CLUSTER / "ray-cluster.yaml").read_text())
+    starts = launcher["head_start_ray_commands"][-1], launcher["worker_start_ray_commands"][-1]
+    assert all("export RAY_AUTH_MODE=token" in command for command in starts)
+    assert "--dashboard-host=127.0.0.1" in starts[0] and "0.0.0.0" not in starts[0]
+    assert launcher["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token" and launcher["file_mounts"]["~/ledex_rl"] == "."
+    assert not any("git clone" in command for command in launcher["setup_commands"])
+    job = yaml.safe_load((CLUSTER / "rayjob.yaml").read_text())
+    spec = job["spec"]["rayClusterSpec"]
+    pods = [spec["headGroupSpec"], *spec["workerGroupSpecs"], job["spec"]["submitterPodTemplate"]]
+    for pod in pods:
+        template = pod.get("template", pod)
+        env = {e["name"]: e for e in template["spec"]["containers"][0]["env"]}
+        assert env["RAY_AUTH_MODE"]["value"] == "token" and "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"]
