@@ -14,6 +14,7 @@ import torch
 
 from ledex_rl.config import ModelConfig, ReferenceConfig
 from ledex_rl.experience import MicroBatch
+from ledex_rl.hardware import cpu_threads
 
 
 class ReferenceModel:
@@ -21,7 +22,7 @@ class ReferenceModel:
         from transformers import AutoModelForCausalLM
 
         if device == "cpu":
-            torch.set_num_threads(threads or os.cpu_count() or 1)
+            torch.set_num_threads(cpu_threads(threads))
         self.device = torch.device("cuda" if device == "cuda" else "cpu")
         dtype = getattr(torch, model_cfg.dtype) if device == "cuda" else torch.float32
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
@@ -66,7 +67,7 @@ def start_reference(model_path: str, model_cfg: ModelConfig, cfg: ReferenceConfi
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(placement_group, placement_group_bundle_index=0)
-    env_threads = str(threads or os.cpu_count() or 1)
+    env_threads = str(cpu_threads(threads))
     options["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": env_threads}} if device == "cpu" else {}
     actor = ray.remote(ReferenceModel).options(**options).remote(model_path, model_cfg, device, threads)
     ray.get(actor.info.remote())

@@ -15,12 +15,13 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Sequence
 
 import ray
 
 from ledex_rl.errors import UserError
 from ledex_rl.config import RewardConfig
+from ledex_rl.modes import AnswerMode
 from ledex_rl.problems.base import Problem
 from ledex_rl.rewards import RewardParts
 
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 class ScoreRequest:
     problem: Problem
     response: str
-    mode: Literal["generate", "refine", "explain_refine"]
+    mode: AnswerMode
     reference_codes: tuple[str, ...]  # R_c: verified correct refinements of the same wrong code
     reference_explanations: tuple[str, ...]  # E_c: the explanations that came with them
 

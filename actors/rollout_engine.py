@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import ray
 
 from ledex_rl.config import ModelConfig, RolloutConfig
+from ledex_rl.hardware import cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ class EnginePool:
         rollout = self.rollout
         resources = {"num_gpus": rollout.tensor_parallel_size} if rollout.device == "cuda" else {"num_gpus": 0}
         if rollout.device == "cpu":
-            threads = str(rollout.cpu_threads or os.cpu_count() or 1)
+            threads = str(cpu_threads(rollout.cpu_threads))
             resources["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}}
         return ray.remote(RolloutEngine).options(name=name, num_cpus=rollout.num_cpus_per_engine, max_restarts=0, **resources).remote(
             self.model_path, rollout, self.model, self.seed + index)

@@ -26,6 +26,7 @@ from torch import nn
 
 from ledex_rl.config import ModelConfig, PPOConfig, TrainerConfig
 from ledex_rl.experience import MicroBatch, ResponseScores
+from ledex_rl.hardware import cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,11 @@ class PolicyTrainer:
         import deepspeed
         from transformers import AutoModelForCausalLM
 
-        self.rank, self.world_size, self.cfg = rank, world_size, cfg
+        self.rank, self.world_size, self.cfg, self.model_path = rank, world_size, cfg, model_path
         self.export_dtype = getattr(torch, model_cfg.dtype)
         torch.manual_seed(seed)
         if cfg.device == "cpu":
-            torch.set_num_threads(cfg.cpu_threads or os.cpu_count() or 1)
+            torch.set_num_threads(cpu_threads(cfg.cpu_threads))
         deepspeed.init_distributed(dist_backend="gloo" if cfg.device == "cpu" else "nccl")
         policy = _prepared(AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32), cfg)  # fp32 master weights
         self.engine, self.scheduler = _deepspeed_engine(policy, optim, cfg, world_size)
@@ -245,6 +246,7 @@ class PolicyTrainer:
         state = {}
         for bucket in self._export_buckets(256 << 20, include_tied=False):
             state.update((name, tensor.clone()) for name, tensor in bucket)
+        adapter = self._adapter_state() if self.cfg.lora_rank else {}
         if self.rank != 0:
             return
         final, tmp = Path(directory), Path(f"{directory}.tmp")
@@ -258,9 +260,34 @@ class PolicyTrainer:
         if getattr(policy, "generation_config", None) is not None:
             policy.generation_config.save_pretrained(tmp)
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        if adapter:  # the adapter alone too, in PEFT's format (PeftModel.from_pretrained(base, folder / "adapter"))
+            self._save_adapter(adapter, tmp / "adapter")
         _copy_tokenizer(Path(tokenizer_dir), tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
+
+    def _adapter_state(self) -> dict[str, torch.Tensor]:
+        """The LoRA adapter under PEFT's names (collective under ZeRO-3; rank 0 gets the tensors)."""
+        import deepspeed
+
+        from ledex_rl.lora import adapter_names
+
+        named = adapter_names(self.engine.module)
+        with deepspeed.zero.GatheredParameters(list(named.values()), modifier_rank=None, enabled=self.cfg.zero_stage == 3):
+            if self.rank != 0:
+                return {}
+            return {name: param.detach().to("cpu", self.export_dtype).clone() for name, param in named.items()}
+
+    def _save_adapter(self, adapter: dict[str, torch.Tensor], folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        from ledex_rl.lora import DEFAULT_TARGETS, lora_config
+
+        config = lora_config(self.cfg.lora_rank, self.cfg.lora_alpha, DEFAULT_TARGETS)
+        config.base_model_name_or_path, config.task_type = self.model_path, "CAUSAL_LM"
+        config.target_modules = sorted({name.split(".lora_")[0].rsplit(".", 1)[1] for name in adapter})  # those it has
+        config.save_pretrained(str(folder))
+        save_file(adapter, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
 
     # --- checkpoints (weights, optimizer, scheduler, step) ------------------------------------------
 
@@ -406,7 +433,7 @@ class TrainerGroup:
             return PlacementGroupSchedulingStrategy(self.placement_group, placement_group_bundle_index=i)
 
         addr, port = ray.get(ray.remote(_free_port).options(num_cpus=0, scheduling_strategy=in_bundle(0)).remote())
-        threads = str(cfg.cpu_threads or os.cpu_count() or 1)
+        threads = str(cpu_threads(cfg.cpu_threads))
         env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} if cfg.device == "cpu" else {}
         remote = ray.remote(PolicyTrainer)
         self.ranks = [

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import re
 import sys
+import time
+from pathlib import Path
 
 import click
 
+from ledex_rl import console
 from ledex_rl.config import ConfigError, LedexConfig, load_config
 from ledex_rl.errors import UserError
 
@@ -26,6 +31,13 @@ def load_or_exit(config_path: str | None, overrides: tuple[str, ...]) -> LedexCo
         return load_config(config_path, overrides)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def load_run(config_path: str | None, overrides: tuple[str, ...]) -> LedexConfig:
+    """The config of a stage command, with the console and run_dir/logs set up (`ledex-rl -v`: all live)."""
+    cfg = load_or_exit(config_path, overrides)
+    console.setup(cfg.run_dir, click.get_current_context().find_root().params.get("verbose", False))
+    return cfg
 
 
 def fail_cleanly(func):
@@ -58,7 +70,7 @@ def _stage_command(name: str, summary: str):
     def command(config_path, overrides, force):
         from ledex_rl.pipeline import run_stage
 
-        cfg = load_or_exit(config_path, overrides)
+        cfg = load_run(config_path, overrides)
         ran = run_stage(name, cfg, force=force)
         if not ran:
             click.echo(f"{name}: output already in {cfg.run_dir}/{name}; use --force to redo it")
@@ -80,15 +92,15 @@ _stage_command("rl", "PPO with the LeDex code and explanation rewards.")
 @fail_cleanly
 def eval_command(config_path, overrides, models, force):
     from dataclasses import replace
-    from pathlib import Path
 
-    from ledex_rl.pipeline import STAGES, run_stage
+    from ledex_rl.pipeline import run_stage
+    from ledex_rl.run_dir import stage_dir
     from ledex_rl.stages import eval as evaluate
 
-    cfg = load_or_exit(config_path, overrides)
+    cfg = load_run(config_path, overrides)
     if models:  # any model, any time: results go beside the pipeline's in run_dir/eval/<label>
         cfg = replace(cfg, eval=replace(cfg.eval, models=tuple(models)))
-        evaluate.run(cfg, STAGES["eval"].output_dir(cfg), force=force)
+        evaluate.run(cfg, stage_dir(cfg, "eval"), force=force)
     elif not run_stage("eval", cfg, force=force):
         click.echo(f"eval: output already in {Path(cfg.run_dir) / 'eval'}; use --force to redo it")
 
@@ -100,8 +112,6 @@ def eval_command(config_path, overrides, models, force):
 @fail_cleanly
 def report_command(paths, out, training):
     """Compare evaluations: PATHS are run dirs, eval folders or results.json files (first = baseline)."""
-    from pathlib import Path
-
     from ledex_rl.eval_report import find_results, write_report
 
     results = find_results(paths)
@@ -111,64 +121,128 @@ def report_command(paths, out, training):
     click.echo("wrote " + ", ".join(str(p) for p in written))
 
 
-@main.command(name="debug")
-@click.argument("program", type=click.Path(dir_okay=False))
-@click.option("--tests", "tests_path", required=True, type=click.Path(dir_okay=False),
-              help="Python file with top-level asserts and/or test_ functions.")
+@main.command(name="debug", help="Run each PROGRAM's tests in the sandbox; while they fail, show the model's explanation "
+              "and fix. One model serves every program.\n\nTests: asserts, test_ functions or a pytest file (parametrize, raises, "
+              "approx; the program imported by its file name); by default test_NAME.py beside NAME.py.\n\nDotted config "
+              "overrides go among the files, e.g. sandbox.test_timeout_s=10 model.max_model_len=4096")
+@click.argument("args", nargs=-1, required=True, metavar="PROGRAM... [KEY=VALUE...]")
+@click.option("--tests", "tests_paths", multiple=True, type=click.Path(dir_okay=False),
+              help="The tests file: one per PROGRAM, in order (default: test_NAME.py beside NAME.py).")
 @click.option("--model", default="", help="Built-in name, HF id or folder (default: this run's newest trained policy, "
               "else model.name_or_path); with --endpoint, the model name the endpoint serves.")
 @click.option("--endpoint", default="", help="An OpenAI-compatible base URL to ask instead of a local model.")
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1), help="At most this many explain-and-fix rounds.")
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(min=0.0), help="0 = greedy.")
 @click.option("--max-new-tokens", default=512, show_default=True, type=click.IntRange(min=1))
-@click.option("--write", "write_back", is_flag=True, help="Overwrite PROGRAM with the fix when the tests pass (keeps PROGRAM.bak).")
-@click.option("--out", "out_path", default="", help="Write the fixed program here instead.")
+@click.option("--write", "write_back", is_flag=True, help="Overwrite each PROGRAM with its fix when its tests pass (keeps PROGRAM.bak).")
+@click.option("--out", "out_path", default="", help="Write the fixed program here instead (one PROGRAM only).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the report (for CI); same exit codes.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
 @fail_cleanly
-def debug_command(program, tests_path, model, endpoint, rounds, temperature, max_new_tokens, write_back, out_path, config_path):
-    """Run PROGRAM's tests in the sandbox; while they fail, show the model's explanation and fix."""
-    from pathlib import Path
+def debug_command(args, tests_paths, model, endpoint, rounds, temperature, max_new_tokens, write_back, out_path, as_json, config_path):
+    from ledex_rl import debugger, user_tests
 
-    from ledex_rl import debugger
-    from sandbox import Sandbox
-
-    cfg = load_or_exit(config_path, ())
-    source = debugger.read_program(program)
-    tests = debugger.read_tests(tests_path)
-    box_cfg = cfg.sandbox
-    with Sandbox(slots=1, isolation_tier=box_cfg.isolation, allow_unsafe=box_cfg.allow_unsafe, limits=box_cfg.limits()) as box:
-        first = box.run([debugger.job_for(source, tests)])[0]
-        click.echo(f"{program}: {first.num_passed} of {len(first.tests)} tests pass (sandbox tier {box.tier})")
-        if first.passed:
-            click.echo("nothing to fix.")
-            return
-        click.echo(_indent(first.feedback()))
-        fixer, close = debugger.load_fixer(cfg, model or None, endpoint or None)
-        click.echo(f"asking {fixer.name} to explain and fix it (up to {rounds} rounds)")
-
-        def show(step):
-            click.echo(f"\n== round {step.round}: explanation")
-            click.echo(_indent(step.explanation))
-            click.echo(f"== round {step.round}: proposed fix")
-            click.echo(_indent(step.diff) if step.diff else "   (no change proposed)")
-            verdict = "all tests pass" if step.passed else "still failing:\n" + _indent(step.feedback)
-            click.echo(f"== round {step.round}: {verdict}")
-
-        try:
-            outcome = debugger.debug(source, tests, fixer, box.run, rounds, temperature, max_new_tokens, cfg.seed, on_round=show)
-        finally:
-            close()
-    if not outcome.passed:
-        click.echo(f"\nnot fixed after {len(outcome.rounds)} round(s); {program} is unchanged.")
+    programs, overrides = _split_debug_args(args)
+    pairs = [(p, user_tests.tests_path_for(p, tests_paths, i, len(programs))) for i, p in enumerate(programs)]
+    if out_path and len(programs) > 1:
+        raise click.UsageError("--out takes one PROGRAM; use --write to save the fixes of several")
+    inputs = [(p, debugger.read_program(p), _with_helpers(user_tests.read_tests(t), p, t)) for p, t in pairs]
+    cfg = load_or_exit(config_path, overrides)
+    say = (lambda *_: None) if as_json else click.echo
+    settings = debugger.DebugSettings(rounds, temperature, max_new_tokens, cfg.seed)
+    with debugger.Session(model, endpoint, cfg, settings=settings) as session:
+        reports = [_debug_one(session, program, source, tests, say, out_path, write_back) for program, source, tests in inputs]
+    if len(reports) > 1:
+        say(f"\n{sum(r['passes'] for r in reports)} of {len(reports)} programs pass their tests "
+            f"({sum(r['fixed'] for r in reports)} fixed)")
+    if as_json:
+        click.echo(json.dumps({"programs": reports, "passing": sum(r["passes"] for r in reports),
+                               "fixed": sum(r["fixed"] for r in reports)}, indent=1))
+    if not all(r["passes"] for r in reports):
         sys.exit(1)
+
+
+def _with_helpers(tests, program: str, tests_path: str):
+    """The tests, with the user's modules that the program and the tests import from their folders."""
+    from dataclasses import replace
+
+    from ledex_rl.user_tests import local_modules
+
+    return replace(tests, modules=local_modules([program, tests_path], exclude=Path(program).stem))
+
+
+def _split_debug_args(args: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """PROGRAM files and KEY=VALUE overrides, in any order."""
+    overrides = [a for a in args if re.match(r"^[A-Za-z_][\w.]*=", a) and not Path(a).exists()]
+    programs = [a for a in args if a not in overrides]
+    if not programs:
+        raise click.UsageError("no PROGRAM given: pass the Python file(s) to debug")
+    return programs, overrides
+
+
+def _debug_one(session, program, source, tests, say, out_path, write_back) -> dict:
+    """Test one program, explain and fix it while it fails, save the fix where asked -> its JSON report."""
+    from ledex_rl import debugger
+
+    started = time.perf_counter()
+    module = Path(program).stem
+    first = session.test(source, tests, module)
+    say(f"{program}: {first.num_passed} of {len(first.tests)} tests pass (sandbox tier {session.sandbox.tier})")
+    for reason in tests.skipped:
+        say(f"   not run: {reason}")
+    outcome = None
+    if not first.passed:
+        say(_indent(first.feedback()) + _limits_hint(first, session.cfg.sandbox))
+        say(f"asking {session.fixer.name} to explain and fix it (up to {session.settings.rounds} rounds)")
+        events = debugger.DebugEvents(progress=lambda text: say(f"   ... {text}"), round_done=lambda step: _show_round(step, say))
+        outcome = session.fix(source, tests, module, first, events)
     target = Path(out_path) if out_path else (Path(program) if write_back else None)
+    report = _debug_json(program, first, tests, outcome, _save_fix(program, source, outcome, target, say))
+    return report | {"seconds": round(time.perf_counter() - started, 2)}  # the first failing program's includes the model's start
+
+
+def _show_round(step, say) -> None:
+    say(f"\n== round {step.round}: explanation")
+    say(_indent(step.explanation))
+    say(f"== round {step.round}: proposed fix")
+    say("   the model returned the program unchanged" if step.unchanged else _indent(step.diff))
+    say(f"== round {step.round}: " + ("all tests pass" if step.passed else "still failing:\n" + _indent(step.feedback)))
+
+
+def _limits_hint(result, sandbox_cfg) -> str:
+    """The limits a test ran into, named with the settings that raise them."""
+    if result.status not in ("timeout", "killed") and not any(t.status == "timeout" for t in result.tests):
+        return ""
+    return (f"\n   limits: {sandbox_cfg.test_timeout_s:g} s per test (sandbox.test_timeout_s), {sandbox_cfg.job_timeout_s:g} s "
+            f"per run (sandbox.job_timeout_s), {sandbox_cfg.memory_mb} MB (sandbox.memory_mb); raise one with e.g. "
+            "sandbox.test_timeout_s=10 after the file names")
+
+
+def _save_fix(program, source, outcome, target, say):
+    """Write the fix where asked (keeping PROGRAM.bak when overwriting it) -> the path written, or None."""
+    if outcome is None:
+        say("nothing to fix.")
+        return None
+    if not outcome.passed:
+        say(f"\nnot fixed after {len(outcome.rounds)} round(s); {program} is unchanged.")
+        return None
     if target is None:
-        click.echo(f"\nfixed after {len(outcome.rounds)} round(s); --write to save it into {program}, or --out FILE.")
-        return
-    if target == Path(program):
+        say(f"\nfixed after {len(outcome.rounds)} round(s); --write to save it into {program}, or --out FILE.")
+        return None
+    if str(target) == str(program):
         Path(program + ".bak").write_text(source)
     target.write_text(outcome.code)
-    click.echo(f"\nfixed after {len(outcome.rounds)} round(s); wrote {target}")
+    say(f"\nfixed after {len(outcome.rounds)} round(s); wrote {target}")
+    return str(target)
+
+
+def _debug_json(program, first, tests, outcome, written) -> dict:
+    rounds = [{"round": r.round, "explanation": r.explanation, "diff": r.diff, "unchanged": r.unchanged, "passed": r.passed,
+               "feedback": r.feedback} for r in (outcome.rounds if outcome else [])]
+    fixed = bool(outcome and outcome.passed)
+    return {"program": program, "tests": len(first.tests), "passed_before": first.num_passed, "feedback_before": first.feedback(),
+            "not_run": list(tests.skipped), "fixed": fixed, "passes": first.passed or fixed, "rounds": rounds, "written": written,
+            "code": outcome.code if fixed else None}
 
 
 def _indent(text: str) -> str:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import os
 
-from ledex_rl.errors import UserError
+from ledex_rl import console
 from ledex_rl.config import RayConfig
+from ledex_rl.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -19,13 +20,15 @@ class ClusterUnavailable(UserError, RuntimeError):
     """The configured Ray cluster cannot be reached; the message says how to fix it."""
 
 
-def connect(cfg: RayConfig, quiet: bool = False):
-    """`quiet`: do not stream the actors' logs to this terminal (interactive commands such as
-    `ledex-rl debug`; the logs stay in Ray's log folder and the dashboard)."""
+def connect(cfg: RayConfig, quiet: bool | None = None):
+    """`quiet`: do not stream the actors' logs to this terminal (the logs stay in Ray's log folder, the
+    dashboard, and run_dir/logs/ray when `ledex_rl.console` set up the run). By default: quiet unless
+    the run was started with -v (`console.actor_logs_live`)."""
     import ray
 
     if ray.is_initialized():
         return ray
+    quiet = not console.actor_logs_live() if quiet is None else quiet
     # A local ray.init() writes ~/.ray/auth_token, after which every `ray start` turns token auth on
     # and `ray job submit` gets HTTP 401: be explicit instead (clusters set RAY_AUTH_MODE=token).
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -50,4 +53,5 @@ def connect(cfg: RayConfig, quiet: bool = False):
             ) from None
         raise ClusterUnavailable(f"cannot start a local Ray cluster ({reason})") from None
     log.info("ray: %s, resources %s", "joined " + address if address else "local cluster", ray.cluster_resources())
+    console.link_ray_logs()
     return ray

@@ -1,10 +1,11 @@
 """Does a training config fit a cluster? The resources every actor group asks Ray for, checked against
 the node types of a Ray cluster launcher file or a KubeRay RayJob / RayCluster manifest.
 
-Two rules, both about what the autoscaler can do: every single actor (or placement-group bundle) must
-fit on one node of some type, or Ray waits forever for it; and each stage's actors together must fit
-the cluster at its maximum size (each type's own maximum, and a launcher file's global `max_workers`),
-or the stage waits forever for the last of them.
+Three rules, all about what the autoscaler can do: every single actor (or placement-group bundle) must
+fit on one node of some type, or Ray waits forever for it; each stage's actors together must fit the
+cluster at its maximum size (each type's own maximum, and a launcher file's global `max_workers`); and
+they must also fit piece by piece, placed on nodes as Ray would place them (`place`), or the stage waits
+forever for the last of them.
 
     ledex-rl cluster-check configs/cluster/ray-cluster.yaml --config configs/codellama-7b.yaml
 """
@@ -196,7 +197,42 @@ def check(cfg: LedexConfig, cluster: Cluster) -> list[str]:
             problems.append(f"{stage}: its actors need {cpu:g} CPU and {gpu:g} GPU together; no mix of at most "
                             f"{cluster.max_workers} workers (the file's top-level max_workers) provides that "
                             "(raise it or lower the actor counts)")
+        elif (unplaced := place(cluster, demands)) is not None:
+            problems.append(f"{stage}: {unplaced}")
     return problems
+
+
+@dataclass
+class _OpenNode:
+    type: NodeType
+    cpu: float  # still free
+    gpu: float
+
+
+def place(cluster: Cluster, demands: list[Demand]) -> str | None:
+    """Put one stage's actors on nodes as Ray and its autoscaler would: largest first (GPUs, then CPUs),
+    each on the first started node with room for it, else on a new node of the smallest type that holds
+    it, within each type's maximum and the file's global cap. -> None when every actor has a place, else
+    which actor has none, and why (the totals can fit while the pieces do not)."""
+    nodes = [_OpenNode(t, t.cpu, t.gpu) for t in cluster.types if t.head]
+    started: dict[str, int] = {}
+    cap = cluster.max_workers if cluster.max_workers is not None else sum(t.max_workers for t in cluster.types if not t.head)
+    actors = sorted(((d.gpu, d.cpu, d.group) for d in demands for _ in range(d.count)), reverse=True)
+    for placed, (gpu, cpu, group) in enumerate(actors):
+        node = next((n for n in nodes if n.cpu >= cpu - 1e-9 and n.gpu >= gpu - 1e-9), None)
+        if node is None:
+            types = sorted((t for t in cluster.types if not t.head and t.cpu >= cpu and t.gpu >= gpu
+                            and started.get(t.name, 0) < t.max_workers), key=lambda t: (t.gpu, t.cpu))
+            if not types or sum(started.values()) >= cap:
+                used = ", ".join(f"{name} {n} of {next(t.max_workers for t in cluster.types if t.name == name)}"
+                                 for name, n in started.items()) or "no workers"
+                return (f"a {group} ({cpu:g} CPU, {gpu:g} GPU) has no node left to go on after placing {placed} of "
+                        f"{len(actors)} actors ({used} started; the rest of the room is in pieces too small for it)")
+            node = _OpenNode(types[0], types[0].cpu, types[0].gpu)
+            nodes.append(node)
+            started[node.type.name] = started.get(node.type.name, 0) + 1
+        node.cpu, node.gpu = node.cpu - cpu, node.gpu - gpu
+    return None
 
 
 def describe(cfg: LedexConfig, cluster: Cluster) -> str:

@@ -14,6 +14,7 @@ from typing import Literal
 import yaml
 
 from ledex_rl.config_schema import ConfigError, apply_override, build, to_dict
+from ledex_rl.modes import AnswerMode, Mode
 
 __all__ = ["ConfigError", "LedexConfig", "load_config", "parse_overrides"]
 
@@ -324,7 +325,7 @@ class RLConfig:
     # `generate` adds first attempts at the prompts' tasks, rewarded by R(r) against the task's verified
     # solutions: RL then also trains the code generation that self-refinement starts from, which
     # otherwise drifts with the shared weights (measured on the miniature domain; README, "Does it learn?").
-    modes: list[Literal["explain_refine", "refine", "generate"]] = field(default_factory=lambda: ("explain_refine", "refine"))
+    modes: list[AnswerMode] = field(default_factory=lambda: ("explain_refine", "refine"))
     ppo: PPOConfig = field(default_factory=PPOConfig)
     rewards: RewardConfig = field(default_factory=RewardConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
@@ -385,7 +386,7 @@ class EvalConfig:
     max_new_tokens: int = 384
     refine_temperature: float = 0.8
     refine_rounds: int = 1
-    modes: list[Literal["refine", "explain_refine"]] = field(default_factory=lambda: ("refine", "explain_refine"))
+    modes: list[Mode] = field(default_factory=lambda: ("refine", "explain_refine"))
     ks: list[int] = field(default_factory=lambda: (1, 10))
     chunk_size: int = 8  # tasks per saved part; a stopped evaluation resumes at the first unfinished chunk
     judge: JudgeConfig = field(default_factory=JudgeConfig)
@@ -423,6 +424,17 @@ class RolloutConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    """Where SFT's and RL's metrics go, beside run_dir/<stage>/metrics.jsonl and Ray's metrics.
+    `wandb` and `mlflow` are optional installs (`pip install -e .[tracking]`). W&B follows its own
+    environment (WANDB_MODE=offline writes under run_dir/wandb); MLflow follows MLFLOW_TRACKING_URI,
+    else a file store in run_dir/mlruns."""
+
+    backends: list[Literal["tensorboard", "wandb", "mlflow"]] = field(default_factory=lambda: ("tensorboard",))
+    project: str = "ledex_rl"  # the W&B project, the MLflow experiment
+
+
+@dataclass(frozen=True)
 class LedexConfig:
     """A whole run. `run_dir` holds every stage's output; a stage whose output exists is skipped."""
 
@@ -441,6 +453,7 @@ class LedexConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     rl: RLConfig = field(default_factory=RLConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def __post_init__(self) -> None:
         _check(not (self.trainer.device == "cuda" and "rl" in self.stages and self.rl.reference.num_gpus == 0),

@@ -1,4 +1,4 @@
-"""Evaluate one model (ledex-method.md, section 4): first attempts, then rounds of self-refinement.
+"""Evaluate one model (docs/method.md §7): first attempts, then rounds of self-refinement.
 
 For every task: sample `samples_per_task` first attempts and execute them. Then, for each mode
 (refine-only, explain-then-refine) separately, every sample that still fails is refined once per
@@ -20,19 +20,23 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 import pyarrow as pa
 
 from ledex_rl import prompts
-from ledex_rl.config import EvalConfig
+from ledex_rl.config import EvalConfig, LedexConfig
+from ledex_rl.console import STAGE_LOG
+from ledex_rl.expected_outputs import fill_expected_outputs
 from ledex_rl.parts import Parts
+from ledex_rl.problems import load_problems
 from ledex_rl.problems.base import Problem
 from ledex_rl.seeds import request_seed
 
 log = logging.getLogger(__name__)
+stage_log = logging.getLogger(STAGE_LOG)  # shown on the console
 
 SCHEMA = pa.schema([
     ("task_id", pa.string()), ("benchmark", pa.string()),
@@ -77,7 +81,7 @@ class Evaluator:
         done = self.parts.finished_tasks()
         todo = [p for p in problems if p.task_id not in done]
         if done:
-            log.info("eval %s: resuming; %d tasks done, %d to go", self.model_name, len(problems) - len(todo), len(todo))
+            stage_log.info("eval %s: resuming; %d tasks done, %d to go", self.model_name, len(problems) - len(todo), len(todo))
         started = time.perf_counter()
         bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"eval {self.label}",
                    unit="task", disable=not self.progress)
@@ -188,3 +192,34 @@ class Evaluator:
             "passed_base": verdict.passed_base, "pass_rate": verdict.pass_rate,
             "plus_tests": sum(t.group != "base" for t in problem.tests), "feedback": verdict.feedback, "seed": seed,
         }
+
+
+def load_eval_problems(cfg: LedexConfig, run_jobs, limit: int = 0) -> list:
+    """The problems of data.eval, with EvalPlus expected outputs filled in; `limit` keeps the first
+    tasks of each source (evaluation during RL)."""
+    problems = []
+    for source in cfg.data.eval:
+        if limit:
+            source = replace(source, limit=min(source.limit, limit) if source.limit else limit)
+        loaded, report = load_problems(source)
+        log.info("eval: %s [%s]: %d problems, %d rows skipped", source.name, source.split, len(loaded), len(report.skipped))
+        problems += loaded
+    problems, dropped = fill_expected_outputs(problems, run_jobs)
+    return problems
+
+
+def during_training(cfg: LedexConfig, step: int, engines, tokenizer, style: str, executors, problems, out: Path) -> dict:
+    """Evaluate the policy the engines hold now (after `step` RL steps) on `problems`; returns flat
+    metrics (eval/<benchmark>/<mode>_pass@k) to log next to the training metrics."""
+    results = Evaluator(out / f"step-{step:05d}", engines, tokenizer, style, executors, cfg.eval, cfg.seed,
+                        f"rl step {step}", progress=False).run(problems)
+    flat = {}
+    for name, m in results["benchmarks"].items():
+        name = name.replace(" (base tests)", "_base")
+        for key, value in m["init"].items():
+            flat[f"eval/{name}/init_{key}"] = value
+        for mode in results["modes"]:
+            for key, value in (m[mode][-1].items() if m[mode] else ()):
+                if key.startswith("pass@") or (key == "success_rate" and value is not None):
+                    flat[f"eval/{name}/{mode}_{key}"] = value
+    return flat

@@ -1,4 +1,4 @@
-"""Rate explanations 1-5 with an LLM judge, on the paper's rubric (ledex-method.md, section 4.5).
+"""Rate explanations 1-5 with an LLM judge, on the paper's rubric (docs/method.md §7).
 
 The paper rated 50 explanations of wrong first attempts with GPT-4, on correctness and helpfulness
 (1-5 each). Its judge prompt is not published; ours states the rubric of the paper's Table 15 and asks

@@ -22,6 +22,7 @@ from pathlib import Path
 from ledex_rl.errors import UserError
 from ledex_rl import prompts
 from ledex_rl.problems import miniature
+from ledex_rl.hardware import cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +269,7 @@ def _train(model, examples: list, pad_id: int, epochs: int, batch_size: int, lr:
     from ledex_rl.sft_data import collate
 
     torch.manual_seed(seed)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(cpu_threads())
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     total = epochs * math.ceil(len(examples) / batch_size)
     warmup = max(total // 20, 1)

@@ -1,7 +1,8 @@
 """The four LeDex stages in order, each skipped when its output already exists (unless forced).
 
 A stage writes into `run_dir/<stage>/` and marks completion with a `DONE` file written last, so a
-stage stopped midway is resumed (its own code picks up partial output), never mistaken for finished.
+stage stopped midway is resumed (its own code picks up partial output), never mistaken for finished
+(the layout: ledex_rl/run_dir.py).
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ from pathlib import Path
 from typing import Callable
 
 from ledex_rl.config import LedexConfig
+from ledex_rl.console import STAGE_LOG
+from ledex_rl.run_dir import STAGE_ORDER, is_done, stage_dir
 
-log = logging.getLogger(__name__)
-
-STAGE_ORDER = ("collect", "sft", "rl", "eval")
-
+stage_log = logging.getLogger(STAGE_LOG)  # the console's one line per stage
 
 @dataclass(frozen=True)
 class Stage:
@@ -27,10 +27,10 @@ class Stage:
     run: Callable[[LedexConfig, Path], None]
 
     def output_dir(self, cfg: LedexConfig) -> Path:
-        return Path(cfg.run_dir) / self.name
+        return stage_dir(cfg, self.name)
 
     def is_done(self, cfg: LedexConfig) -> bool:
-        return (self.output_dir(cfg) / "DONE").is_file()
+        return is_done(cfg, self.name)
 
 
 def _collect(cfg: LedexConfig, out: Path) -> None:
@@ -65,32 +65,22 @@ STAGES: dict[str, Stage] = {
 }
 
 
-def policy_for(cfg: LedexConfig, stage: str) -> str:
-    """The model a stage starts from: the newest model written by a finished earlier training stage
-    (RL's, else SFT's), else the configured base model. Collection always samples the base model."""
-    from ledex_rl.models import resolve_model
-
-    earlier = STAGE_ORDER[: STAGE_ORDER.index(stage)]
-    for name in reversed([n for n in earlier if n in ("sft", "rl")]):
-        model = STAGES[name].output_dir(cfg) / "model"
-        if STAGES[name].is_done(cfg) and (model / "config.json").is_file():
-            return str(model)
-    return resolve_model(cfg.model.name_or_path)
-
-
 def run_stage(name: str, cfg: LedexConfig, force: bool = False) -> bool:
     """Run one stage; returns False when it was skipped because its output exists."""
     stage = STAGES[name]
     out = stage.output_dir(cfg)
     if stage.is_done(cfg) and not force:
-        log.info("stage %s: output exists in %s, skipped (use --force to redo)", name, out)
+        stage_log.info("%s: output exists in %s, skipped (use --force to redo)", name, out)
         return False
     if force:  # redo from scratch: a stage would otherwise resume from (and reuse) its partial output
         shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
+    stage_log.info("%s: started", name)
     started = time.time()
     stage.run(cfg, out)
-    (out / "DONE").write_text(json.dumps({"seconds": round(time.time() - started, 1)}) + "\n")
+    seconds = round(time.time() - started, 1)
+    (out / "DONE").write_text(json.dumps({"seconds": seconds}) + "\n")
+    stage_log.info("%s: done in %.1f min; output in %s", name, seconds / 60, out)
     return True
 
 

@@ -1,4 +1,4 @@
-"""PPO for LeDex (ledex-method.md, section 3.4), as pure torch functions over padded [batch, T] tensors.
+"""PPO for LeDex (docs/method.md §5), as pure torch functions over padded [batch, T] tensors.
 
 Positions index response tokens (0 .. T-1); `mask` is 1 on real response tokens. Per token:
 

@@ -1,6 +1,6 @@
 """Every prompt LeDex uses, and the parser that splits a response into explanation and code.
 
-Conversations follow the paper's layout (ledex-method.md, section 1.6):
+Conversations follow the paper's layout (docs/method.md §2):
     user: the task -> assistant: the first (wrong) attempt -> user: feedback + request -> assistant: answer
 Instruct models get their own chat template; base models get the paper's StarChat markup
 (`<|user|> ... <|end|>`), and first attempts from base models get a 3-shot prompt (MBPP tasks 2, 3, 4).
@@ -12,10 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
+from ledex_rl.modes import AnswerMode, Mode
 from ledex_rl.problems.base import Problem
 
-Mode = Literal["refine", "explain_refine"]  # the two ways to answer a refinement request
-AnswerMode = Literal["generate", "refine", "explain_refine"]  # a first attempt, or a refinement in a Mode
 
 REFINE_REQUEST = (
     "Your code is wrong. Fix it. Answer with only the corrected Python code in one ```python block."

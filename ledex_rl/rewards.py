@@ -1,4 +1,4 @@
-"""The LeDex rewards (ledex-method.md, sections 3.1-3.3), as pure functions.
+"""The LeDex rewards (docs/method.md §3), as pure functions.
 
     S_cb(r) = mean CodeBLEU(r, r_c) over the verified correct refinements r_c of the same wrong code
     S_ut(r) = fraction of the problem's unit tests that r passes

@@ -1,4 +1,4 @@
-"""RL data (ledex-method.md, section 3.5): which wrong solutions become PPO prompts, with the
+"""RL data (docs/method.md §4): which wrong solutions become PPO prompts, with the
 references their rewards need, and where in a sampled response each reward goes.
 """
 

@@ -1,4 +1,4 @@
-"""SFT data (ledex-method.md, section 2): collected rows -> chat examples -> token ids with a loss mask.
+"""SFT data (docs/method.md §1): collected rows -> chat examples -> token ids with a loss mask.
 
 - A correct first attempt is code-generation data: user task -> assistant code.
 - A verified refinement is used twice: refine-only (the answer is the code) and explain-then-refine
@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
-from typing import Iterable, Literal, Sequence
+from typing import Iterable, Sequence
 
 from ledex_rl import prompts
 from ledex_rl.losses import IGNORE  # label of a token that carries no loss
+from ledex_rl.modes import MODES, AnswerMode
 from ledex_rl.seeds import held_out_tasks
 
-Kind = Literal["generate", "refine", "explain_refine"]
+Kind = AnswerMode
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class TokenizedExample:
 
 
 def examples_from_rows(rows: Iterable[dict]) -> list[SFTExample]:
-    """The paper's SFT items from collected rows (see `ledex_rl.stages.collect.SCHEMA`), deduplicated."""
+    """The paper's SFT items from collected rows (see `ledex_rl.collected.SCHEMA`), deduplicated."""
     examples: dict[tuple, SFTExample] = {}
     for row in rows:
         if not row["passed"] or not row["code"].strip():
@@ -54,7 +55,7 @@ def examples_from_rows(rows: Iterable[dict]) -> list[SFTExample]:
             examples.setdefault((ex.task_id, ex.kind, ex.prompt[0]["content"], ex.answer), ex)
             continue
         task = messages[0]["content"]
-        for mode in ("refine", "explain_refine"):
+        for mode in MODES:
             explanation = row["explanation"] if mode == "explain_refine" else ""
             if mode == "explain_refine" and not explanation.strip():
                 continue  # an answer that is only code teaches nothing about explaining

@@ -56,6 +56,8 @@ class Job:
     preamble: str = ""
     test_setup: str = ""
     metadata: dict = field(default_factory=dict)
+    module: str = ""  # the name the tests may import the program by (`from stats import mean`)
+    modules: dict = field(default_factory=dict)  # name -> source: the user's own modules the program and tests import
 
     @classmethod
     def for_problem(cls, problem: Problem, program: str, tests: Sequence[TestCase] | None = None, **metadata) -> "Job":
@@ -263,11 +265,12 @@ class Sandbox:
                       "max_files": limits.max_files, "tmpfs_mb": limits.tmpfs_mb}
             judged = [{"i": i, "source": p.wire["source"]} for i, p in enumerate(plans) if p.judged]
             body = {"program": (job.preamble + "\n" if job.preamble else "") + job.program, "test_setup": job.test_setup,
-                    "entry_point": job.entry_point, "serve": bool(judged),
+                    "entry_point": job.entry_point, "serve": bool(judged), "module": job.module, "modules": job.modules,
                     "plans": [{"kind": "judged"} if p.judged else p.wire for p in plans]}
             # The judge runs the dataset's own setup (the task's imports and helpers), never the program.
             judge_body = {"judged": judged, "setup": "\n".join(x for x in (job.preamble, job.test_setup) if x),
-                          "entry_point": job.entry_point} if judged else None
+                          "setup_first_line": job.preamble.count("\n") + 2 if job.preamble else 1,  # where test_setup starts
+                          "entry_point": job.entry_point, "module": job.module, "modules": job.modules} if judged else None
         except Exception as exc:  # noqa: BLE001 - a test this side cannot plan
             return ExecutionResult("sandbox_error", message=f"could not prepare the job: {type(exc).__name__}: {exc}"[:300],
                                    tier=self.tier, metadata=job.metadata)

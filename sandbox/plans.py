@@ -161,7 +161,9 @@ def make_plan(test: TestCase) -> Plan:
         split = split_assert(test.source)
         if split is not None:
             exprs, residual, truthy = split
-            return Plan({"kind": "eval", "exprs": exprs, "truthy": truthy}, test, residual)
+            iterable = iterable_positions(residual, len(exprs))
+            return Plan({"kind": "eval", "exprs": exprs, "truthy": truthy, **({"iterable": iterable} if any(iterable) else {})},
+                        test, residual)
         return Plan({"kind": "judged", "source": test.source}, test)
     if test.kind == "call":
         return Plan({"kind": "call", "args": list(test.args)}, test)
@@ -246,6 +248,23 @@ def truth_positions(residual: ast.Expression, count: int) -> list[bool]:
     return [t and i not in used_elsewhere for i, t in enumerate(truthy)]
 
 
+# Builtins that consume their arguments as iterables. An offloaded value passed straight to one of them
+# (`list(f(x))`, `sorted(g())`) comes back as a list of its items when it is an iterator (a generator, a
+# map): Python would consume it there, and a generator object itself cannot leave the sandbox.
+ITERABLE_CONSUMERS = frozenset("list tuple set frozenset sorted sum min max any all enumerate zip map filter dict".split())
+
+
+def iterable_positions(residual: ast.Expression, count: int) -> list[bool]:
+    """Which offloaded values the verdict passes straight to an iterable-consuming builtin."""
+    listed = [False] * count
+    for node in ast.walk(residual.body):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ITERABLE_CONSUMERS:
+            for arg in node.args:
+                if isinstance(arg, ast.Name) and arg.id.startswith("__v"):
+                    listed[int(arg.id[3:])] = True
+    return listed
+
+
 # --- judging -------------------------------------------------------------------------------------------
 
 
@@ -271,9 +290,12 @@ def judge(plan: Plan, record: dict | None, entry_point: str) -> Verdict:
             return Verdict("timeout", f"{_short(label())}: timed out")
         if kind == "unserializable":
             return Verdict("failed", f"{_short(label())}: {message}")
+        where = record.get("where")  # a judged test: the tests file's line it stopped at
+        at = f" at {_short(where, 200)}" if isinstance(where, str) else ""
         if kind == "AssertionError" and plan.judged:  # the test's own assertion did not hold
-            return Verdict("failed", f"{_short(label())}: failed{': ' + _short(message, 200) if message != 'AssertionError: ' else ''}")
-        return Verdict("error", f"{_short(label())}: raised {message or kind}")
+            detail = str(message).removeprefix("AssertionError:").strip()
+            return Verdict("failed", f"{_short(label())}: failed{at}{': ' + _short(detail, 200) if detail else ''}")
+        return Verdict("error", f"{_short(label())}: raised {message or kind}{at}")
     wire = plan.wire["kind"]
     if wire == "judged":
         return Verdict("passed") if record.get("ok") is True else Verdict("error", f"{_short(label())}: no verdict")

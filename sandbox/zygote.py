@@ -11,9 +11,11 @@ holds no expected value, decides nothing, and never holds a job's data: the trus
 Why a fork server: forking a warm interpreter costs ~1 ms; starting Python costs ~35 ms.
 """
 
+import ast
 import builtins
 import ctypes
 import fcntl
+import importlib.util
 import io
 import json
 import os
@@ -134,6 +136,20 @@ OUTBOX = Outbox()
 
 class Unserializable(Exception):
     pass
+
+
+MAX_LISTED = 1 << 20  # items of an iterator a test consumes (`list(f(x))`)
+
+
+def items_of(value):
+    """An iterator (a generator, a map) where the test consumes it: its items, as a list. Run under the
+    test's timer: the candidate's generator runs here, in its own process."""
+    if not hasattr(type(value), "__next__"):
+        return value
+    items = list(itertools.islice(value, MAX_LISTED + 1))
+    if len(items) > MAX_LISTED:
+        raise Unserializable(f"returned an iterator of more than {MAX_LISTED} items")
+    return items
 
 
 _BASES = (bool, int, float, str, bytes, complex, list, tuple, set, frozenset, dict)
@@ -480,10 +496,15 @@ def run_child(job, result_fd):
         text = exc.msg if isinstance(exc, SyntaxError) else str(exc)
         return f"{type(exc).__name__}: {text[:300]}{where}"
 
+    if job.get("modules"):
+        sys.meta_path.insert(0, SourceModules(job["modules"]))
+
     def load_program(stdin_text=None):
         module = type(sys)("__main__")
         module.__dict__["__builtins__"] = __builtins__
         sys.modules["__main__"] = module
+        if job.get("module"):
+            sys.modules[job["module"]] = module
         code = compile(job["program"], "<candidate>", "exec")
         exec(code, module.__dict__)
         if job.get("test_setup"):
@@ -517,7 +538,8 @@ def run_child(job, result_fd):
         try:
             if plan["kind"] == "eval":
                 exprs = [compile(src, "<test>", "eval") for src in plan["exprs"]]
-                values = timed(lambda: [eval(c, namespace) for c in exprs])
+                listed = plan.get("iterable") or [False] * len(exprs)
+                values = timed(lambda: [items_of(eval(c, namespace)) if it else eval(c, namespace) for c, it in zip(exprs, listed)])
                 truthy = plan.get("truthy") or [False] * len(values)
                 # In a truth position only truthiness matters (a re.Match, say); a lying __bool__
                 # gains nothing over returning True.
@@ -579,7 +601,11 @@ def serve_calls(namespace, requests_fd, answers_fd, timed, error_text):
                 raise NameError(f"the program does not define a function {name!r}")
             args = [decode(a) for a in request["args"]]
             kwargs = {k: decode(v) for k, v in request["kwargs"].items()}
-            answer = {"value": encode(timed(lambda: fn(*args, **kwargs)))}
+            value = timed(lambda: fn(*args, **kwargs))
+            if hasattr(type(value), "__next__"):  # a generator: its items, and in the judge an iterator over them
+                answer = {"items": encode(timed(lambda: items_of(value)))}
+            else:
+                answer = {"value": encode(value)}
         except TestTimeout:
             answer = {"error": "timeout"}
         except Unserializable as exc:
@@ -619,12 +645,14 @@ class CallChannel:
         answer = json.loads(self._line())
         if "value" in answer:
             return decode(answer["value"])
+        if "items" in answer:
+            return iter(decode(answer["items"]))
         kind, message = str(answer.get("error")), str(answer.get("message", ""))
         if kind == "timeout":
             raise TestTimeout()
         known = getattr(builtins, kind, None)
         if isinstance(known, type) and issubclass(known, Exception) and kind not in ("StopIteration", "StopAsyncIteration"):
-            raise known(message)  # the same exception type, so a test expecting it sees it
+            raise known(message.removeprefix(f"{kind}: "))  # the same exception type, so a test expecting it sees it
         raise CandidateFailed(f"{name}(...) {message or kind}")
 
     def _line(self):
@@ -652,14 +680,103 @@ def _global_names(code):
     return names
 
 
+_COMPARISONS = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Is: "is",
+                ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in"}
+
+
+class ExplainAsserts(ast.NodeTransformer):
+    """`assert L op R` (without a message of its own) -> `assert (_ledex_left := L) op (_ledex_right := R),
+    _ledex_explain(_ledex_left, "op", _ledex_right)`: a failing assert reports its operands, as pytest's
+    do. The operands are evaluated once, in the same order; the message only when the assert fails."""
+
+    def visit_Assert(self, node):
+        test = node.test
+        if node.msg is not None or not isinstance(test, ast.Compare) or len(test.ops) != 1:
+            return node
+        left = ast.NamedExpr(ast.Name("_ledex_left", ast.Store()), test.left)
+        right = ast.NamedExpr(ast.Name("_ledex_right", ast.Store()), test.comparators[0])
+        message = ast.Call(ast.Name("_ledex_explain", ast.Load()),
+                           [ast.Name("_ledex_left", ast.Load()), ast.Constant(_COMPARISONS[type(test.ops[0])]),
+                            ast.Name("_ledex_right", ast.Load())], [])
+        return ast.copy_location(ast.Assert(ast.Compare(left, test.ops, [right]), message), node)
+
+
+def explain_assert(left, op, right):
+    def shown(value):
+        try:
+            text = repr(value)
+        except Exception:  # noqa: BLE001 - an int past the str limit, a broken __repr__ in the tests
+            text = f"<a {type(value).__name__}>"
+        return text if len(text) <= 200 else text[:197] + "..."
+
+    return f"{shown(left)} {op} {shown(right)} is false"
+
+
+def compile_tests(source, name):
+    """The judge's tests, with their asserts made to explain themselves (plain compile if they cannot parse)."""
+    try:
+        tree = ast.fix_missing_locations(ExplainAsserts().visit(ast.parse(source, name)))
+    except SyntaxError:
+        return compile(source, name, "exec")
+    return compile(tree, name, "exec")
+
+
+def failing_line(exc, job):
+    """`line N (<source>)` of the test setup (the tests file, without the task's preamble) where `exc`
+    was raised, or None."""
+    line, tb = 0, exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<setup>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    lines, first = (job.get("setup") or "").splitlines(), int(job.get("setup_first_line", 1))
+    if not first <= line <= len(lines):
+        return None
+    return f"line {line - first + 1} ({lines[line - 1].strip()[:200]})"
+
+
+class SourceModules:
+    """An import finder for the modules a job brings as source (`ledex-rl debug`: the user's files beside
+    the program and the tests), loaded when imported, in the process that imports them."""
+
+    def __init__(self, sources):
+        self.sources = {str(k): str(v) for k, v in dict(sources).items()}
+
+    def find_spec(self, name, path=None, target=None):
+        return importlib.util.spec_from_loader(name, self) if name in self.sources else None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        exec(compile(self.sources[module.__name__], f"<{module.__name__}.py>", "exec"), module.__dict__)
+
+
+def program_module(name, channel):
+    """In the judge, the program as a module the tests import: each attribute a proxy."""
+    module = type(sys)(name)
+
+    def attribute(attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return Proxy(attr, channel)
+
+    module.__getattr__ = attribute
+    return module
+
+
 def run_judge(job, result_fd):
     """In the judge: the dataset's setup, then each judged test with the program's names as proxies."""
     out = os.fdopen(result_fd, "w", buffering=1)
     signal.signal(signal.SIGALRM, _alarm)
     test_timeout = float(job["test_timeout_s"])
     channel = CallChannel(TO_CANDIDATE, FROM_CANDIDATE, test_timeout)
-    namespace = {"__builtins__": builtins, "__name__": "__main__"}
-    setup = compile(job.get("setup") or "", "<setup>", "exec")
+    namespace = {"__builtins__": builtins, "__name__": "__main__", "_ledex_explain": explain_assert}
+    if job.get("module"):  # `from stats import mean` in the tests: proxies, as for the names they use directly
+        sys.modules[job["module"]] = program_module(job["module"], channel)
+    if job.get("modules"):  # the user's helper modules (never the program: it is a proxy above)
+        sys.meta_path.insert(0, SourceModules(job["modules"]))
+    setup = compile_tests(job.get("setup") or "", "<setup>")
     try:
         signal.setitimer(signal.ITIMER_REAL, test_timeout)
         exec(setup, namespace)
@@ -678,7 +795,7 @@ def run_judge(job, result_fd):
         started = time.perf_counter()
         record = {"i": test["i"]}
         try:
-            code = compile(test["source"], "<test>", "exec")
+            code = compile_tests(test["source"], "<test>")
             bind_program_names(code)
             signal.setitimer(signal.ITIMER_REAL, test_timeout)
             try:
@@ -691,9 +808,123 @@ def run_judge(job, result_fd):
         except BaseException as exc:  # noqa: BLE001 - the test failed, whatever it raised
             record["error"] = type(exc).__name__
             record["message"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+            where = failing_line(exc, job)
+            if where:
+                record["where"] = where
         record["ms"] = round((time.perf_counter() - started) * 1000, 2)
         out.write(json.dumps(record) + "\n")
     out.write(json.dumps({"stage": "judged", "n": len(job["judged"])}) + "\n")
+
+
+# --- pytest's helpers, for users' tests files (`ledex-rl debug`) --------------------------------------
+#
+# pytest itself is not in the sandbox (standard library only). A tests file that imports it gets this
+# module instead, in the candidate (which only defines the tests) and in the judge (which runs them):
+# `raises`, `approx`, `param`, `fail`, `skip` and `mark.parametrize`; the host expands literal
+# parameters into one test each (ledex_rl/debugger.py) and calls the function with them.
+
+
+class Raises:
+    """`with pytest.raises(ValueError, match="..."):`"""
+
+    def __init__(self, expected, match=None):
+        self.expected, self.match, self.value = expected, match, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        names = getattr(self.expected, "__name__", None) or " or ".join(e.__name__ for e in self.expected)
+        if kind is None:
+            raise AssertionError(f"DID NOT RAISE {names}")
+        if not issubclass(kind, self.expected):
+            return False
+        if self.match is not None and not re.search(self.match, str(value)):
+            raise AssertionError(f"{names} was raised, but its message {str(value)!r} does not match {self.match!r}")
+        self.value = value
+        return True
+
+
+def raises(expected, *args, match=None, **kwargs):
+    if not args:
+        return Raises(expected, match)
+    with Raises(expected, match) as caught:
+        args[0](*args[1:], **kwargs)
+    return caught
+
+
+class Approx:
+    """`x == pytest.approx(expected, rel=1e-6, abs=1e-12)`, for numbers and lists, tuples and dicts of them."""
+
+    __hash__ = None
+
+    def __init__(self, expected, rel=None, abs=None):  # noqa: A002 - pytest's names
+        self.expected, self.rel, self.abs = expected, rel, abs
+
+    def __eq__(self, other):
+        return self._close(other, self.expected)
+
+    def _close(self, got, expected):
+        if isinstance(expected, dict):
+            return isinstance(got, dict) and got.keys() == expected.keys() and all(self._close(got[k], expected[k]) for k in expected)
+        if isinstance(expected, (list, tuple)):
+            return isinstance(got, (list, tuple)) and len(got) == len(expected) and all(map(self._close, got, expected))
+        if isinstance(expected, bool) or not isinstance(expected, (int, float)) or not isinstance(got, (int, float)):
+            return got == expected
+        rel = self.rel if self.rel is not None else (0.0 if self.abs is not None else 1e-6)
+        return got == expected or abs(got - expected) <= max(rel * abs(expected), 1e-12 if self.abs is None else self.abs)
+
+    def __repr__(self):
+        return f"approx({self.expected!r})"
+
+
+class Parametrized:
+    """A test function under `@pytest.mark.parametrize`: called with its arguments, it is the function;
+    called without them, it runs every case."""
+
+    def __init__(self, fn, names, cases):
+        self.fn, self.names, self.cases = fn, names, cases
+
+    def __call__(self, **given):
+        if all(name in given for name in self.names):
+            return self.fn(**given)
+        for case in self.cases:
+            values = case.values if isinstance(case, Param) else case if len(self.names) > 1 else (case,)
+            self(**given, **dict(zip(self.names, values)))
+
+
+class Mark:
+    def parametrize(self, names, cases, **_options):
+        names = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+        return lambda fn: Parametrized(fn, names, list(cases))
+
+    def __getattr__(self, name):  # skip, xfail, slow, ...: markers without effect here
+        return lambda *args, **kwargs: (args[0] if len(args) == 1 and callable(args[0]) and not kwargs else (lambda fn: fn))
+
+
+class Param:
+    """`pytest.param(1, 2, id="...")`: one case's values."""
+
+    def __init__(self, *values, **_options):
+        self.values = values
+
+
+class Skipped(Exception):
+    """`pytest.skip()` inside a test: not a pass."""
+
+
+def fail(reason=""):
+    raise AssertionError(reason)
+
+
+def skip(reason=""):
+    raise Skipped(reason)
+
+
+def pytest_module():
+    module = type(sys)("pytest")
+    module.__dict__.update(raises=raises, approx=Approx, mark=Mark(), param=Param, fail=fail, skip=skip)
+    return module
 
 
 # --- the zygote: fork, watch, kill, reap, report -------------------------------------------------------
@@ -1004,6 +1235,7 @@ def main():
         LIBC.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
     except Exception:  # noqa: BLE001
         pass
+    sys.modules["pytest"] = pytest_module()
     # Warm the compiler and the encoder so the first job in every child costs what the others do.
     compile("def f(x):\n    return [i for i in range(x)]\n", "<warm>", "exec")
     json.dumps(encode({"a": (1, 2.5, {3}), "b": [None, True, b"x"]}))

@@ -53,9 +53,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ledex_rl.config import load_config  # noqa: E402
-from ledex_rl.metrics import RL_MODES, rl_blocks  # noqa: E402
+from ledex_rl.metrics import rl_blocks  # noqa: E402
+from ledex_rl.modes import ANSWER_MODES, MODES  # noqa: E402
 
-REFINE_MODES = ("explain_refine", "refine")  # what the goals are about
 from ledex_rl.miniature_teacher import ScriptedTeacher, TeacherServer  # noqa: E402
 
 KL_BOUND = 10.0  # nats per answer, mean over a block
@@ -105,7 +105,7 @@ def with_heldout_keys(blocks: list[dict]) -> list[dict]:
 def goals(seeds: list[dict], strong: list[dict]) -> dict:
     """Whether the issue's goals hold, seed by seed (numbers beside them)."""
     rise = [s["blocks"][-1]["pass_rate"]["explain_refine"] - s["blocks"][0]["pass_rate"]["explain_refine"] for s in seeds]
-    r_rise = {m: [s["blocks"][-1]["code_reward"][m] - s["blocks"][0]["code_reward"][m] for s in seeds] for m in REFINE_MODES}
+    r_rise = {m: [s["blocks"][-1]["code_reward"][m] - s["blocks"][0]["code_reward"][m] for s in seeds] for m in MODES}  # the goals are about repair
     start = [s["blocks"][0]["pass_rate"]["explain_refine"] for s in seeds]
     kl_max = max(b["kl"] for s in seeds for b in s["blocks"])
     out = {"explain_refine_pass_rate_rise": rise, "every_seed_rises_30_points": all(r >= 0.30 for r in rise),
@@ -131,7 +131,7 @@ def plot(seeds: list[dict], strong: list[dict], path: Path) -> None:
     for ax, (title, runs) in zip(axes[:2], (("learning (tasks SFT never saw)", seeds), ("strong start (SFT's own tasks, T=0.5)", strong))):
         for s in runs:
             mid = [sum(b["steps"]) / 2 for b in s["blocks"]]
-            for mode, style in zip(RL_MODES, ("-", "--", ":")):
+            for mode, style in zip(ANSWER_MODES, ("-", "--", ":")):
                 if s["blocks"][0]["pass_rate"][mode] is not None:
                     ax.plot(mid, [100 * b["pass_rate"][mode] for b in s["blocks"]], style, marker=".", label=f"seed {s['seed']} {mode}")
         ax.set_title(f"RL samples' pass rate, {title}", fontsize=9)

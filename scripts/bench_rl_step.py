@@ -118,7 +118,7 @@ def main() -> None:
     import pyarrow.parquet as pq
     import ray
 
-    from ledex_rl.stages.collect import SCHEMA
+    from ledex_rl.collected import SCHEMA
 
     work = Path(tempfile.mkdtemp(prefix="bench-rl-step-"))
     model_path = str(build_tiny_model(target=work / "tiny")) if args.model == "tiny" else resolve_model("smollm2-135m-instruct")

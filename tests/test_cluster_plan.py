@@ -104,3 +104,47 @@ def test_a_launcher_files_global_max_workers_is_enforced(tmp_path):
     assert any("no mix of at most" in p and p.startswith("rl:") for p in check(cfg, load_cluster(tmp_path / "c.yaml")))
     result = CliRunner().invoke(main, ["cluster-check", str(tmp_path / "c.yaml"), "--config", str(PAPER)])
     assert result.exit_code == 1 and f"at most {needed - 1} workers in all" in result.output
+
+
+def test_actors_are_placed_node_by_node_not_only_added_up():
+    """Three 5-CPU executors and two 8-CPU nodes: 15 of 16 CPUs, yet only two fit."""
+    from ledex_rl.cluster_plan import Demand, place
+
+    nodes = Cluster([NodeType("head", 8, 0, 1, head=True), NodeType("cpu", 8, 0, 1)])
+    assert place(nodes, [Demand("sandbox executor", 2, 5, 0)]) is None
+    why = place(nodes, [Demand("sandbox executor", 3, 5, 0)])
+    assert why.startswith("a sandbox executor (5 CPU, 0 GPU) has no node left to go on after placing 2 of 3 actors (cpu 1 of 1 started")
+    # GPU actors first: a reference model and an engine share one 8-GPU node; small CPU actors fill the room left.
+    mixed = Cluster([NodeType("head", 2, 0, 1, head=True), NodeType("gpu", 16, 8, 1), NodeType("cpu", 4, 0, 2)])
+    demands = [Demand("rollout engine", 1, 4, 4), Demand("reference model", 1, 4, 4), Demand("reward actor", 4, 2, 0)]
+    assert place(mixed, demands) is None
+    assert place(mixed, [*demands[:2], Demand("reward actor", 9, 2, 0)]) is None  # 1 on the head, 4 beside the GPUs, 4 on CPU nodes
+    assert "a reward actor" in place(mixed, [*demands[:2], Demand("reward actor", 10, 2, 0)])
+
+
+def test_cluster_check_reports_what_does_not_fit_piece_by_piece(tmp_path):
+    launcher = {"cluster_name": "small", "provider": {"type": "aws"}, "head_node_type": "head", "max_workers": 1,
+                "available_node_types": {"head": {"resources": {"CPU": 8}}, "cpu": {"resources": {"CPU": 8}, "max_workers": 1}}}
+    (tmp_path / "small.yaml").write_text(yaml.safe_dump(launcher))
+    sizes = ["stages=[collect]", "sandbox.executor_num_cpus=5", "rollout.num_cpus_per_engine=0.5"]
+    assert check(load_config(None, [*sizes, "sandbox.num_executors=2"]), load_cluster(tmp_path / "small.yaml")) == []
+    result = CliRunner().invoke(main, ["cluster-check", str(tmp_path / "small.yaml"), *sizes, "sandbox.num_executors=3"])
+    assert result.exit_code == 1 and "collect: a sandbox executor (5 CPU, 0 GPU) has no node left to go on" in result.output
+
+
+def test_the_shipped_clusters_are_for_their_owner_only():
+    """Token authentication on every node, the launcher's dashboard on loopback, and the code synced from
+    this checkout (not cloned from an address that does not exist)."""
+    launcher = yaml.safe_load((CLUSTER / "ray-cluster.yaml").read_text())
+    starts = launcher["head_start_ray_commands"][-1], launcher["worker_start_ray_commands"][-1]
+    assert all("export RAY_AUTH_MODE=token" in command for command in starts)
+    assert "--dashboard-host=127.0.0.1" in starts[0] and "0.0.0.0" not in starts[0]
+    assert launcher["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token" and launcher["file_mounts"]["~/ledex_rl"] == "."
+    assert not any("git clone" in command for command in launcher["setup_commands"])
+    job = yaml.safe_load((CLUSTER / "rayjob.yaml").read_text())
+    spec = job["spec"]["rayClusterSpec"]
+    pods = [spec["headGroupSpec"], *spec["workerGroupSpecs"], job["spec"]["submitterPodTemplate"]]
+    for pod in pods:
+        template = pod.get("template", pod)
+        env = {e["name"]: e for e in template["spec"]["containers"][0]["env"]}
+        assert env["RAY_AUTH_MODE"]["value"] == "token" and "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"]

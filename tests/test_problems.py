@@ -123,7 +123,7 @@ def test_mbpp_plus_prerelease(shared_data):
     problems, report = load("mbpp-plus", path=path, split="all")
     assert len(problems) == 399 and not report.skipped
     test_split, _ = load("mbpp-plus", path=path, split="test")
-    assert len(test_split) == 239  # the paper's MBPP+ size (ledex-method.md 4.1)
+    assert len(test_split) == 239  # the paper's MBPP+ size (the paper's section 4.1)
     first = problems[0]
     plus = [t for t in first.tests if t.group == "plus"]
     assert len(plus) > 100 and all(t.kind == "call" and t.expected is NOT_COMPUTED for t in plus)

@@ -14,7 +14,8 @@ def test_two_ppo_steps_through_every_actor(ray_cluster, tiny_env, tmp_path, adva
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ledex_rl.pipeline import policy_for, run_stage
+    from ledex_rl.pipeline import run_stage
+    from ledex_rl.run_dir import policy_for
 
     write_collected(tmp_path, n_tasks=4)
     extra = ["trainer.zero_stage=2", "rl.ppo.lr=1e-4", f"rl.advantage={advantage}", "rl.rewards.reward_actor_num_cpus=0.25",

@@ -38,7 +38,7 @@ def slot_processes() -> list[int]:
         if not entry.name.isdigit():
             continue
         try:
-            uid = int(next(l for l in (entry / "status").read_text().splitlines() if l.startswith("Uid:")).split()[1])
+            uid = int(next(line for line in (entry / "status").read_text().splitlines() if line.startswith("Uid:")).split()[1])
         except (OSError, StopIteration):
             continue
         if SLOT_UID_BASE <= uid < SLOT_UID_BASE + 4000:

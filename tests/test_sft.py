@@ -115,7 +115,7 @@ def write_collected(run_dir: Path, n_tasks: int = 8) -> None:
     a verified explain+refine answer (the reference solution) and a correct first attempt."""
     from ledex_rl.config import ProblemSourceConfig
     from ledex_rl.problems import load_problems
-    from ledex_rl.stages.collect import SCHEMA
+    from ledex_rl.collected import SCHEMA
 
     problems, _ = load_problems(ProblemSourceConfig(name="humaneval", limit=n_tasks))
     rows = []
@@ -141,7 +141,8 @@ def sft_overrides(run_dir, *extra):
 def test_sft_stage_lowers_held_out_loss_and_hands_its_model_on(ray_cluster, tiny_env, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from ledex_rl.pipeline import policy_for, run_stage
+    from ledex_rl.pipeline import run_stage
+    from ledex_rl.run_dir import policy_for
 
     write_collected(tmp_path)
     cfg = load_config("configs/tiny.yaml", sft_overrides(tmp_path))
@@ -183,7 +184,8 @@ def test_sft_max_steps_cuts_the_schedule(ray_cluster, tiny_env, tmp_path):
 
 
 def test_sft_without_verified_data_says_how_to_get_some(tiny_env, tmp_path):
-    from ledex_rl.stages.sft import NoTrainingData, build_examples
+    from ledex_rl.collected import NoTrainingData
+    from ledex_rl.stages.sft import build_examples
 
     cfg = load_config("configs/tiny.yaml", sft_overrides(tmp_path))
     with pytest.raises(NoTrainingData, match="sft.use_reference_solutions=true"):
@@ -236,7 +238,8 @@ def test_sft_resumes_after_a_kill(ray_cluster, tiny_env, tmp_path, kill_after):
 def test_sft_on_the_embedded_smollm2(ray_cluster, tmp_path):
     """The embedded default model through the SFT stage with the default SFT settings: it finishes on
     the CPU, lowers the held-out loss, and leaves a model the next stage picks up."""
-    from ledex_rl.pipeline import policy_for, run_stage
+    from ledex_rl.pipeline import run_stage
+    from ledex_rl.run_dir import policy_for
 
     write_collected(tmp_path, n_tasks=10)
     cfg = load_config(None, [f"run_dir={tmp_path}", "sft.use_reference_solutions=false", "sft.eval_fraction=0.2",

@@ -152,6 +152,15 @@ def test_saved_model_loads_in_transformers_with_trained_weights(ray_cluster, tin
         loaded = logprob_lists(model(input_ids=ids, attention_mask=mask).logits, ids, mask)
     for a, b in zip(loaded, trained):
         assert a == pytest.approx(b, abs=1e-4)
+    # The adapter alone, in PEFT's format, on the model training started from, computes the same.
+    from peft import PeftModel
+
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), tmp_path / "model" / "adapter")
+    assert adapted.peft_config["default"].r == 4
+    with torch.no_grad():
+        from_adapter = logprob_lists(adapted(input_ids=ids, attention_mask=mask).logits, ids, mask)
+    for a, b in zip(from_adapter, trained):
+        assert a == pytest.approx(b, abs=1e-4)
 
 
 def test_reference_model_colocated_with_the_trainer_scores_like_the_starting_policy(ray_cluster, tiny_model, tokenizer, engine):

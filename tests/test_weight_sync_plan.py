@@ -1,10 +1,11 @@
 """Bucket planning for weight sync and LoRA weight export (pure: no Ray, no engine)."""
 
 import torch
+from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from actors.weight_sync import layer_key, plan_buckets
-from ledex_rl.lora import LoRALinear, apply_lora, export_names, export_value
+from ledex_rl.lora import ADAPTER, adapter_names, apply_lora, export_names, export_value
 
 
 def test_layer_key_groups_a_decoder_layer():
@@ -45,15 +46,18 @@ def test_lora_export_merges_under_the_original_names():
     torch.manual_seed(0)
     model = nn.Sequential(Block())
     original = model[0].q_proj.weight.detach().clone()
-    assert apply_lora(model, rank=2, alpha=4.0, targets=("q_proj",)) == 1
+    assert apply_lora(model, rank=2, alpha=4.0, targets=("q_proj", "absent_proj")) == 1
     layer = model[0].q_proj
-    assert isinstance(layer, LoRALinear) and not layer.base.weight.requires_grad and layer.lora_a.requires_grad
+    a, b = layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight
+    assert isinstance(layer, LoraLayer) and not layer.base_layer.weight.requires_grad and a.requires_grad
+    assert not model[0].norm.weight.requires_grad  # everything but the adapter is frozen
     x = torch.randn(3, 4)
     assert torch.allclose(layer(x), x @ original.t())  # B starts at zero: a no-op
     with torch.no_grad():
-        layer.lora_b.normal_()
+        b.normal_()
     names = dict(export_names(model))
     assert set(names) == {"0.q_proj.weight", "0.norm.weight", "0.norm.bias"}
     merged = export_value(model, "0.q_proj.weight", names["0.q_proj.weight"])
     assert torch.allclose(x @ merged.t(), layer(x), atol=1e-6)  # the merged weight computes what LoRA computes
-    assert torch.allclose(merged, original + 2.0 * layer.lora_b @ layer.lora_a)
+    assert torch.allclose(merged, original + 2.0 * b @ a)
+    assert set(adapter_names(model)) == {"base_model.model.0.q_proj.lora_A.weight", "base_model.model.0.q_proj.lora_B.weight"}

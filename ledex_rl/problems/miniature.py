@@ -269,7 +269,7 @@ def distance(rng):
     return _instance("distance", fn, f"Write a function {fn}({a}, {b}) that returns the distance between {a} and {b} (never negative){extra}.",
                      f"{a}, {b}", body, cases, [
         (body.replace(f"abs({a} - {b})", f"{a} - {b}"), f"{fn} returns {a} - {b}, which is negative when {a} is smaller than {b}.",
-         f"wrap it in abs()"),
+         "wrap it in abs()"),
         (body.replace(f"abs({a} - {b})", f"abs({a} + {b})"), f"{fn} adds {a} and {b}; the distance is the absolute difference.",
          f"use abs({a} - {b})"),
         (body.replace(f"abs({a} - {b})", f"abs({a}) - abs({b})"), f"{fn} subtracts the absolute values, which is not the distance.",

@@ -1,4 +1,4 @@
-"""Stage 1, collect (ledex-method.md section 1): verified explanations and refinements.
+"""Stage 1, collect (docs/method.md §1): verified explanations and refinements.
 
 For each training problem: sample N first attempts from the policy, execute them, keep the correct
 ones as code-generation data; for every wrong one ask the teacher for K explain-then-refine answers
@@ -22,31 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import pyarrow as pa
-
 from ledex_rl import prompts
+from ledex_rl.collected import SCHEMA
 from ledex_rl.config import CollectConfig, LedexConfig
+from ledex_rl.console import STAGE_LOG
 from ledex_rl.parts import Parts
 from ledex_rl.seeds import request_seed
 from ledex_rl.problems.base import Problem
 
 log = logging.getLogger(__name__)
-
-SCHEMA = pa.schema([
-    ("task_id", pa.string()), ("source", pa.string()),
-    ("kind", pa.string()),  # first_attempt | refinement
-    ("mode", pa.string()),  # generate | explain_refine | refine
-    ("sample_index", pa.int32()),  # first attempt: its index among unique attempts; refinement: its index for its parent
-    ("parent_index", pa.int32()),  # refinement: sample_index of the wrong first attempt; -1 otherwise
-    ("messages", pa.string()),  # the conversation that produced `response` (JSON)
-    ("response", pa.string()), ("explanation", pa.string()), ("code", pa.string()),
-    ("wrong_code", pa.string()), ("wrong_feedback", pa.string()),  # refinement: what it was asked to fix
-    ("passed", pa.bool_()), ("pass_rate", pa.float32()), ("num_tests", pa.int32()), ("status", pa.string()),
-    ("feedback", pa.string()), ("test_results", pa.string()),  # JSON list of {status, message}
-    ("model", pa.string()), ("temperature", pa.float32()), ("max_tokens", pa.int32()), ("seed", pa.int64()),
-    ("duplicates", pa.int32()),  # first attempt: how many samples produced this same code
-])
-
+stage_log = logging.getLogger(STAGE_LOG)  # shown on the console
 
 @dataclass
 class Timing:
@@ -76,6 +61,7 @@ class Collector:
         self.seed, self.policy_name, self.chunk_size = seed, policy_name, chunk_size
         self.timing = Timing()
         self._io = ThreadPoolExecutor(1, thread_name_prefix="execute")
+        self.bar = None  # the progress bar while `run` runs
 
     # --- the loop ---------------------------------------------------------------------------------
 
@@ -83,14 +69,15 @@ class Collector:
         done = self.parts.finished_tasks()
         todo = [p for p in problems if p.task_id not in done]
         if done:
-            log.info("collect: resuming; %d problems already collected, %d to go", len(done & {p.task_id for p in problems}), len(todo))
+            stage_log.info("collect: resuming; %d problems already collected, %d to go", len(done & {p.task_id for p in problems}), len(todo))
         chunks = [todo[i : i + self.chunk_size] for i in range(0, len(todo), self.chunk_size)]
-        bar = _progress(len(todo), progress)
+        bar = self.bar = _progress(len(todo), progress)
         next_first = self._first_attempts(chunks[0]) if chunks else None
         for i, chunk in enumerate(chunks):
             first = next_first
             # Execute this chunk's first attempts while the engines sample the next chunk's.
             executing = self._submit([job for _, _, job in first])
+            self._phase(f"chunk {i + 1}/{len(chunks)}: executing first attempts" + (", sampling the next" if i + 1 < len(chunks) else ""))
             next_first = self._first_attempts(chunks[i + 1]) if i + 1 < len(chunks) else None
             first_results = self._wait(executing)
             rows = self._refine_and_label(chunk, first, first_results)
@@ -154,6 +141,7 @@ class Collector:
             return rows
         conversations = [prompts.refinement_messages(p, code, feedback, "explain_refine") for p, _, code, feedback in wrong]
         seeds = [request_seed(self.seed, p.task_id, "teacher", index) for p, index, _, _ in wrong]
+        self._phase(f"the teacher explains and fixes {len(wrong)} wrong attempts")
         started = time.perf_counter()
         answers = self.teacher.complete(conversations, cfg.teacher_samples, cfg.teacher_temperature, cfg.teacher_max_new_tokens, seeds)
         self.timing.generating += time.perf_counter() - started
@@ -164,6 +152,7 @@ class Collector:
             for k, text in enumerate(texts):
                 parsed = prompts.parse_response(text)
                 refinements.append((problem, index, code, feedback, messages, seed, k, text, parsed))
+        self._phase(f"verifying {len(refinements)} fixes")
         results = self._wait(self._submit([Job.for_problem(r[0], r[8].code) for r in refinements]))
         for (problem, index, code, feedback, messages, seed, k, text, parsed), result in zip(refinements, results):
             rows.append(self._row(problem, "refinement", "explain_refine", k, index, messages, text, parsed.code, parsed.explanation,
@@ -181,6 +170,11 @@ class Collector:
             "feedback": result.feedback(), "test_results": json.dumps([{"status": t.status, "message": t.message} for t in result.tests]),
             "model": model, "temperature": temperature, "max_tokens": max_tokens, "seed": seed, "duplicates": duplicates,
         }
+
+    def _phase(self, text: str) -> None:
+        """What the stage is doing now, on its progress bar (a chunk of problems takes minutes on a CPU)."""
+        if self.bar is not None:
+            self.bar.set_description_str(f"collect ({text})")
 
     def _submit(self, jobs) -> Future:
         def run():

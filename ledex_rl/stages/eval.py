@@ -1,4 +1,4 @@
-"""Stage 4, evaluate (ledex-method.md, section 4): every model named in `eval.models`, then a report.
+"""Stage 4, evaluate (docs/method.md §7): every model named in `eval.models`, then a report.
 
 The executor pool and the problems are built once; each model gets its own rollout engines, its own
 folder `run_dir/eval/<label>/` (parts, results.json, summary.md, judge.jsonl) and is skipped when that
@@ -17,6 +17,8 @@ from pathlib import Path
 
 from ledex_rl import prompts
 from ledex_rl.config import ConfigError, LedexConfig
+from ledex_rl.evaluation import load_eval_problems
+from ledex_rl.run_dir import policy_for, stage_dir, trained_model
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +27,16 @@ def eval_targets(cfg: LedexConfig) -> list[tuple[str, str]]:
     """(label, model path) for each entry of eval.models: `final` (the newest trained policy of this
     run, else the base model), `base`, `sft`, `rl`, or a model id / folder."""
     from ledex_rl.models import resolve_model
-    from ledex_rl.pipeline import STAGES, policy_for
-
     targets: dict[str, str] = {}
     for spec in cfg.eval.models:
         if spec == "final":
             path = policy_for(cfg, "eval")
-            label = next((s for s in ("rl", "sft") if path == str(STAGES[s].output_dir(cfg) / "model")), "base")
+            label = next((s for s in ("rl", "sft") if path == str(stage_dir(cfg, s) / "model")), "base")
         elif spec == "base":
             label, path = "base", resolve_model(cfg.model.name_or_path)
         elif spec in ("sft", "rl"):
-            model = STAGES[spec].output_dir(cfg) / "model"
-            if not (STAGES[spec].is_done(cfg) and (model / "config.json").is_file()):
+            model = stage_dir(cfg, spec) / "model"
+            if trained_model(cfg, spec) is None:
                 raise ConfigError(f"eval.models: '{spec}' has no finished model in {model}; run `ledex-rl {spec}` first or drop it")
             label, path = spec, str(model)
         else:
@@ -44,25 +44,6 @@ def eval_targets(cfg: LedexConfig) -> list[tuple[str, str]]:
             label = re.sub(r"[^A-Za-z0-9._-]+", "--", spec.strip("/").replace("/", "--"))[-80:]
         targets.setdefault(label, path)
     return list(targets.items())
-
-
-def load_eval_problems(cfg: LedexConfig, run_jobs, limit: int = 0) -> list:
-    """The problems of data.eval, with EvalPlus expected outputs filled in; `limit` keeps the first
-    tasks of each source (evaluation during RL)."""
-    from dataclasses import replace
-
-    from ledex_rl.expected_outputs import fill_expected_outputs
-    from ledex_rl.problems import load_problems
-
-    problems = []
-    for source in cfg.data.eval:
-        if limit:
-            source = replace(source, limit=min(source.limit, limit) if source.limit else limit)
-        loaded, report = load_problems(source)
-        log.info("eval: %s [%s]: %d problems, %d rows skipped", source.name, source.split, len(loaded), len(report.skipped))
-        problems += loaded
-    problems, dropped = fill_expected_outputs(problems, run_jobs)
-    return problems
 
 
 def _spec(cfg: LedexConfig, model_path: str, problems) -> dict:
@@ -101,25 +82,6 @@ def evaluate_model(cfg: LedexConfig, label: str, model_path: str, problems, exec
     (out / "summary.md").write_text(markdown([(label, results)]))
     (out / "DONE").write_text("")
     return results
-
-
-def during_training(cfg: LedexConfig, step: int, engines, tokenizer, style: str, executors, problems, out: Path) -> dict:
-    """Evaluate the policy the engines hold now (after `step` RL steps) on `problems`; returns flat
-    metrics (eval/<benchmark>/<mode>_pass@k) to log next to the training metrics."""
-    from ledex_rl.evaluation import Evaluator
-
-    results = Evaluator(out / f"step-{step:05d}", engines, tokenizer, style, executors, cfg.eval, cfg.seed,
-                        f"rl step {step}", progress=False).run(problems)
-    flat = {}
-    for name, m in results["benchmarks"].items():
-        name = name.replace(" (base tests)", "_base")
-        for key, value in m["init"].items():
-            flat[f"eval/{name}/init_{key}"] = value
-        for mode in results["modes"]:
-            for key, value in (m[mode][-1].items() if m[mode] else ()):
-                if key.startswith("pass@") or (key == "success_rate" and value is not None):
-                    flat[f"eval/{name}/{mode}_{key}"] = value
-    return flat
 
 
 def run(cfg: LedexConfig, out: Path, force: bool = False) -> list[tuple[str, dict]]:

@@ -1,4 +1,4 @@
-"""Stage 3, RL (ledex-method.md, section 3): PPO with the LeDex rewards, driven by one controller.
+"""Stage 3, RL (docs/method.md §3-§5): PPO with the LeDex rewards, driven by one controller.
 
 Every actor group is built in plain sight in `run`: executors (sandbox), rollout engines (vLLM),
 reward actors (tests + CodeBLEU + embeddings), the trainer (DeepSpeed policy + critic) and the
@@ -40,13 +40,15 @@ from actors.trainer import OptimSchedule, TrainerGroup
 from actors.weight_sync import WeightSyncError
 from ledex_rl import ppo, prompts
 from ledex_rl.config import LedexConfig
+from ledex_rl.console import STAGE_LOG
 from ledex_rl.experience import Experience
-from ledex_rl.prompts import AnswerMode
+from ledex_rl.modes import AnswerMode
 from ledex_rl.rewards import RewardParts
 from ledex_rl.rl_data import RLPrompt, reward_positions, rl_prompts, token_end_offsets
 from ledex_rl.seeds import held_out_tasks, request_seed
 
 log = logging.getLogger(__name__)
+stage_log = logging.getLogger(STAGE_LOG)  # shown on the console
 
 
 
@@ -267,10 +269,10 @@ def run(cfg: LedexConfig, out: Path) -> None:
     from ledex_rl.cluster import connect
     from ledex_rl.expected_outputs import fill_expected_outputs
     from ledex_rl.metrics import MetricsLogger
-    from ledex_rl.pipeline import policy_for
+    from ledex_rl.run_dir import policy_for
     from ledex_rl.problems import stage_problems
-    from ledex_rl.stages.eval import during_training, load_eval_problems
-    from ledex_rl.stages.sft import NoTrainingData, read_collected
+    from ledex_rl.collected import NoTrainingData, read_collected
+    from ledex_rl.evaluation import during_training, load_eval_problems
 
     import ray
 
@@ -311,7 +313,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
     stepper = PPOStep(cfg, items, problems, tokenizer, style, engines, rewards, reference, trainer)
     eval_problems = load_eval_problems(cfg, executors.run, limit=cfg.rl.eval_tasks) if cfg.rl.eval_every_steps else []
     checkpoints = out / "checkpoints"
-    metrics = MetricsLogger(cfg.run_dir, "rl")
+    metrics = MetricsLogger(cfg.run_dir, "rl", cfg.logging)
     try:
         resumed = trainer.load_checkpoint(checkpoints) if checkpoints.is_dir() else None
         start = resumed["step"] if resumed else 0
@@ -319,7 +321,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
             stepper.kl.value = resumed["kl_coef"]
             stepper.scaler = ppo.RewardScaler(**resumed.get("reward_scaler", {}))
             trainer.sync_weights(engines)  # the engines start from the SFT model; bring them to the checkpoint
-            log.info("rl: resuming after step %d of %d", start, p.steps)
+            stage_log.info("rl: resuming after step %d of %d", start, p.steps)
         saved = start
         if validation and not resumed:
             metrics.log(0, stepper.validate(validation))

@@ -1,4 +1,4 @@
-"""Stage 2, SFT (ledex-method.md, section 2): fine-tune the policy on the verified trajectories.
+"""Stage 2, SFT (docs/method.md §1): fine-tune the policy on the verified trajectories.
 
 Reads `run_dir/collect/`, builds the paper's examples (see ledex_rl/sft_data.py), holds out a few
 tasks to measure generalisation, and trains with the DeepSpeed trainer group (AdamW, warmup, cosine
@@ -16,26 +16,14 @@ import logging
 import shutil
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from ledex_rl.errors import UserError
 from ledex_rl import prompts, sft_data
+from ledex_rl.collected import NoTrainingData, read_collected
 from ledex_rl.config import LedexConfig
+from ledex_rl.console import STAGE_LOG
 from ledex_rl.problems import stage_problems
 
 log = logging.getLogger(__name__)
-
-
-class NoTrainingData(UserError, ValueError):
-    """Collection produced nothing SFT can learn; the message says how to get data."""
-
-
-def read_collected(collect_dir: Path) -> list[dict]:
-    parts = sorted((collect_dir / "parts").glob("part-*.parquet"))
-    if not parts:
-        raise NoTrainingData(f"sft: no collected data in {collect_dir}/parts; run the collect stage first (ledex-rl collect)")
-    return pa.concat_tables([pq.read_table(p) for p in parts]).to_pylist()
+stage_log = logging.getLogger(STAGE_LOG)  # shown on the console
 
 
 def build_examples(cfg: LedexConfig, rows: list[dict]) -> list[sft_data.SFTExample]:
@@ -90,12 +78,12 @@ def run(cfg: LedexConfig, out: Path) -> None:
                           micro_batch_size=s.micro_batch_size, weight_decay=s.weight_decay)
     group = TrainerGroup(model_path, cfg.trainer, cfg.model, optim, cfg.seed, name_prefix="sft-trainer")
     checkpoints = out / "checkpoints"
-    metrics = MetricsLogger(cfg.run_dir, "sft")
+    metrics = MetricsLogger(cfg.run_dir, "sft", cfg.logging)
     try:
         resumed = group.load_checkpoint(checkpoints) if checkpoints.is_dir() else None
         start = resumed["step"] if resumed else 0
         if resumed:
-            log.info("sft: resuming from step %d of %d", start, len(schedule))
+            stage_log.info("sft: resuming from step %d of %d", start, len(schedule))
         elif held_batches:
             metrics.log(0, {"eval/loss": group.eval_loss(held_batches)})
         bar = tqdm(total=len(schedule), initial=start, desc="sft", unit="step")
