@@ -14,6 +14,7 @@ from ledex_rl.config import RayConfig
 from ledex_rl.errors import UserError
 
 log = logging.getLogger(__name__)
+stage_log = logging.getLogger(console.STAGE_LOG)  # shown on the console
 
 
 class ClusterUnavailable(UserError, RuntimeError):
@@ -52,6 +53,8 @@ def connect(cfg: RayConfig, quiet: bool | None = None):
                 f"or leave ray.address empty to start a local cluster"
             ) from None
         raise ClusterUnavailable(f"cannot start a local Ray cluster ({reason})") from None
-    log.info("ray: %s, resources %s", "joined " + address if address else "local cluster", ray.cluster_resources())
+    # On the console: a job submitted to a cluster should say which one it joined.
+    stage_log.info("ray: %s", "joined " + address if address else "started a local cluster")
+    log.info("ray resources: %s", ray.cluster_resources())
     console.link_ray_logs()
     return ray
