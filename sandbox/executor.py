@@ -10,6 +10,7 @@ isolation tier the host allows (see isolation.py); the tier is chosen once, at s
 from __future__ import annotations
 
 import json
+import marshal
 import logging
 import os
 import queue
@@ -69,6 +70,12 @@ class Job:
             test_setup=problem.test_setup,
             metadata={"task_id": problem.task_id, **metadata},
         )
+
+
+def wire(body: dict) -> bytes:
+    """A job body as its child reads it: marshal (format 4, which the sandbox's Python, whatever its
+    version, reads), of what JSON carries (lists for tuples, as the tests' values always arrived)."""
+    return marshal.dumps(json.loads(json.dumps(body)), 4)
 
 
 class _Slot:
@@ -151,8 +158,7 @@ class _Slot:
     def execute(self, header: dict, body: dict, judge_body: dict | None = None) -> dict | None:
         """Send one job: the header the zygote reads, the body only the job's child reads and, for
         judged tests, the part only the judge reads. Returns the report."""
-        payload = json.dumps(body).encode()
-        judge_payload = json.dumps(judge_body).encode() if judge_body else b""
+        payload, judge_payload = wire(body), wire(judge_body) if judge_body else b""
         head = json.dumps({**header, "body_bytes": len(payload), "judge_bytes": len(judge_payload)}).encode()
         try:
             self.proc.stdin.write(zygote.HEADER.pack(len(head)) + head + payload + judge_payload)

@@ -156,14 +156,22 @@ class Plan:
         return self.wire["kind"] == "judged"
 
 
+@dataclass(frozen=True)
+class SplitAssert:
+    """An assert split into what the sandbox evaluates and what the parent decides."""
+
+    exprs: list[str]  # sub-expressions the sandbox evaluates, in order: __v0, __v1, ...
+    residual: ast.Expression  # the verdict over them, evaluated by the parent
+    truthy: list[bool]  # per value: only its truth counts (truth_positions)
+    iterable: list[bool]  # per value: consumed as an iterable (iterable_positions)
+
+
 def make_plan(test: TestCase) -> Plan:
     if test.kind == "assert":
         split = split_assert(test.source)
         if split is not None:
-            exprs, residual, truthy = split
-            iterable = iterable_positions(residual, len(exprs))
-            return Plan({"kind": "eval", "exprs": exprs, "truthy": truthy, **({"iterable": iterable} if any(iterable) else {})},
-                        test, residual)
+            wire = {"kind": "eval", "exprs": split.exprs, "truthy": split.truthy}
+            return Plan({**wire, "iterable": split.iterable} if any(split.iterable) else wire, test, split.residual)
         return Plan({"kind": "judged", "source": test.source}, test)
     if test.kind == "call":
         return Plan({"kind": "call", "args": list(test.args)}, test)
@@ -173,9 +181,8 @@ def make_plan(test: TestCase) -> Plan:
 
 
 @functools.lru_cache(maxsize=65536)
-def split_assert(source: str) -> tuple[list[str], ast.Expression, list[bool]] | None:
-    """`assert EXPR` -> (sandbox sub-expressions, parent residual, which values only count for their
-    truth), or None when it cannot be split.
+def split_assert(source: str) -> SplitAssert | None:
+    """`assert EXPR` -> its split, or None when it cannot be split.
 
     Cached: the same tests are split for every candidate program of a problem. Callers must not
     mutate the result."""
@@ -187,9 +194,10 @@ def split_assert(source: str) -> tuple[list[str], ast.Expression, list[bool]] | 
         return None
     test_expr = tree.body[0].test
     offloaded: list[str] = []
+    dirty = tainted_nodes(test_expr)
 
     def tainted(node: ast.AST) -> bool:
-        return any(isinstance(n, ast.Name) and n.id not in SAFE_NAMES for n in ast.walk(node))
+        return id(node) in dirty
 
     def is_verdict_node(node: ast.AST) -> bool:
         """Nodes the parent evaluates itself, recursing into their operands."""
@@ -220,7 +228,20 @@ def split_assert(source: str) -> tuple[list[str], ast.Expression, list[bool]] | 
         return None
     expression = ast.Expression(body=_Guard().visit(residual))
     ast.fix_missing_locations(expression)
-    return offloaded, expression, truth_positions(expression, len(offloaded))
+    count = len(offloaded)
+    return SplitAssert(offloaded, expression, truth_positions(expression, count), iterable_positions(expression, count))
+
+
+def tainted_nodes(root: ast.AST) -> set[int]:
+    """ids of the nodes under `root` (itself included) that use a name the parent does not know: one
+    pass down and one up, where asking each node's subtree in turn took time quadratic in the depth
+    (HumanEval's long literal lists: about 1 ms of the host's CPU per job)."""
+    order = list(ast.walk(root))  # parents before their children
+    dirty: set[int] = set()
+    for node in reversed(order):
+        if (isinstance(node, ast.Name) and node.id not in SAFE_NAMES) or any(id(c) in dirty for c in ast.iter_child_nodes(node)):
+            dirty.add(id(node))
+    return dirty
 
 
 def truth_positions(residual: ast.Expression, count: int) -> list[bool]:
@@ -239,12 +260,15 @@ def truth_positions(residual: ast.Expression, count: int) -> list[bool]:
                 mark(value)
 
     mark(residual.body)
-    # A value used both as a truth and elsewhere (`f(x) and f(x) == 3`) must come back whole.
-    for node in ast.walk(residual.body):
-        if isinstance(node, (ast.Compare, ast.Call, ast.BinOp)):
-            for name in ast.walk(node):
-                if isinstance(name, ast.Name) and name.id.startswith("__v"):
-                    used_elsewhere.add(int(name.id[3:]))
+    # A value used both as a truth and elsewhere (`f(x) and f(x) == 3`) must come back whole: any
+    # value under a comparison, call or operation.
+    stack = [(residual.body, False)]
+    while stack:
+        node, inside = stack.pop()
+        if inside and isinstance(node, ast.Name) and node.id.startswith("__v"):
+            used_elsewhere.add(int(node.id[3:]))
+        inside = inside or isinstance(node, (ast.Compare, ast.Call, ast.BinOp))
+        stack.extend((child, inside) for child in ast.iter_child_nodes(node))
     return [t and i not in used_elsewhere for i, t in enumerate(truthy)]
 
 

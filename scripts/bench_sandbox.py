@@ -40,11 +40,11 @@ TRIVIAL_TESTS = "\n\ndef check(candidate):\n    assert candidate(1, 2) == 3\n   
 def cpu_seconds() -> float:
     """Machine-wide busy CPU time (all cores) from /proc/stat. getrusage would miss work done under
     bubblewrap's pid-1 init, whose reaped children never reach our RUSAGE_CHILDREN; both harnesses
-    are measured the same way in the same run, on an otherwise idle machine."""
+    are measured the same way in the same run, on an otherwise idle machine. Steal (time the
+    hypervisor gave another guest: 2-4% of a run on this VM) is not this machine's work."""
     with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + values[4]
-    return (sum(values) - idle) / os.sysconf("SC_CLK_TCK")
+        user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in f.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(name: str, calls: list, run_one, workers: int, setup=None, teardown=None) -> dict:

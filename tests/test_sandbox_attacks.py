@@ -206,6 +206,16 @@ def test_early_exit_never_passes(sandbox, program):
     assert result.status == "error" and result.num_passed == 0
 
 
+@pytest.mark.parametrize("ending", ["os._exit(0)", "os.kill(os.getpid(), signal.SIGKILL)", "signal.signal(signal.SIGALRM, signal.SIG_IGN); time.sleep(60)"])
+def test_the_verdicts_of_tests_before_a_crash_are_kept(sandbox, ending):
+    # Result lines go to a memory file the zygote reads after the job: one written before the
+    # process ends abruptly (or is killed at the job deadline) still counts, and only its own test.
+    program = ("import os, signal, time\ncalls = []\ndef add(a, b):\n    calls.append(1)\n"
+               f"    if len(calls) == 2:\n        time.sleep(0.1)\n        {ending}\n    return a + b\n")
+    result = run(sandbox, program, TESTS + TESTS[:1])
+    assert [t.status for t in result.tests][:1] == ["passed"] and result.num_passed == 1, result
+
+
 @pytest.mark.parametrize(
     "program",
     [

@@ -24,9 +24,9 @@ from sandbox.values import MalformedValue, decode, equal
     ],
 )
 def test_split_assert(source, offloaded, residual):
-    exprs, expression, _ = split_assert(source)
-    assert exprs == offloaded
-    assert ast.unparse(expression) == residual
+    split = split_assert(source)
+    assert split.exprs == offloaded
+    assert ast.unparse(split.residual) == residual
 
 
 @pytest.mark.parametrize(
