@@ -51,14 +51,15 @@ class ExecutorActor:
 
 
 class ExecutorPool:
-    def __init__(self, cfg: SandboxConfig, name_prefix: str = "executor"):
-        self.cfg, self.name_prefix = cfg, name_prefix
+    def __init__(self, cfg: SandboxConfig, name_prefix: str = "executor", node_role: dict[str, float] | None = None):
+        self.cfg, self.name_prefix, self.node_role = cfg, name_prefix, node_role or {}  # NodeRolesConfig.resources("sandbox")
         remote = ray.remote(ExecutorActor)
         self.actors = [
             remote.options(
                 name=f"{name_prefix}-{i}",  # the dashboard's actor view reads as the architecture does
                 num_cpus=cfg.executor_num_cpus,
                 num_gpus=0,
+                resources=self.node_role,
                 max_restarts=-1,
                 max_task_retries=0,  # retried here, once, so a job that kills its actor cannot loop
             ).remote(cfg)

@@ -60,10 +60,13 @@ class ReferenceModel:
 
 
 def start_reference(model_path: str, model_cfg: ModelConfig, cfg: ReferenceConfig, device: str, threads: int = 0,
-                    placement_group=None, name: str = "reference"):
-    """The actor handle, placed in bundle 0 of `placement_group` when given (colocated)."""
+                    placement_group=None, name: str = "reference", node_role: dict[str, float] | None = None):
+    """The actor handle, placed in bundle 0 of `placement_group` when given (colocated), else on a node
+    with `node_role` (NodeRolesConfig.resources("trainer"))."""
     options: dict = {"name": name, "num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus, "max_restarts": 1}
-    if placement_group is not None:
+    if placement_group is None:
+        options["resources"] = node_role or {}
+    else:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(placement_group, placement_group_bundle_index=0)

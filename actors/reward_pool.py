@@ -99,11 +99,11 @@ class RewardError(UserError, RuntimeError):
 
 
 class RewardPool:
-    def __init__(self, cfg: RewardConfig, executors, name_prefix: str = "reward"):
+    def __init__(self, cfg: RewardConfig, executors, name_prefix: str = "reward", node_role: dict[str, float] | None = None):
         remote = ray.remote(RewardActor)
-        self.cfg, self.name_prefix = cfg, name_prefix
+        self.cfg, self.name_prefix, self.node_role = cfg, name_prefix, node_role or {}  # NodeRolesConfig.resources("sandbox")
         self.actors = [
-            remote.options(name=f"{name_prefix}-{i}", num_cpus=cfg.reward_actor_num_cpus, max_restarts=-1,
+            remote.options(name=f"{name_prefix}-{i}", num_cpus=cfg.reward_actor_num_cpus, max_restarts=-1, resources=self.node_role,
                            runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}}).remote(cfg.embedding_model, executors)
             for i in range(cfg.num_reward_actors)
         ]

@@ -175,8 +175,9 @@ class RolloutEngine:
 class EnginePool:
     """Several engine actors behind one `generate`: requests are split into balanced shards."""
 
-    def __init__(self, model_path: str, rollout: RolloutConfig, model: ModelConfig, seed: int = 0, name_prefix: str = "rollout"):
-        self.name_prefix = name_prefix
+    def __init__(self, model_path: str, rollout: RolloutConfig, model: ModelConfig, seed: int = 0, name_prefix: str = "rollout",
+                 node_role: dict[str, float] | None = None):
+        self.name_prefix, self.node_role = name_prefix, node_role or {}  # NodeRolesConfig.resources("rollout")
         self.model_path, self.rollout, self.model, self.seed = model_path, rollout, model, seed
         self.engines = [self._spawn(i, f"{name_prefix}-{i}") for i in range(rollout.num_engines)]
         ray.get([e.info.remote() for e in self.engines])  # wait until every engine is up
@@ -187,11 +188,12 @@ class EnginePool:
 
     def _spawn(self, index: int, name: str):
         rollout = self.rollout
-        resources = {"num_gpus": rollout.tensor_parallel_size} if rollout.device == "cuda" else {"num_gpus": 0}
+        options = {"num_gpus": rollout.tensor_parallel_size} if rollout.device == "cuda" else {"num_gpus": 0}
         if rollout.device == "cpu":
             threads = str(cpu_threads(rollout.cpu_threads))
-            resources["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}}
-        return ray.remote(RolloutEngine).options(name=name, num_cpus=rollout.num_cpus_per_engine, max_restarts=0, **resources).remote(
+            options["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}}
+        return ray.remote(RolloutEngine).options(name=name, num_cpus=rollout.num_cpus_per_engine, max_restarts=0,
+                                                 resources=self.node_role, **options).remote(
             self.model_path, rollout, self.model, self.seed + index)
 
     def replace(self, index: int) -> None:

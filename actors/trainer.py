@@ -405,7 +405,8 @@ class TrainerGroup:
     With `critic` (its optimizer schedule) each rank also trains a value model for PPO."""
 
     def __init__(self, model_path: str, cfg: TrainerConfig, model_cfg: ModelConfig, optim: OptimSchedule, seed: int = 0,
-                 critic: OptimSchedule | None = None, extra_bundle0: dict | None = None, name_prefix: str = "trainer"):
+                 critic: OptimSchedule | None = None, extra_bundle0: dict | None = None, name_prefix: str = "trainer",
+                 node_role: dict[str, float] | None = None):
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -413,7 +414,9 @@ class TrainerGroup:
             raise ValueError(f"batch size {optim.batch_size} must be a multiple of micro batch size x trainer.num_ranks "
                              f"({optim.micro_batch_size} x {cfg.num_ranks})")
         self.cfg, self.version = cfg, 0
-        bundles = [{"CPU": cfg.num_cpus_per_rank, **({"GPU": cfg.num_gpus_per_rank} if cfg.num_gpus_per_rank else {})}
+        # node_role (NodeRolesConfig.resources("trainer")) goes in every bundle: the bundles steer the ranks,
+        # and the colocated reference model, to the trainer's node type.
+        bundles = [{"CPU": cfg.num_cpus_per_rank, **({"GPU": cfg.num_gpus_per_rank} if cfg.num_gpus_per_rank else {}), **(node_role or {})}
                    for _ in range(cfg.num_ranks)]
         for key, amount in (extra_bundle0 or {}).items():
             bundles[0][key] = bundles[0].get(key, 0) + amount

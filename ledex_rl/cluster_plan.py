@@ -12,6 +12,7 @@ forever for the last of them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class Demand:
     count: int
     cpu: float
     gpu: float
+    role: str = ""  # the custom resource its node must declare (ray.roles), "" for any node
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,11 @@ class NodeType:
     gpu: float
     max_workers: int
     head: bool = False
+    roles: frozenset[str] = frozenset()  # custom resources it declares (what ray.roles can name)
+
+    def hosts(self, demand: Demand) -> bool:
+        """Has this node type what one actor of `demand` needs, its role included?"""
+        return demand.cpu <= self.cpu and demand.gpu <= self.gpu and (not demand.role or demand.role in self.roles)
 
 
 @dataclass(frozen=True)
@@ -50,20 +57,21 @@ class Cluster:
 
 def stage_demands(cfg: LedexConfig) -> dict[str, list[Demand]]:
     """What each stage asks Ray for at once (the actor options in actors/*.py, from the config)."""
-    r, t, s = cfg.rollout, cfg.trainer, cfg.sandbox
+    r, t, s, roles = cfg.rollout, cfg.trainer, cfg.sandbox, cfg.ray.roles
     engine_gpus = float(r.tensor_parallel_size) if r.device == "cuda" else 0.0
-    engines = Demand("rollout engine", r.num_engines, r.num_cpus_per_engine, engine_gpus)
-    executors = Demand("sandbox executor", s.num_executors, s.executor_num_cpus, 0.0)
-    rank = Demand("trainer rank", t.num_ranks, t.num_cpus_per_rank, t.num_gpus_per_rank)
+    engines = Demand("rollout engine", r.num_engines, r.num_cpus_per_engine, engine_gpus, roles.rollout)
+    executors = Demand("sandbox executor", s.num_executors, s.executor_num_cpus, 0.0, roles.sandbox)
+    rank = Demand("trainer rank", t.num_ranks, t.num_cpus_per_rank, t.num_gpus_per_rank, roles.trainer)
     ref = cfg.rl.reference
-    rewards = Demand("reward actor", cfg.rl.rewards.num_reward_actors, cfg.rl.rewards.reward_actor_num_cpus, 0.0)
+    rewards = Demand("reward actor", cfg.rl.rewards.num_reward_actors, cfg.rl.rewards.reward_actor_num_cpus, 0.0, roles.sandbox)
     if ref.colocate:  # rank 0's bundle also holds the reference model
-        rl_trainer = [Demand("trainer rank 0 + reference model", 1, t.num_cpus_per_rank + ref.num_cpus, t.num_gpus_per_rank + ref.num_gpus)]
+        rl_trainer = [Demand("trainer rank 0 + reference model", 1, t.num_cpus_per_rank + ref.num_cpus, t.num_gpus_per_rank + ref.num_gpus,
+                             roles.trainer)]
         if t.num_ranks > 1:
-            rl_trainer.append(Demand("trainer rank", t.num_ranks - 1, t.num_cpus_per_rank, t.num_gpus_per_rank))
+            rl_trainer.append(Demand("trainer rank", t.num_ranks - 1, t.num_cpus_per_rank, t.num_gpus_per_rank, roles.trainer))
     else:
-        rl_trainer = [rank, Demand("reference model", 1, ref.num_cpus, ref.num_gpus)]
-    teacher = [Demand("teacher engine", r.num_engines, r.num_cpus_per_engine, engine_gpus)] if cfg.collect.teacher.kind == "vllm" else []
+        rl_trainer = [rank, Demand("reference model", 1, ref.num_cpus, ref.num_gpus, roles.trainer)]
+    teacher = [Demand("teacher engine", r.num_engines, r.num_cpus_per_engine, engine_gpus, roles.rollout)] if cfg.collect.teacher.kind == "vllm" else []
     return {
         "collect": [executors, engines, *teacher],
         "sft": [rank],
@@ -108,11 +116,19 @@ def _launcher_types(doc: dict, file: Path) -> Cluster:
         max_workers = 1 if is_head else int(_require(spec, "max_workers", f"node type '{name}'", file))
         if not is_head and int(spec.get("min_workers", 0)) > max_workers:
             raise ClusterSpecError(f"{file}: node type '{name}' has min_workers > max_workers")
-        out.append(NodeType(name, float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), max_workers, is_head))
+        out.append(NodeType(name, float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), max_workers, is_head,
+                            _custom_resources(resources)))
     cap = doc.get("max_workers")
     if cap is not None and (not isinstance(cap, int) or cap < 0):
         raise ClusterSpecError(f"{file}: the top-level max_workers must be a whole number >= 0 (it is {cap!r})")
     return Cluster(out, cap)
+
+
+BUILTIN_RESOURCES = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
+
+
+def _custom_resources(resources: dict) -> frozenset[str]:
+    return frozenset(k for k, v in resources.items() if k not in BUILTIN_RESOURCES and float(v) > 0)
 
 
 def _quantity(value) -> float:
@@ -129,7 +145,13 @@ def _group_type(name: str, group: dict, max_workers: int, file: Path, head: bool
     gpu = _quantity(params["num-gpus"]) if "num-gpus" in params else _quantity(limits.get("nvidia.com/gpu", 0))
     if "nvidia.com/gpu" in limits and gpu > _quantity(limits["nvidia.com/gpu"]):
         raise ClusterSpecError(f"{file}: {name} tells Ray it has {gpu:g} GPUs but its container gets {limits['nvidia.com/gpu']}")
-    return NodeType(name, cpu, gpu, max_workers, head)
+    custom = params.get("resources") or "{}"
+    try:  # rayStartParams.resources: a JSON object in a string, sometimes quoted once more for the shell
+        custom = json.loads(custom.strip("'") if isinstance(custom, str) else json.dumps(custom))
+        custom = json.loads(custom) if isinstance(custom, str) else custom
+    except ValueError:
+        raise ClusterSpecError(f"{file}: {name}.rayStartParams.resources is not a JSON object ({custom!r})") from None
+    return NodeType(name, cpu, gpu, max_workers, head, _custom_resources(custom))
 
 
 def _kuberay_types(doc: dict, file: Path) -> Cluster:
@@ -184,8 +206,9 @@ def check(cfg: LedexConfig, cluster: Cluster) -> list[str]:
         if stage not in cfg.stages:
             continue
         for d in demands:
-            if d.count and not any(d.cpu <= t.cpu and d.gpu <= t.gpu for t in types if t.max_workers):
-                problems.append(f"{stage}: a {d.group} needs {d.cpu:g} CPU and {d.gpu:g} GPU on one node; no node type has that")
+            if d.count and not any(t.hosts(d) for t in types if t.max_workers):
+                on = f" on a node with resource '{d.role}' (ray.roles)" if d.role else " on one node"
+                problems.append(f"{stage}: a {d.group} needs {d.cpu:g} CPU and {d.gpu:g} GPU{on}; no node type has that")
         cpu = sum(d.count * d.cpu for d in demands)
         gpu = sum(d.count * d.gpu for d in demands)
         max_cpu = sum(t.cpu * t.max_workers for t in types)
@@ -217,11 +240,12 @@ def place(cluster: Cluster, demands: list[Demand]) -> str | None:
     nodes = [_OpenNode(t, t.cpu, t.gpu) for t in cluster.types if t.head]
     started: dict[str, int] = {}
     cap = cluster.max_workers if cluster.max_workers is not None else sum(t.max_workers for t in cluster.types if not t.head)
-    actors = sorted(((d.gpu, d.cpu, d.group) for d in demands for _ in range(d.count)), reverse=True)
-    for placed, (gpu, cpu, group) in enumerate(actors):
-        node = next((n for n in nodes if n.cpu >= cpu - 1e-9 and n.gpu >= gpu - 1e-9), None)
+    actors = sorted((d for d in demands for _ in range(d.count)), key=lambda d: (d.gpu, d.cpu), reverse=True)
+    for placed, d in enumerate(actors):
+        gpu, cpu, group = d.gpu, d.cpu, d.group
+        node = next((n for n in nodes if n.cpu >= cpu - 1e-9 and n.gpu >= gpu - 1e-9 and (not d.role or d.role in n.type.roles)), None)
         if node is None:
-            types = sorted((t for t in cluster.types if not t.head and t.cpu >= cpu and t.gpu >= gpu
+            types = sorted((t for t in cluster.types if not t.head and t.hosts(d)
                             and started.get(t.name, 0) < t.max_workers), key=lambda t: (t.gpu, t.cpu))
             if not types or sum(started.values()) >= cap:
                 used = ", ".join(f"{name} {n} of {next(t.max_workers for t in cluster.types if t.name == name)}"
@@ -236,11 +260,13 @@ def place(cluster: Cluster, demands: list[Demand]) -> str | None:
 
 
 def describe(cfg: LedexConfig, cluster: Cluster) -> str:
-    types = ", ".join(f"{t.name} ({t.cpu:g} CPU, {t.gpu:g} GPU, up to {t.max_workers})" for t in cluster.types)
+    types = ", ".join(f"{t.name} ({t.cpu:g} CPU, {t.gpu:g} GPU{''.join(', ' + r for r in sorted(t.roles))}, up to {t.max_workers})"
+                      for t in cluster.types)
     cap = f"; at most {cluster.max_workers} workers in all" if cluster.max_workers is not None else ""
     lines = [f"node types: {types}{cap}"]
     for stage, demands in stage_demands(cfg).items():
         if stage in cfg.stages:
-            asks = ", ".join(f"{d.count} x {d.group} ({d.cpu:g} CPU, {d.gpu:g} GPU)" for d in demands if d.count)
+            asks = ", ".join(f"{d.count} x {d.group} ({d.cpu:g} CPU, {d.gpu:g} GPU{', on ' + d.role if d.role else ''})"
+                             for d in demands if d.count)
             lines.append(f"{stage}: {asks}")
     return "\n".join(lines)

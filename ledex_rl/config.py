@@ -88,6 +88,26 @@ class DataConfig:
     )
 
 
+ROLE_SHARE = 0.001  # of a node's role resource, asked by each actor of that role
+
+
+@dataclass(frozen=True)
+class NodeRolesConfig:
+    """Which node type each kind of actor goes on, by a custom resource that node type declares
+    (`resources: {ledex_rollout: 1}` in a launcher file, `rayStartParams.resources` in KubeRay,
+    `ray start --resources`). Each actor of the role asks for ROLE_SHARE of it, so one unit holds a
+    thousand. "" (the default): anywhere Ray finds room."""
+
+    rollout: str = ""  # rollout and teacher engines
+    trainer: str = ""  # trainer ranks (their placement group's bundles) and the reference model
+    sandbox: str = ""  # sandbox executors and reward actors
+
+    def resources(self, role: Literal["rollout", "trainer", "sandbox"]) -> dict[str, float]:
+        """What one actor of `role` asks for beyond CPUs and GPUs (Ray's `resources=` option)."""
+        name = getattr(self, role)
+        return {name: ROLE_SHARE} if name else {}
+
+
 @dataclass(frozen=True)
 class RayConfig:
     """`address`: empty starts a local cluster; "auto" or "ray://host:10001" joins one."""
@@ -96,6 +116,12 @@ class RayConfig:
     num_cpus: int = 0  # local cluster only; 0 = all cores
     dashboard_host: str = "127.0.0.1"
     namespace: str = "ledex_rl"
+    roles: NodeRolesConfig = field(default_factory=NodeRolesConfig)
+
+    def __post_init__(self) -> None:
+        names = [n for n in (self.roles.rollout, self.roles.trainer, self.roles.sandbox) if n]
+        _check(all(n not in ("CPU", "GPU", "memory", "object_store_memory") for n in names),
+               "ray.roles: name a custom resource your node types declare (e.g. ledex_rollout), not CPU/GPU/memory")
 
 
 @dataclass(frozen=True)

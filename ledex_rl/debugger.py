@@ -301,7 +301,7 @@ def load_fixer(cfg, model: str | None, endpoint: str | None):
     path = resolve_model(model, "--model") if model else policy_for(cfg, "eval")
     tokenizer = AutoTokenizer.from_pretrained(path)
     connect(cfg.ray, quiet=True)
-    engines = EnginePool(path, cfg.rollout, cfg.model, cfg.seed, name_prefix="debug-rollout")
+    engines = EnginePool(path, cfg.rollout, cfg.model, cfg.seed, name_prefix="debug-rollout", node_role=cfg.ray.roles.resources("rollout"))
     fixer = EngineTeacher(engines, tokenizer, model or path, prompts.prompt_style(cfg.model.prompt_style, tokenizer),
                           max_model_len=cfg.model.max_model_len)
     return fixer, engines.shutdown

@@ -23,9 +23,10 @@ def test_the_shipped_cluster_files_fit_the_paper_config(name):
 
 
 def test_launcher_and_rayjob_describe_the_same_cluster():
-    launcher = {(t.cpu, t.gpu, t.max_workers) for t in load_cluster(CLUSTER / "ray-cluster.yaml").types}
-    rayjob = {(t.cpu, t.gpu, t.max_workers) for t in load_cluster(CLUSTER / "rayjob.yaml").types}
+    launcher = {(t.cpu, t.gpu, t.max_workers, t.roles) for t in load_cluster(CLUSTER / "ray-cluster.yaml").types}
+    rayjob = {(t.cpu, t.gpu, t.max_workers, t.roles) for t in load_cluster(CLUSTER / "rayjob.yaml").types}
     assert launcher == rayjob
+    assert {frozenset({"ledex_cpu"}), frozenset({"ledex_gpu"})} <= {roles for *_, roles in launcher}
     entry = yaml.safe_load((CLUSTER / "rayjob.yaml").read_text())["spec"]["entrypoint"]
     config = entry.split("--config")[1].split()[0]
     assert (PAPER.parent.parent / config).resolve() == PAPER.resolve()
@@ -43,7 +44,7 @@ def test_demands_follow_the_config():
 def test_a_config_too_large_for_the_cluster_is_named():
     cfg = load_config(PAPER, ["rollout.tensor_parallel_size=16", "trainer.num_ranks=20"])
     problems = check(cfg, load_cluster(CLUSTER / "rayjob.yaml"))
-    assert "rl: a rollout engine needs 4 CPU and 16 GPU on one node; no node type has that" in problems
+    assert "rl: a rollout engine needs 4 CPU and 16 GPU on a node with resource 'ledex_gpu' (ray.roles); no node type has that" in problems
     assert any(p.startswith("sft: its actors need 80 CPU and 20 GPU together") for p in problems)
     result = CliRunner().invoke(main, ["cluster-check", str(CLUSTER / "rayjob.yaml"), "--config", str(PAPER), "trainer.num_ranks=20"])
     assert result.exit_code == 1 and "does not fit: sft" in result.output
@@ -148,3 +149,22 @@ def test_the_shipped_clusters_are_for_their_owner_only():
         template = pod.get("template", pod)
         env = {e["name"]: e for e in template["spec"]["containers"][0]["env"]}
         assert env["RAY_AUTH_MODE"]["value"] == "token" and "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"]
+
+
+def test_actors_go_only_on_node_types_that_declare_their_role():
+    cfg = load_config(PAPER)
+    rl = {d.group: d for d in stage_demands(cfg)["rl"]}
+    assert (rl["rollout engine"].role, rl["sandbox executor"].role, rl["reward actor"].role) == ("ledex_gpu", "ledex_cpu", "ledex_cpu")
+    assert cfg.ray.roles.resources("sandbox") == {"ledex_cpu": 0.001} and load_config(PAPER, ["ray.roles.sandbox="]).ray.roles.resources("sandbox") == {}
+    cluster = load_cluster(CLUSTER / "ray-cluster.yaml")
+    # Executors would fit on the GPU workers' spare CPUs, but their role sends them to CPU workers only.
+    problems = check(load_config(PAPER, ["ray.roles.sandbox=ledex_fpga"]), cluster)
+    assert "rl: a sandbox executor needs 8 CPU and 0 GPU on a node with resource 'ledex_fpga' (ray.roles); no node type has that" in problems
+    # Placement piece by piece: 12 executors of 8 CPU fill 3 CPU workers (and no GPU worker) each; 6 is the cap.
+    cpu_only = Cluster([NodeType("head", 0, 0, 1, True), NodeType("cpu", 32, 0, 6, roles=frozenset({"ledex_cpu"})),
+                        NodeType("gpu", 96, 8, 2, roles=frozenset({"ledex_gpu"}))])
+    assert check(load_config(PAPER, ["sandbox.num_executors=24", "stages=[collect]"]), cpu_only) == []
+    over = check(load_config(PAPER, ["sandbox.num_executors=25", "stages=[collect]"]), cpu_only)
+    assert len(over) == 1 and "a sandbox executor (8 CPU, 0 GPU) has no node left" in over[0], over
+    with pytest.raises(ConfigError, match="ray.roles"):
+        load_config(PAPER, ["ray.roles.rollout=GPU"])

@@ -272,15 +272,16 @@ def run(cfg: LedexConfig, out: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     style = prompts.prompt_style(cfg.model.prompt_style, tokenizer)
 
-    executors = ExecutorPool(cfg.sandbox)
+    executors = ExecutorPool(cfg.sandbox, node_role=cfg.ray.roles.resources("sandbox"))
     problems, dropped = fill_expected_outputs(problems, executors.run)
-    policy = EnginePool(model_path, cfg.rollout, cfg.model, cfg.seed, name_prefix="policy-rollout")
+    policy = EnginePool(model_path, cfg.rollout, cfg.model, cfg.seed, name_prefix="policy-rollout", node_role=cfg.ray.roles.resources("rollout"))
     teacher_cfg = cfg.collect.teacher
     if teacher_cfg.kind == "policy":
         teacher = EngineTeacher(policy, tokenizer, f"policy:{cfg.model.name_or_path}", style)
     elif teacher_cfg.kind == "vllm":
         teacher_path = resolve_model(teacher_cfg.model, "collect.teacher.model")
-        teacher_engines = EnginePool(teacher_path, cfg.rollout, cfg.model, cfg.seed, name_prefix="teacher-rollout")
+        teacher_engines = EnginePool(teacher_path, cfg.rollout, cfg.model, cfg.seed, name_prefix="teacher-rollout",
+                                     node_role=cfg.ray.roles.resources("rollout"))
         teacher_tokenizer = AutoTokenizer.from_pretrained(teacher_path)
         teacher = EngineTeacher(teacher_engines, teacher_tokenizer, f"vllm:{teacher_cfg.model}", "chat" if teacher_tokenizer.chat_template else "base")
     else:

@@ -69,7 +69,8 @@ def evaluate_model(cfg: LedexConfig, label: str, model_path: str, problems, exec
     out.mkdir(parents=True, exist_ok=True)
     spec_file.write_text(json.dumps(spec, indent=2) + "\n")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    engines = EnginePool(model_path, cfg.rollout, cfg.model, cfg.seed, name_prefix=f"eval-{label}-rollout")
+    engines = EnginePool(model_path, cfg.rollout, cfg.model, cfg.seed, name_prefix=f"eval-{label}-rollout",
+                         node_role=cfg.ray.roles.resources("rollout"))
     try:
         evaluator = Evaluator(out, engines, tokenizer, prompts.prompt_style(cfg.model.prompt_style, tokenizer), executors,
                               cfg.eval, cfg.seed, model_path, label=label)
@@ -92,7 +93,7 @@ def run(cfg: LedexConfig, out: Path, force: bool = False) -> list[tuple[str, dic
 
     targets = eval_targets(cfg)
     connect(cfg.ray)
-    executors = ExecutorPool(cfg.sandbox, name_prefix="eval-executor")
+    executors = ExecutorPool(cfg.sandbox, name_prefix="eval-executor", node_role=cfg.ray.roles.resources("sandbox"))
     results = []
     try:
         problems = load_eval_problems(cfg, executors.run)

@@ -279,7 +279,8 @@ def run(cfg: LedexConfig, out: Path) -> None:
     p = cfg.rl.ppo
     rows = read_collected(Path(cfg.run_dir) / "collect")
     connect(cfg.ray)
-    executors = ExecutorPool(cfg.sandbox, name_prefix="rl-executor")
+    roles = cfg.ray.roles
+    executors = ExecutorPool(cfg.sandbox, name_prefix="rl-executor", node_role=roles.resources("sandbox"))
     problem_list = stage_problems(cfg.data.train, "rl")  # tasks of sources kept for SFT alone give no prompts
     problem_list, _ = fill_expected_outputs(problem_list, executors.run)
     problems = {pr.task_id: pr for pr in problem_list}
@@ -298,17 +299,18 @@ def run(cfg: LedexConfig, out: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(policy_path)
     style = prompts.prompt_style(cfg.model.prompt_style, tokenizer)
 
-    engines = EnginePool(policy_path, cfg.rollout, cfg.model, cfg.seed, name_prefix="rl-rollout")
-    rewards = RewardPool(cfg.rl.rewards, executors, name_prefix="rl-reward")
+    engines = EnginePool(policy_path, cfg.rollout, cfg.model, cfg.seed, name_prefix="rl-rollout", node_role=roles.resources("rollout"))
+    rewards = RewardPool(cfg.rl.rewards, executors, name_prefix="rl-reward", node_role=roles.resources("sandbox"))
     ref_cfg = cfg.rl.reference
     extra = {"CPU": ref_cfg.num_cpus, **({"GPU": ref_cfg.num_gpus} if ref_cfg.num_gpus else {})} if ref_cfg.colocate else None
     optim = OptimSchedule(lr=p.lr, total_steps=p.steps, warmup_steps=0, batch_size=p.mini_batch_size,
                           micro_batch_size=p.micro_batch_size, schedule="constant")
     critic = replace(optim, lr=p.critic_lr) if cfg.rl.advantage == "gae" else None  # GRPO needs no value model
     trainer = TrainerGroup(policy_path, cfg.trainer, cfg.model, optim, cfg.seed, critic=critic, extra_bundle0=extra,
-                           name_prefix="rl-trainer")
+                           name_prefix="rl-trainer", node_role=roles.resources("trainer"))
     reference = start_reference(policy_path, cfg.model, ref_cfg, cfg.trainer.device, cfg.trainer.cpu_threads,
-                                placement_group=trainer.placement_group if ref_cfg.colocate else None, name="rl-reference")
+                                placement_group=trainer.placement_group if ref_cfg.colocate else None, name="rl-reference",
+                                node_role=roles.resources("trainer"))
     engines.on_replace = trainer.push_weights  # a replaced engine gets the current policy, not the start
     stepper = PPOStep(cfg, items, problems, tokenizer, style, engines, rewards, reference, trainer)
     eval_problems = load_eval_problems(cfg, executors.run, limit=cfg.rl.eval_tasks) if cfg.rl.eval_every_steps else []

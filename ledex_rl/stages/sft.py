@@ -76,7 +76,8 @@ def run(cfg: LedexConfig, out: Path) -> None:
     connect(cfg.ray)
     optim = OptimSchedule(lr=s.lr, total_steps=len(schedule), warmup_steps=s.warmup_steps, batch_size=s.batch_size,
                           micro_batch_size=s.micro_batch_size, weight_decay=s.weight_decay)
-    group = TrainerGroup(model_path, cfg.trainer, cfg.model, optim, cfg.seed, name_prefix="sft-trainer")
+    group = TrainerGroup(model_path, cfg.trainer, cfg.model, optim, cfg.seed, name_prefix="sft-trainer",
+                         node_role=cfg.ray.roles.resources("trainer"))
     checkpoints = out / "checkpoints"
     metrics = MetricsLogger(cfg.run_dir, "sft", cfg.logging)
     try:
