@@ -1,8 +1,13 @@
-"""A local cluster of three worker nodes, one per role, and the tiny pipeline on it (the slow test in
-tests/test_many_nodes.py runs this in its own process: Ray allows one driver connection per process).
+"""Local multi-node Ray clusters (one raylet per node, on this host) and the tiny pipeline on them, for
+the slow tests in tests/test_many_nodes.py, which run this in a process of its own (Ray allows one
+cluster connection per driver process).
 
-    python tests/three_nodes.py RUN_DIR TINY_MODEL -> prints one JSON object: the nodes by role, each
-    actor's node, the run's exit code and the peak memory of the machine during the run.
+    python tests/three_nodes.py roles RUN_DIR TINY_MODEL   one worker node per role; the whole run
+    python tests/three_nodes.py lose RUN_DIR TINY_MODEL    two sandbox nodes; the one hosting the
+                                                           reward actor is killed mid-RL
+
+Writes RUN_DIR/../MODE-report.json: the nodes, each actor's last node, the run's exit code and output, the RL
+steps logged, and the machine's used memory before and at its peak.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # before Ray is imported: see ledex_rl/cluster.py
@@ -21,6 +27,8 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 ROLES = ("rollout", "trainer", "sandbox")
 REPO = Path(__file__).resolve().parents[1]
+# A dead node is noticed within ~2 s instead of Ray's default ~15 s (health checks every 3 s, 5 misses).
+FAST_HEALTH_CHECKS = {"health_check_period_ms": 500, "health_check_failure_threshold": 4}
 
 
 def used_memory_mb() -> float:
@@ -28,32 +36,47 @@ def used_memory_mb() -> float:
     return (int(info["MemTotal"].split()[0]) - int(info["MemAvailable"].split()[0])) / 1024
 
 
-def main(run_dir: str, tiny_model: str) -> None:
+def actor_nodes() -> dict[str, tuple[str, str]]:
+    """name -> (node id, state) of every named actor the GCS knows, dead ones included."""
+    return {a["Name"]: (a["Address"]["NodeID"], a["State"]) for a in ray._private.state.actors().values() if a.get("Name")}
+
+
+def main(mode: str, run_dir: str, tiny_model: str) -> None:
     # Small, explicit nodes: a head that hosts nothing, one logical CPU and 256 MB of object store per worker.
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": 256 << 20, "include_dashboard": False})
-    nodes = {role: cluster.add_node(num_cpus=1, resources={f"ledex_{role}": 1}, object_store_memory=256 << 20) for role in ROLES}
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": 256 << 20, "include_dashboard": False,
+                                                             "_system_config": FAST_HEALTH_CHECKS})
+    workers = [*ROLES, "sandbox"] if mode == "lose" else list(ROLES)
+    nodes = [(role, cluster.add_node(num_cpus=1, resources={f"ledex_{role}": 1}, object_store_memory=256 << 20)) for role in workers]
     cluster.wait_for_nodes()
-    peak, done = [used_memory_mb()], threading.Event()
-
-    def watch() -> None:
-        while not done.wait(1.0):
-            peak.append(used_memory_mb())
-
-    threading.Thread(target=watch, daemon=True).start()
-    roles = [f"ray.roles.{role}=ledex_{role}" for role in ROLES]
-    run = subprocess.run([sys.executable, "-m", "ledex_rl.train", "--config", "configs/tiny.yaml", f"run_dir={run_dir}",
-                          f"model.name_or_path={tiny_model}", f"ray.address={cluster.address}", *roles],
-                         cwd=REPO, capture_output=True, text=True, timeout=1500)
-    done.set()
     ray.init(address=cluster.address, namespace="ledex_rl", log_to_driver=False)
-    # Dead actors keep their record in the GCS, with the node they ran on.
-    actors = {a["Name"]: a["Address"]["NodeID"] for a in ray._private.state.actors().values() if a.get("Name")}
-    print(json.dumps({"nodes": {role: node.node_id for role, node in nodes.items()}, "actors": actors,
-                      "returncode": run.returncode, "output": (run.stdout + run.stderr)[-3000:],
+    peak = [used_memory_mb()]
+    overrides = [f"ray.roles.{role}=ledex_{role}" for role in ROLES]
+    if mode == "lose":  # RL alone, long enough to lose a node in the middle
+        overrides += ["rl.ppo.steps=6", "stages=[collect,sft,rl]"]
+    run = subprocess.Popen([sys.executable, "-m", "ledex_rl.train", "--config", "configs/tiny.yaml", f"run_dir={run_dir}",
+                            f"model.name_or_path={tiny_model}", f"ray.address={cluster.address}", *overrides],
+                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output: list[str] = []
+    threading.Thread(target=lambda: output.extend(run.stdout), daemon=True).start()
+    killed = ""
+    metrics = Path(run_dir) / "rl" / "metrics.jsonl"
+    while run.poll() is None:
+        peak.append(used_memory_mb())
+        if mode == "lose" and not killed and metrics.is_file() and metrics.read_text().strip():
+            # RL has logged its first step: kill the node its reward actor runs on, raylet and all.
+            host = actor_nodes()["rl-reward-0"][0]
+            victim = next(node for _, node in nodes if node.node_id == host)
+            cluster.remove_node(victim, allow_graceful=False)
+            killed = host
+        time.sleep(0.5)
+    steps = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
+    report = Path(run_dir).parent / f"{mode}-report.json"  # a file: Ray prints its own lines on stdout at exit
+    report.write_text(json.dumps({"nodes": [[role, node.node_id] for role, node in nodes], "killed": killed, "actors": actor_nodes(),
+                      "returncode": run.returncode, "output": "".join(output)[-4000:], "rl_steps": steps,
                       "peak_memory_mb": max(peak), "baseline_memory_mb": peak[0]}))
     ray.shutdown()
     cluster.shutdown()
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:4])
