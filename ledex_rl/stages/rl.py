@@ -351,9 +351,11 @@ def run(cfg: LedexConfig, out: Path) -> None:
         replacements = engines.replacements
     finally:
         metrics.close()
+        # The reference first: colocated, it lives in the trainer's placement group, and removing the group
+        # under it would have Ray try to restart it (max_restarts=1) somewhere else.
+        ray.kill(reference)
         for group in (trainer, engines, rewards, executors):
             group.shutdown()
-        ray.kill(reference)
     history = [m for m in metrics.read() if "reward/total" in m]  # step 0 holds only the first validation
     summary = {"steps": p.steps, "prompts": len(items), "model": str(out / "model"), "engine_weights_versions": engine_versions,
                "engine_replacements": replacements,
