@@ -50,11 +50,14 @@ JOB_STDOUT = JOB_STDERR = None  # a job's sys.stdout and sys.stderr (fds 1 and 2
 # --- the pipe to the host --------------------------------------------------------------------------------
 #
 # Host -> zygote, per job: a "!I" length and a JSON header (id, limits, `body_bytes`), then the job body
-# (program, tests, marshalled), which the zygote never reads: it splices the bytes straight into the job's child.
+# (program, tests; marshalled), which the zygote never reads: it splices the bytes straight into the
+# job's child.
 # Zygote -> host: frames, "!BI" (channel, length) then the payload. Channel 0 carries the zygote's own
-# JSON messages (ready, report); channels 1-3 carry the job's stdout, stderr and result lines, spliced
-# straight from the job's pipes. So no byte of a job's program, output or values ever enters the
-# zygote's memory, where the next job, a fork of that memory, could find and replay it.
+# JSON messages (ready, report); channels 1-4 carry the job's stdout and stderr, read from its pipes,
+# and the candidate's and the judge's result lines, read from their memory files once the job is over.
+# All of it passes through one buffer (Outbox) that is zeroed once sent, so nothing of a job's program,
+# output or values stays in the zygote's memory, where the next job, a fork of that memory, could find
+# and replay it.
 
 HEADER = struct.Struct("!I")
 FRAME = struct.Struct("!BI")
