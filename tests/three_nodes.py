@@ -40,8 +40,10 @@ def used_memory_mb() -> float:
 
 
 def actor_nodes() -> dict[str, tuple[str, str]]:
-    """name -> (node id, state) of every named actor the GCS knows, dead ones included."""
-    return {a["Name"]: (a["Address"]["NodeID"], a["State"]) for a in ray._private.state.actors().values() if a.get("Name")}
+    """name -> (node id, state) of every named actor the GCS knows, dead ones included; of actors that
+    shared a name (a rerun's), the one started last."""
+    named = sorted((a for a in ray._private.state.actors().values() if a.get("Name")), key=lambda a: a["StartTime"])
+    return {a["Name"]: (a["Address"]["NodeID"], a["State"]) for a in named}
 
 
 WORKERS = {"roles": ROLES, "lose": (*ROLES, "sandbox"), "lose-trainer": (*ROLES, "trainer")}
