@@ -1,13 +1,19 @@
 """Actors steered to node types by `ray.roles`, on a real multi-node Ray cluster (raylets on this host)."""
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
+
+from tests.ray_heads import free_port, running_head
 
 HERE = Path(__file__).resolve().parent
+LOCAL_AUTOSCALING = HERE.parent / "configs" / "cluster" / "local-autoscaling.yaml"
 
 
 def run_on_nodes(mode: str, run_dir: Path, tiny_model: Path) -> dict:
@@ -68,3 +74,55 @@ def test_losing_the_trainers_node_stops_the_run_in_one_line_and_the_same_command
     steps = [s["step"] for s in report["rl_steps"] if "reward/total" in s]
     assert steps[-1] == 6 and sorted(set(steps)) == [1, 2, 3, 4, 5, 6], steps
     assert (tmp_path / "run" / "rl" / "DONE").is_file()
+
+
+def _worker_nodes_alive(address: str) -> int:
+    from ray.util.state import list_nodes
+
+    # Ray counts the dead nodes a filter left out as "missing output": they are not missing.
+    alive = list_nodes(address=address, filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
+    return sum(not node.is_head_node for node in alive)
+
+
+def _autoscaling_config(tmp_path: Path, gcs_port: int) -> Path:
+    """The shipped file, its workers pointed at this test's head (a port of its own)."""
+    from ray._private.services import get_node_ip_address
+
+    spec = yaml.safe_load(LOCAL_AUTOSCALING.read_text())
+    spec["provider"]["gcs_address"] = f"{get_node_ip_address()}:{gcs_port}"
+    path = tmp_path / "local-autoscaling.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.slow
+def test_the_autoscaler_starts_the_nodes_a_run_asks_for_and_releases_them_when_idle(tmp_path, tiny_model):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    gcs = free_port()
+    # As configs/cluster/local-autoscaling.yaml says to start it: Ray's autoscaler, fake multi-node provider.
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+    env.pop("RAY_ADDRESS", None)
+    with running_head(env, "--num-cpus=0", f"--autoscaling-config={_autoscaling_config(tmp_path, gcs)}", gcs_port=gcs) as address:
+        counts = [_worker_nodes_alive(address)]
+        client = JobSubmissionClient(address)
+        run_dir = tmp_path / "run"
+        roles = ["ray.roles.rollout=ledex_gpu", "ray.roles.trainer=ledex_gpu", "ray.roles.sandbox=ledex_cpu"]
+        # No --working-dir: see configs/cluster/local-autoscaling.yaml.
+        job = client.submit_job(entrypoint=" ".join(["cd", str(HERE.parent), "&&", sys.executable, "-m", "ledex_rl.train", "--config", "configs/tiny.yaml",
+                                                     f"run_dir={run_dir}", f"model.name_or_path={tiny_model}", "rl.ppo.steps=2", *roles]))
+        while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+            counts.append(_worker_nodes_alive(address))
+            time.sleep(2)
+        assert client.get_job_status(job) == JobStatus.SUCCEEDED, client.get_job_logs(job)[-4000:]
+        busiest = max(counts)
+        deadline = time.time() + 240  # idle_timeout_minutes is 0.5
+        while counts[-1] and time.time() < deadline:
+            time.sleep(2)
+            counts.append(_worker_nodes_alive(address))
+    print(f"autoscaling: worker nodes alive over the run {counts[0]} -> {busiest} -> {counts[-1]}")
+    assert counts[0] == 0, "the worker types start at 0 nodes"
+    # A model node and a sandbox node at least: the head offers no CPU, so every actor needed a new node.
+    assert busiest >= 2, counts
+    assert counts[-1] == 0, f"the idle workers were not released: {counts[-20:]}"
+    assert (run_dir / "eval" / "report.md").is_file()

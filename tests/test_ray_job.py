@@ -1,52 +1,17 @@
 """`ray job submit` against a running head with its dashboard, as a user of a cluster does it."""
 
-import contextlib
 import json
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.ray_heads import RAY, running_head
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-RAY = str(Path(sys.executable).parent / "ray")
-
-
-@contextlib.contextmanager
-def running_head(env: dict):
-    """A Ray head of its own (ports, temp dir) with its dashboard and job API -> their address."""
-    gcs, dashboard, agent = _free_port(), _free_port(), _free_port()
-    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    # --block keeps the head in this process group, so the test can stop it without `ray stop`
-    # (which would stop every Ray on the machine, the test session's own cluster included).
-    head = subprocess.Popen([RAY, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}",
-                             # the session's own cluster already holds the agent's default port, 52365
-                             f"--dashboard-agent-listen-port={agent}", "--dashboard-host=127.0.0.1", "--num-cpus=2", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    address = f"http://127.0.0.1:{dashboard}"
-    try:
-        deadline = time.time() + 120
-        while subprocess.run([RAY, "job", "list", "--address", address], env=env, capture_output=True).returncode != 0:
-            assert time.time() < deadline and head.poll() is None, "the Ray head did not come up"
-            time.sleep(2)
-        yield address
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        head.wait(timeout=60)
 
 
 @pytest.mark.slow
