@@ -32,6 +32,15 @@ def test_launcher_and_rayjob_describe_the_same_cluster():
     assert (PAPER.parent.parent / config).resolve() == PAPER.resolve()
 
 
+def test_the_local_autoscaling_file_fits_the_tiny_run_by_role():
+    # What tests/test_many_nodes.py submits to it (slow): every role on a worker type, none on the head.
+    roles = ["ray.roles.rollout=ledex_gpu", "ray.roles.trainer=ledex_gpu", "ray.roles.sandbox=ledex_cpu"]
+    cluster = load_cluster(CLUSTER / "local-autoscaling.yaml")
+    assert check(load_config(CLUSTER.parent / "tiny.yaml", roles), cluster) == []
+    head = next(t for t in cluster.types if t.head)
+    assert head.cpu == 0 and {frozenset({"ledex_cpu"}), frozenset({"ledex_gpu"})} <= {t.roles for t in cluster.types}
+
+
 def test_demands_follow_the_config():
     cfg = load_config(PAPER, ["trainer.num_ranks=2", "rl.reference.colocate=false"])
     rl = {d.group: d for d in stage_demands(cfg)["rl"]}

@@ -108,8 +108,8 @@ def test_the_autoscaler_starts_the_nodes_a_run_asks_for_and_releases_them_when_i
         client = JobSubmissionClient(address)
         run_dir = tmp_path / "run"
         roles = ["ray.roles.rollout=ledex_gpu", "ray.roles.trainer=ledex_gpu", "ray.roles.sandbox=ledex_cpu"]
-        # No --working-dir: see configs/cluster/local-autoscaling.yaml.
-        job = client.submit_job(entrypoint=" ".join(["cd", str(HERE.parent), "&&", sys.executable, "-m", "ledex_rl.train", "--config", "configs/tiny.yaml",
+        # As the file's header submits it: no --working-dir, absolute paths.
+        job = client.submit_job(entrypoint=" ".join([sys.executable, "-m", "ledex_rl.train", "--config", str(HERE.parent / "configs" / "tiny.yaml"),
                                                      f"run_dir={run_dir}", f"model.name_or_path={tiny_model}", "rl.ppo.steps=2", *roles]))
         while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
             counts.append(_worker_nodes_alive(address))
