@@ -1,5 +1,6 @@
 """The cluster files in configs/cluster/ against the training configs: schema and resource consistency."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,13 @@ def test_actors_go_only_on_node_types_that_declare_their_role():
     assert len(over) == 1 and "a sandbox executor (8 CPU, 0 GPU) has no node left" in over[0], over
     with pytest.raises(ConfigError, match="ray.roles"):
         load_config(PAPER, ["ray.roles.rollout=GPU"])
+
+
+def test_the_rayjob_runs_the_image_the_shipped_dockerfile_builds():
+    dockerfile = (CLUSTER / "Dockerfile").read_text()
+    tag = dockerfile.split("docker build -f configs/cluster/Dockerfile -t ")[1].split()[0]
+    images = re.findall(r"image: (\S+)", (CLUSTER / "rayjob.yaml").read_text())
+    assert len(images) == 4 and set(images) == {tag}
+    copied = [line.split()[1:-1] for line in dockerfile.splitlines() if line.startswith("COPY ")]
+    assert all((CLUSTER.parents[1] / path).exists() for paths in copied for path in paths)
+    assert "LEDEX_VLLM=gpu bash scripts/setup.sh" in dockerfile
