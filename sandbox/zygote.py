@@ -181,9 +181,10 @@ def _plain_base(t):
     return None
 
 
-def encode(value, depth=0):
+def encode(value, depth=0, keep=None):
     """Exact builtin types (or subclasses that keep their equality), read through the base type's own
-    methods so that an overridden __iter__ or __getitem__ cannot change what is reported."""
+    methods so that an overridden __iter__ or __getitem__ cannot change what is reported. Any other
+    object is `keep(object)` where given (a reference the judge holds: its calls), else unencodable."""
     if depth > 64:
         raise Unserializable("value nested too deeply")
     t = type(value)
@@ -191,8 +192,10 @@ def encode(value, depth=0):
         return None
     base = t if t in _BASES else _TRUSTED.get(t) or _plain_base(t)
     if t.__name__ == "deque" and t.__module__ == "collections":
-        return {"t": "deque", "v": [encode(v, depth + 1) for v in list(value)]}
+        return {"t": "deque", "v": [encode(v, depth + 1, keep) for v in list(value)]}
     if base is None:
+        if keep is not None:
+            return keep(value)
         raise Unserializable(f"a {t.__module__}.{t.__qualname__} object cannot be compared outside the sandbox")
     if base is bool:
         return bool(value)
@@ -209,13 +212,13 @@ def encode(value, depth=0):
     if base is str:
         return str.__str__(value)
     if base is list:
-        return [encode(v, depth + 1) for v in list.__iter__(value)]
+        return [encode(v, depth + 1, keep) for v in list.__iter__(value)]
     if base is tuple:
-        return {"t": "tuple", "v": [encode(v, depth + 1) for v in tuple.__iter__(value)]}
+        return {"t": "tuple", "v": [encode(v, depth + 1, keep) for v in tuple.__iter__(value)]}
     if base is set or base is frozenset:
-        return {"t": base.__name__, "v": [encode(v, depth + 1) for v in base.__iter__(value)]}
+        return {"t": base.__name__, "v": [encode(v, depth + 1, keep) for v in base.__iter__(value)]}
     if base is dict:
-        return {"t": "dict", "v": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in dict.items(value)]}
+        return {"t": "dict", "v": [[encode(k, depth + 1, keep), encode(v, depth + 1, keep)] for k, v in dict.items(value)]}
     if base is bytes:
         return {"t": "bytes", "v": bytes.hex(value)}
     return {"t": "complex", "v": [complex.real.__get__(value), complex.imag.__get__(value)]}
@@ -228,24 +231,25 @@ class MalformedValue(ValueError):
 MAX_DECODE_DEPTH = 100  # the encoder stops at 64 levels; anything deeper was forged
 
 
-def decode(obj, depth=0):
-    """The inverse of `encode`: exact builtin types only, from JSON data (never pickle)."""
+def decode(obj, depth=0, refs=None):
+    """The inverse of `encode`: exact builtin types only, from JSON data (never pickle); a reference is
+    `refs(record)` where given (the judge's and the candidate's channel), else malformed."""
     if depth > MAX_DECODE_DEPTH:
         raise MalformedValue("value nested too deeply")
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     if isinstance(obj, list):
-        return [decode(v, depth + 1) for v in obj]
+        return [decode(v, depth + 1, refs) for v in obj]
     if isinstance(obj, dict) and set(obj) == {"t", "v"}:
         tag, raw = obj["t"], obj["v"]
         try:
             if tag == "tuple" and isinstance(raw, list):
-                return tuple(decode(v, depth + 1) for v in raw)
+                return tuple(decode(v, depth + 1, refs) for v in raw)
             if tag in ("set", "frozenset") and isinstance(raw, list):
-                items = [decode(v, depth + 1) for v in raw]
+                items = [decode(v, depth + 1, refs) for v in raw]
                 return set(items) if tag == "set" else frozenset(items)
             if tag == "dict" and isinstance(raw, list) and all(isinstance(p, list) and len(p) == 2 for p in raw):
-                return {decode(k, depth + 1): decode(v, depth + 1) for k, v in raw}
+                return {decode(k, depth + 1, refs): decode(v, depth + 1, refs) for k, v in raw}
         except TypeError as exc:
             raise MalformedValue(f"unhashable member: {exc}") from None
         if tag == "float" and raw in ("nan", "inf", "-inf"):
@@ -256,7 +260,9 @@ def decode(obj, depth=0):
             except ValueError:
                 raise MalformedValue("bad bytes value") from None
         if tag == "deque" and isinstance(raw, list):
-            return collections.deque(decode(v, depth + 1) for v in raw)
+            return collections.deque(decode(v, depth + 1, refs) for v in raw)
+        if tag in ("ref", "name") and refs is not None:
+            return refs(obj)
         if tag == "complex" and isinstance(raw, list) and len(raw) == 2 and all(isinstance(x, (int, float)) for x in raw):
             return complex(*raw)
     raise MalformedValue(f"not a value record: {str(obj)[:80]}")
@@ -592,7 +598,8 @@ def run_child(job, result_fd):
 # write an "ok" and exit). It runs instead in a judge: a child forked from the zygote that never runs
 # the candidate's code. The judge executes the dataset's setup and the test, with every name the test
 # takes from the program bound to a proxy: a call sends its arguments, encoded, to the candidate's
-# process and gets back a value, decoded into plain data, or the exception's type and message. The
+# process and gets back a value, decoded into plain data, a numbered reference to an object that is
+# not a value (kept in the candidate: `Remote`), or the exception's type and message. The
 # judge's result pipe, memory and signals are out of the candidate's reach (another process, not
 # dumpable, seccomp), so an "ok" on it means the test's own assertions held.
 
@@ -601,21 +608,16 @@ TO_CANDIDATE, FROM_CANDIDATE = 4, 5  # in the judge
 
 
 def serve_calls(namespace, requests_fd, answers_fd, timed, error_text):
-    """In the candidate: answer the judge's calls until it closes the pipe."""
+    """In the candidate: answer the judge's requests until it closes the pipe."""
+    kept = KeptObjects(namespace)
     for line in os.fdopen(requests_fd, "rb"):
         try:
             request = json.loads(line)
-            name = request["name"]
-            fn = namespace.get(name)
-            if not callable(fn):
-                raise NameError(f"the program does not define a function {name!r}")
-            args = [decode(a) for a in request["args"]]
-            kwargs = {k: decode(v) for k, v in request["kwargs"].items()}
-            value = timed(lambda: fn(*args, **kwargs))
+            value = timed(lambda: kept.perform(request))
             if hasattr(type(value), "__next__"):  # a generator: its items, and in the judge an iterator over them
-                answer = {"items": encode(timed(lambda: items_of(value)))}
+                answer = {"items": encode(timed(lambda: items_of(value)), keep=kept.keep)}
             else:
-                answer = {"value": encode(value)}
+                answer = {"value": encode(value, keep=kept.keep)}
         except TestTimeout:
             answer = {"error": "timeout"}
         except Unserializable as exc:
@@ -628,42 +630,176 @@ def serve_calls(namespace, requests_fd, answers_fd, timed, error_text):
         os.write(answers_fd, data)
 
 
+MAX_KEPT = 1 << 16  # the program's objects one job's judge may hold
+
+
+class KeptObjects:
+    """In the candidate: the program's objects that are not values (a tree node a test built, a bound
+    method, a closure), kept here and known to the judge by number; and what the judge asks of them.
+    Everything runs in this process, under the test's timer; only values and numbers go back."""
+
+    def __init__(self, namespace):
+        self.namespace, self.objects, self.numbers = namespace, [], {}
+
+    def keep(self, value):
+        number = self.numbers.get(id(value))
+        if number is None:
+            if len(self.objects) >= MAX_KEPT:
+                raise Unserializable(f"the program returned more than {MAX_KEPT} objects that are not values")
+            number = self.numbers[id(value)] = len(self.objects)
+            self.objects.append(value)  # alive while kept, so its id is not reused
+        kind = type(value)
+        return {"t": "ref", "v": [number, kind.__qualname__[:100], kind.__eq__ is not object.__eq__]}
+
+    def resolve(self, record):
+        raw = record["v"]
+        if record["t"] == "name":
+            if not isinstance(raw, str) or raw not in self.namespace:
+                raise NameError(f"the program does not define {str(raw)[:100]!r}")
+            return self.namespace[raw]
+        if not isinstance(raw, list) or not raw or type(raw[0]) is not int or not 0 <= raw[0] < len(self.objects):
+            raise MalformedValue("unknown object reference")
+        return self.objects[raw[0]]
+
+    def perform(self, request):
+        target = self.resolve(request["target"])
+        args = [decode(a, refs=self.resolve) for a in request.get("args", ())]
+        op = request["op"]
+        if op == "call":
+            return target(*args, **{k: decode(v, refs=self.resolve) for k, v in request.get("kwargs", {}).items()})
+        if op == "getattr":
+            return getattr(target, str(request["attr"]))
+        if op == "setattr":
+            return setattr(target, str(request["attr"]), args[0])
+        if op == "setitem":
+            target[args[0]] = args[1]
+            return None
+        return REMOTE_OPERATIONS[op](target, *args)
+
+
+# What the judge may ask of one of the program's objects besides calls and attributes (each answer is a
+# value the builtin itself made, or an iterator whose items are sent).
+REMOTE_OPERATIONS = {"bool": bool, "len": len, "iter": iter, "getitem": operator.getitem,
+                     "contains": operator.contains}
+
+
 class CandidateFailed(Exception):
     """What a call into the candidate raised, or why it gave no value."""
 
 
-class Proxy:
-    """A name the test takes from the program: calling it calls the candidate's function."""
+class Remote:
+    """In the judge: a name the test takes from the program (a function, a class), or an object the
+    program returned that is not a value. Calling it, reading or setting its attributes, its items, its
+    truth, length and iteration are asked of the candidate's process, which answers with values or more
+    references. Equality is identity, as for Python's own objects, and an object whose class defines
+    `__eq__` cannot be compared here (the candidate would decide the verdict: an always-equal object)."""
 
-    def __init__(self, name, channel):
-        self.name, self.channel = name, channel
+    __slots__ = ("_channel", "_target", "_kind", "_own_eq")
+
+    def __init__(self, channel, target, kind, own_eq=False):
+        for slot, value in zip(self.__slots__, (channel, target, kind, own_eq)):
+            object.__setattr__(self, slot, value)
+
+    def _ask(self, op, *args, **extra):
+        return self._channel.request(self._target, op, args, **extra)
 
     def __call__(self, *args, **kwargs):
-        return self.channel.call(self.name, args, kwargs)
+        return self._ask("call", *args, kwargs=kwargs)
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return self._ask("getattr", attr=attr)
+
+    def __setattr__(self, attr, value):
+        self._ask("setattr", value, attr=attr)
+
+    def __bool__(self):
+        return self._ask("bool") is True
+
+    def __len__(self):
+        return self._ask("len")
+
+    def __iter__(self):
+        return iter(self._ask("iter"))
+
+    def __getitem__(self, key):
+        return self._ask("getitem", key)
+
+    def __setitem__(self, key, value):
+        self._ask("setitem", key, value)
+
+    def __contains__(self, item):
+        return self._ask("contains", item) is True
+
+    def _identity(self):
+        if self._own_eq:
+            raise CandidateFailed(f"a {self._kind} object cannot be compared outside the sandbox (its class defines __eq__)")
+        return id(self)
+
+    def __eq__(self, other):
+        return self._identity() == (other._identity() if isinstance(other, Remote) else None)
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __hash__(self):
+        return self._identity()
+
+    def __lt__(self, other):
+        raise CandidateFailed(f"a {self._kind} object cannot be ordered outside the sandbox")
+
+    __le__ = __gt__ = __ge__ = __lt__
 
     def __repr__(self):
-        return f"<the program's {self.name}>"
+        return f"<the program's {self._kind}>"
 
 
 class CallChannel:
-    def __init__(self, out_fd, in_fd, timeout):
-        self.out_fd, self.in_fd, self.timeout, self.pending = out_fd, in_fd, timeout, b""
+    """In the judge: requests to the candidate's process, one at a time; the references it returns are
+    one `Remote` each (the same object each time, so `is` and `==` mean what they mean in Python)."""
 
-    def call(self, name, args, kwargs):
-        request = json.dumps({"name": name, "args": [encode(a) for a in args], "kwargs": {k: encode(v) for k, v in kwargs.items()}})
-        os.write(self.out_fd, (request + "\n").encode())
+    def __init__(self, out_fd, in_fd, timeout):
+        self.out_fd, self.in_fd, self.timeout, self.pending, self.remotes = out_fd, in_fd, timeout, b"", {}
+
+    def name(self, name):
+        return Remote(self, {"t": "name", "v": name}, name)
+
+    def request(self, target, op, args=(), kwargs=None, attr=None):
+        request = {"target": target, "op": op, "args": [encode(a, keep=self._reference) for a in args]}
+        if kwargs:
+            request["kwargs"] = {k: encode(v, keep=self._reference) for k, v in kwargs.items()}
+        if attr is not None:
+            request["attr"] = attr
+        os.write(self.out_fd, (json.dumps(request) + "\n").encode())
         answer = json.loads(self._line())
         if "value" in answer:
-            return decode(answer["value"])
+            return decode(answer["value"], refs=self._remote)
         if "items" in answer:
-            return iter(decode(answer["items"]))
+            return iter(decode(answer["items"], refs=self._remote))
         kind, message = str(answer.get("error")), str(answer.get("message", ""))
         if kind == "timeout":
             raise TestTimeout()
         known = getattr(builtins, kind, None)
         if isinstance(known, type) and issubclass(known, Exception) and kind not in ("StopIteration", "StopAsyncIteration"):
             raise known(message.removeprefix(f"{kind}: "))  # the same exception type, so a test expecting it sees it
-        raise CandidateFailed(f"{name}(...) {message or kind}")
+        shown = target["v"] if target["t"] == "name" else repr(self._remote(target))
+        raise CandidateFailed(f"{shown}{'(...)' if op == 'call' else ''} {message or kind}")
+
+    def _reference(self, value):
+        if not isinstance(value, Remote):
+            raise Unserializable(f"a {type(value).__qualname__} object of the tests cannot be passed to the program")
+        return value._target
+
+    def _remote(self, record):
+        raw = record["v"]
+        if record["t"] != "ref" or not (isinstance(raw, list) and len(raw) == 3 and type(raw[0]) is int):
+            raise MalformedValue("not an object reference")
+        if raw[0] not in self.remotes:
+            if len(self.remotes) >= MAX_KEPT:
+                raise MalformedValue("too many object references")
+            self.remotes[raw[0]] = Remote(self, {"t": "ref", "v": raw}, str(raw[1])[:100], raw[2] is not False)
+        return self.remotes[raw[0]]
 
     def _line(self):
         deadline = time.monotonic() + self.timeout + 1
@@ -769,7 +905,7 @@ def program_module(name, channel):
     def attribute(attr):
         if attr.startswith("__"):
             raise AttributeError(attr)
-        return Proxy(attr, channel)
+        return channel.name(attr)
 
     module.__getattr__ = attribute
     return module
@@ -796,7 +932,7 @@ def run_judge(job, result_fd):
         namespace), as proxies. Builtins stay builtins, except the function under test itself (MBPP's
         task 126 is a function called `sum`)."""
         for name in _global_names(code) - set(namespace) - set(dir(builtins)) | {job.get("entry_point") or "candidate", "candidate"}:
-            namespace[name] = Proxy(name, channel)
+            namespace[name] = channel.name(name)
 
     bind_program_names(setup)
     for test in job["judged"]:

@@ -178,3 +178,87 @@ def test_helpers_beside_the_program_and_the_tests_are_brought_into_the_sandbox(b
     failing = box.run([debugger.job_for(program, tests, "convert")])[0]
     assert not failing.passed and "11 == 10 is false" in failing.feedback(), failing.feedback()
     assert box.run([debugger.job_for(program.replace(" + 1", ""), tests, "convert")])[0].passed
+
+
+GRAPH = '''
+class Node:
+    def __init__(self, value=None, successor=None, successors=None):
+        self.value, self.successor, self.successors = value, successor, successors or []
+
+
+def reverse(node):
+    previous = None
+    while node:
+        node.successor, previous, node = previous, node, node.successor
+    return previous
+
+
+def reachable(start, goal):
+    seen, todo = set(), [start]
+    while todo:
+        node = todo.pop()
+        if node is goal:
+            return True
+        if id(node) not in seen:
+            seen.add(id(node))
+            todo.extend(node.successors)
+    return False
+'''
+
+GRAPH_TESTS = '''from graph import Node, reverse, reachable
+
+
+def values(node):
+    out = []
+    while node:
+        out.append(node.value)
+        node = node.successor
+    return out
+
+
+def test_reverse():
+    c = Node(3, Node(2, Node(1)))
+    assert values(c) == [3, 2, 1]
+    assert values(reverse(c)) == [1, 2, 3]
+
+
+def test_reachable():
+    a, b, c = Node("a"), Node("b"), Node("c")
+    a.successors = [b]
+    b.successors = [c]
+    assert reachable(a, c) and not reachable(c, a)
+
+
+def test_a_node_is_itself():
+    a = Node(1)
+    assert reverse(a) is a and reverse(a) == a and a != Node(1) and len({a, a}) == 1
+'''
+
+
+def test_the_programs_objects_stay_in_its_process_and_the_tests_use_them(box):
+    """A test that builds the program's objects (QuixBugs' nodes) and walks what it returns: each object
+    stays in the candidate's process, the judge holds a reference and asks for its attributes, truth and
+    identity; the verdict is still the judge's. The same tests fail on a wrong program."""
+    tests = user_tests.parse_tests(GRAPH_TESTS)
+    result = box.run([debugger.job_for(GRAPH, tests, module="graph")])[0]
+    assert result.passed and result.num_passed == 3, result.feedback()
+    wrong = GRAPH.replace("    return previous", "    return node").replace("if node is goal", "if node is not goal")
+    result = box.run([debugger.job_for(wrong, tests, module="graph")])[0]
+    assert [t.status for t in result.tests] == ["failed", "failed", "failed"], result.feedback()
+    assert "[] == [1, 2, 3] is false" in result.feedback(), result.feedback()
+
+
+ALWAYS_EQUAL_IN_A_TEST_FUNCTION = "def test_add():\n    assert add(1, 2) == 3\n"
+
+
+@pytest.mark.parametrize("forgery", [
+    "",
+    # the candidate's side of the channel rewritten to say the object compares by identity, as an int
+    "import sys\nsys.modules['__main__'].KeptObjects.keep = lambda self, v: {'t': 'ref', 'v': [0, 'int', False]}\n",
+])
+def test_an_always_equal_object_held_by_the_judge_is_no_pass(box, forgery):
+    program = "class E:\n    def __eq__(self, other):\n        return True\n\n\ndef add(a, b):\n    return E()\n" + forgery
+    result = box.run([debugger.job_for(program, user_tests.parse_tests(ALWAYS_EQUAL_IN_A_TEST_FUNCTION), module="adder")])[0]
+    assert result.tests[0].status != "passed" and result.num_passed == 0, result.feedback()
+    if not forgery:
+        assert "a E object cannot be compared outside the sandbox" in result.feedback(), result.feedback()
