@@ -6,11 +6,16 @@ the CUDA build; `rollout.device` picks the resources the actor asks Ray for.
 
     pool = EnginePool(model_path, cfg)
     completions = pool.generate([GenerationRequest(prompt, n=4, temperature=1.0, max_tokens=256)])
+    pool.generate(requests, on_progress=print)  # called with the count of finished prompts as they finish
     pool.update_weights(state_dict_items)      # in place, then the prefix cache is reset
 """
 
 from __future__ import annotations
 
+import collections
+import functools
+import io
+import itertools
 import logging
 import os
 import time
@@ -18,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import ray
+from tqdm import tqdm
 
 from ledex_rl.config import ModelConfig, RolloutConfig
 from ledex_rl.hardware import cpu_threads
@@ -86,7 +92,9 @@ class RolloutEngine:
         self.weights_version = 0
         self.stats = {"requests": 0, "generated_tokens": 0, "prompt_tokens": 0, "seconds": 0.0, "weight_updates": 0, "update_seconds": 0.0}
 
-    def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
+    def generate(self, requests: list[GenerationRequest], counter=None, call_id: int = 0) -> list[list[Completion]]:
+        """Each request's completions, in order. With a `RequestCounter`, each finished prompt is added to
+        it under `call_id` as it finishes."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -100,7 +108,8 @@ class RolloutEngine:
                 )
             )
         started = time.perf_counter()
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        report = functools.partial(ReportingBar, report=lambda n: counter.add.remote(call_id, n)) if counter is not None else False
+        outputs = self.llm.generate(prompts, params, use_tqdm=report)
         elapsed = time.perf_counter() - started
         results = []
         for out in outputs:
@@ -172,6 +181,33 @@ class RolloutEngine:
         }
 
 
+class ReportingBar(tqdm):
+    """The progress bar vLLM's `generate` updates once per finished prompt (`use_tqdm` takes a bar
+    factory: vLLM 0.32), drawn into a string and reporting each update to `report` (one prompt)."""
+
+    def __init__(self, *args, report: Callable[[int], object], **kwargs):
+        self.report = report
+        super().__init__(*args, file=io.StringIO(), **kwargs)
+
+    def update(self, n=1):
+        self.report(1)  # vLLM adds a prompt's sample count; the pool counts prompts
+        return super().update(n)
+
+
+class RequestCounter:
+    """Finished prompts per `EnginePool.generate` call: engines add as their prompts finish, the pool
+    takes (an engine is busy inside vLLM's loop and cannot be asked)."""
+
+    def __init__(self):
+        self.finished: collections.Counter = collections.Counter()
+
+    def add(self, call_id: int, n: int) -> None:
+        self.finished[call_id] += n
+
+    def take(self, call_id: int) -> int:
+        return self.finished.pop(call_id, 0)
+
+
 class EnginePool:
     """Several engine actors behind one `generate`: requests are split into balanced shards."""
 
@@ -185,6 +221,8 @@ class EnginePool:
         # (the RL stage sets it to the trainer's `push_weights`).
         self.on_replace: Callable[[list], object] | None = None
         self.replacements = 0
+        self.counter = None  # a RequestCounter actor, started by the first generate that reports progress
+        self.calls = itertools.count()
 
     def _spawn(self, index: int, name: str):
         rollout = self.rollout
@@ -217,15 +255,21 @@ class EnginePool:
             self.replace(i)
         return len(dead)
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+    def generate(self, requests: Sequence[GenerationRequest], on_progress: Callable[[int], object] | None = None,
+                 progress_interval_s: float = 1.0) -> list[list[Completion]]:
+        """Each request's completions, in order. `on_progress(finished prompts)` is called about every
+        `progress_interval_s` while the engines work, and once with all of them at the end."""
         if not requests:
             return []
         from ledex_rl.ray_metrics import record
 
         started = time.perf_counter()
+        counter, call_id = (self._counter(), next(self.calls)) if on_progress else (None, 0)
         shards = _balanced_shards(requests, len(self.engines))
-        refs = [(k, indices, engine.generate.remote([requests[i] for i in indices]))
+        refs = [(k, indices, engine.generate.remote([requests[i] for i in indices], counter, call_id))
                 for k, (engine, indices) in enumerate(zip(self.engines, shards)) if indices]
+        if on_progress:
+            _report_until_done([ref for _, _, ref in refs], counter, call_id, len(requests), on_progress, progress_interval_s)
         results: list = [None] * len(requests)
         for k, indices, ref in refs:
             try:
@@ -236,9 +280,16 @@ class EnginePool:
                 shard = ray.get(self.engines[k].generate.remote([requests[i] for i in indices]))
             for i, completions in zip(indices, shard):
                 results[i] = completions
+        if on_progress:
+            on_progress(len(requests))
         tokens = sum(len(c.token_ids) for completions in results for c in completions)
         record({"rollout/tokens_per_second": tokens / max(time.perf_counter() - started, 1e-9)}, self.name_prefix)
         return results
+
+    def _counter(self):
+        if self.counter is None:
+            self.counter = ray.remote(RequestCounter).options(num_cpus=0).remote()
+        return self.counter
 
     def update_weights(self, named_tensors: list, version: int | None = None) -> list[float]:
         ref = ray.put(list(named_tensors))  # one copy in the object store, shared by every engine
@@ -251,8 +302,20 @@ class EnginePool:
         return ray.get([e.info.remote() for e in self.engines])
 
     def shutdown(self) -> None:
-        for engine in self.engines:
-            ray.kill(engine)
+        for actor in self.engines + [self.counter] * (self.counter is not None):
+            ray.kill(actor)
+
+
+def _report_until_done(refs: list, counter, call_id: int, total: int, on_progress: Callable[[int], object], interval_s: float) -> None:
+    """Poll `counter` every `interval_s` until every ref is ready, calling `on_progress` on each change.
+    A shard redone after its engine died counts twice: the count is capped at `total`."""
+    pending, finished = list(refs), 0
+    while pending:
+        _, pending = ray.wait(pending, num_returns=len(pending), timeout=interval_s)
+        added = ray.get(counter.take.remote(call_id))
+        if added:
+            finished = min(total, finished + added)
+            on_progress(finished)
 
 
 def _balanced_shards(requests: Sequence[GenerationRequest], k: int) -> list[list[int]]:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 import socket
 import urllib.parse
-from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Callable, Protocol, Sequence
 
 from ledex_rl.errors import UserError
 from ledex_rl import prompts
@@ -27,9 +27,11 @@ class Teacher(Protocol):
     name: str
 
     def complete(
-        self, conversations: Sequence[list[dict]], n: int, temperature: float, max_tokens: int, seeds: Sequence[int]
+        self, conversations: Sequence[list[dict]], n: int, temperature: float, max_tokens: int, seeds: Sequence[int],
+        on_progress: Callable[[int], object] | None = None,
     ) -> list[list[str]]:
-        """For each conversation, `n` sampled answers (text)."""
+        """For each conversation, `n` sampled answers (text); `on_progress(conversations answered)` as
+        they are answered."""
 
 
 class TeacherUnavailable(UserError, RuntimeError):
@@ -53,14 +55,14 @@ class EngineTeacher:
                                 f"{self.max_model_len} (model.max_model_len); shorten the tests file, lower --max-new-tokens, "
                                 "or raise model.max_model_len if the model allows it")
 
-    def complete(self, conversations, n, temperature, max_tokens, seeds):
+    def complete(self, conversations, n, temperature, max_tokens, seeds, on_progress=None):
         from actors.rollout_engine import GenerationRequest
 
         requests = [
             GenerationRequest(prompts.render(c, self.tokenizer, self.style), n=n, temperature=temperature, max_tokens=max_tokens, seed=s)
             for c, s in zip(conversations, seeds)
         ]
-        return [[c.text for c in completions] for completions in self.engines.generate(requests)]
+        return [[c.text for c in completions] for completions in self.engines.generate(requests, on_progress=on_progress)]
 
 
 class OpenAITeacher:
@@ -79,10 +81,14 @@ class OpenAITeacher:
                                     timeout=timeout_s)
         self._listening = False
 
-    def complete(self, conversations, n, temperature, max_tokens, seeds):
+    def complete(self, conversations, n, temperature, max_tokens, seeds, on_progress=None):
         self._check_listening()
         with ThreadPoolExecutor(self.concurrency) as pool:
-            return list(pool.map(lambda cs: self._one(cs[0], n, temperature, max_tokens, cs[1]), zip(conversations, seeds)))
+            futures = [pool.submit(self._one, messages, n, temperature, max_tokens, seed) for messages, seed in zip(conversations, seeds)]
+            for answered, _ in enumerate(as_completed(futures), 1):
+                if on_progress:
+                    on_progress(answered)
+            return [future.result() for future in futures]
 
     def _one(self, messages, n, temperature, max_tokens, seed) -> list[str]:
         import openai

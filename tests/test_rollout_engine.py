@@ -98,6 +98,19 @@ def test_many_long_seeded_prompts_do_not_crash_the_cpu_engine(engines, reference
     assert [c.token_ids for cs in first for c in cs] == [c.token_ids for cs in again for c in cs]
 
 
+def test_progress_is_reported_per_finished_request_while_the_engine_works(engines):
+    """Collection's bar moves per problem: prompts that finish early are counted while later ones still
+    generate, the count only grows, ends at the number of prompts, and the samples are the same."""
+    from actors.rollout_engine import GenerationRequest
+
+    requests = [GenerationRequest(f"def f{i}(x):", n=2, temperature=1.0, max_tokens=4 + 12 * i, seed=i, ignore_eos=True) for i in range(24)]
+    seen: list[int] = []
+    reported = engines.generate(requests, on_progress=seen.append, progress_interval_s=0.02)
+    assert seen == sorted(seen) and seen[-1] == len(requests)
+    assert any(0 < k < len(requests) for k in seen), seen
+    assert [c.token_ids for cs in reported for c in cs] == [c.token_ids for cs in engines.generate(requests) for c in cs]
+
+
 def test_a_dead_engine_is_replaced_within_generate(engines, tiny_model):
     """Collect and eval rely on this: their weights never change, so a replacement started from the
     model path samples what the dead engine would have (RL also pushes the current weights)."""

@@ -72,13 +72,14 @@ class Collector:
             stage_log.info("collect: resuming; %d problems already collected, %d to go", len(done & {p.task_id for p in problems}), len(todo))
         chunks = [todo[i : i + self.chunk_size] for i in range(0, len(todo), self.chunk_size)]
         bar = self.bar = _progress(len(todo), progress)
-        next_first = self._first_attempts(chunks[0]) if chunks else None
+        next_first = self._first_attempts(chunks[0], f"chunk 1/{len(chunks)}") if chunks else None
         for i, chunk in enumerate(chunks):
             first = next_first
             # Execute this chunk's first attempts while the engines sample the next chunk's.
             executing = self._submit([job for _, _, job in first])
-            self._phase(f"chunk {i + 1}/{len(chunks)}: executing first attempts" + (", sampling the next" if i + 1 < len(chunks) else ""))
-            next_first = self._first_attempts(chunks[i + 1]) if i + 1 < len(chunks) else None
+            self._phase(f"chunk {i + 1}/{len(chunks)}: executing first attempts")
+            if i + 1 < len(chunks):
+                next_first = self._first_attempts(chunks[i + 1], f"chunk {i + 1}/{len(chunks)}: executing first attempts; chunk {i + 2}")
             first_results = self._wait(executing)
             rows = self._refine_and_label(chunk, first, first_results)
             self.parts.write(rows)
@@ -94,8 +95,9 @@ class Collector:
 
     # --- steps ------------------------------------------------------------------------------------
 
-    def _first_attempts(self, chunk: Sequence[Problem]) -> list[tuple]:
-        """-> [(problem, unique attempt dict, Job)] for every unique first attempt in the chunk."""
+    def _first_attempts(self, chunk: Sequence[Problem], phase: str) -> list[tuple]:
+        """-> [(problem, unique attempt dict, Job)] for every unique first attempt in the chunk; the bar
+        shows `phase` and how many of the chunk's problems are sampled."""
         from actors.rollout_engine import GenerationRequest
         from sandbox import Job
 
@@ -107,7 +109,7 @@ class Collector:
             for p in chunk
         ]
         started = time.perf_counter()
-        outputs = self.policy.generate(requests)
+        outputs = self.policy.generate(requests, on_progress=lambda k: self._phase(f"{phase}: sampling first attempts ({k}/{len(chunk)} problems)"))
         self.timing.generating += time.perf_counter() - started
         attempts = []
         for problem, request, completions in zip(chunk, requests, outputs):
@@ -143,7 +145,8 @@ class Collector:
         seeds = [request_seed(self.seed, p.task_id, "teacher", index) for p, index, _, _ in wrong]
         self._phase(f"the teacher explains and fixes {len(wrong)} wrong attempts")
         started = time.perf_counter()
-        answers = self.teacher.complete(conversations, cfg.teacher_samples, cfg.teacher_temperature, cfg.teacher_max_new_tokens, seeds)
+        answers = self.teacher.complete(conversations, cfg.teacher_samples, cfg.teacher_temperature, cfg.teacher_max_new_tokens, seeds,
+                                        on_progress=lambda k: self._phase(f"the teacher explains and fixes {len(wrong)} wrong attempts ({k} done)"))
         self.timing.generating += time.perf_counter() - started
         from sandbox import Job
 
