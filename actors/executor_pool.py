@@ -47,7 +47,13 @@ class ExecutorActor:
     def info(self) -> dict:
         import os
 
-        return {"tier": self.sandbox.tier, "slots": len(self.sandbox._slots), "host": self.host, "pid": os.getpid(), "executed": self.executed}
+        return {
+            "tier": self.sandbox.tier,
+            "slots": len(self.sandbox._slots),
+            "host": self.host,
+            "pid": os.getpid(),
+            "executed": self.executed,
+        }
 
 
 class ExecutorPool:
@@ -110,8 +116,10 @@ class ExecutorPool:
                 chunk_results = [ExecutionResult("sandbox_error", message=message, metadata=jobs[i].metadata) for i in indices]
             finished += len(indices)
             queued = sum(len(ix) for ix, _ in pending) + sum(len(ix) for ix, _, _ in in_flight.values())
-            record({"sandbox/executions_per_second": finished / max(time.perf_counter() - started, 1e-9),
-                    "sandbox/queue_depth": queued}, self.name_prefix)
+            record(
+                {"sandbox/executions_per_second": finished / max(time.perf_counter() - started, 1e-9), "sandbox/queue_depth": queued},
+                self.name_prefix,
+            )
             for i, result in zip(indices, chunk_results):
                 yield i, result
         self.stats["jobs"] += len(jobs)

@@ -50,8 +50,12 @@ class ReferenceModel:
         with torch.no_grad():
             for mb in micro_batches:
                 ids, starts = mb.input_ids.to(self.device), mb.response_start.to(self.device)
-                logits = self.model(input_ids=ids, attention_mask=mb.attention_mask.to(self.device), use_cache=False,
-                                    logits_to_keep=logits_tail(ids, starts)).logits
+                logits = self.model(
+                    input_ids=ids,
+                    attention_mask=mb.attention_mask.to(self.device),
+                    use_cache=False,
+                    logits_to_keep=logits_tail(ids, starts),
+                ).logits
                 out.append(response_logprobs(logits, ids, starts, mb.width, temperature)[1].cpu())
         return out
 
@@ -59,8 +63,16 @@ class ReferenceModel:
         return {"pid": os.getpid(), "device": str(self.device), "params": sum(p.numel() for p in self.model.parameters())}
 
 
-def start_reference(model_path: str, model_cfg: ModelConfig, cfg: ReferenceConfig, device: str, threads: int = 0,
-                    placement_group=None, name: str = "reference", node_role: dict[str, float] | None = None):
+def start_reference(
+    model_path: str,
+    model_cfg: ModelConfig,
+    cfg: ReferenceConfig,
+    device: str,
+    threads: int = 0,
+    placement_group=None,
+    name: str = "reference",
+    node_role: dict[str, float] | None = None,
+):
     """The actor handle, placed in bundle 0 of `placement_group` when given (colocated), else on a node
     with `node_role` (NodeRolesConfig.resources("trainer"))."""
     options: dict = {"name": name, "num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus, "max_restarts": 1}

@@ -103,8 +103,13 @@ class RewardPool:
         remote = ray.remote(RewardActor)
         self.cfg, self.name_prefix, self.node_role = cfg, name_prefix, node_role or {}  # NodeRolesConfig.resources("sandbox")
         self.actors = [
-            remote.options(name=f"{name_prefix}-{i}", num_cpus=cfg.reward_actor_num_cpus, max_restarts=-1, resources=self.node_role,
-                           runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}}).remote(cfg.embedding_model, executors)
+            remote.options(
+                name=f"{name_prefix}-{i}",
+                num_cpus=cfg.reward_actor_num_cpus,
+                max_restarts=-1,
+                resources=self.node_role,
+                runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
+            ).remote(cfg.embedding_model, executors)
             for i in range(cfg.num_reward_actors)
         ]
         ray.get([a.info.remote() for a in self.actors])
@@ -136,8 +141,10 @@ class RewardPool:
             except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as exc:
                 what = f"took longer than {timeout:g} s" if isinstance(exc, ray.exceptions.GetTimeoutError) else "died"
                 if attempt == 2:
-                    raise RewardError(f"rl: reward actor {self.name_prefix}-{k} {what} twice scoring {len(shard)} answers; check "
-                                      "its log in the Ray dashboard, or raise rl.rewards.timeout_s") from None
+                    raise RewardError(
+                        f"rl: reward actor {self.name_prefix}-{k} {what} twice scoring {len(shard)} answers; check "
+                        "its log in the Ray dashboard, or raise rl.rewards.timeout_s"
+                    ) from None
                 log.warning("reward actor %s-%d %s; restarting it and retrying its %d answers", self.name_prefix, k, what, len(shard))
                 self.retries += 1
                 self._restart(k)
@@ -154,8 +161,10 @@ class RewardPool:
                 return
             except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
                 if time.time() > deadline:
-                    raise RewardError(f"rl: reward actor {self.name_prefix}-{k} did not restart within {wait_s:g} s; "
-                                      "check the cluster's resources in the Ray dashboard") from None
+                    raise RewardError(
+                        f"rl: reward actor {self.name_prefix}-{k} did not restart within {wait_s:g} s; "
+                        "check the cluster's resources in the Ray dashboard"
+                    ) from None
                 time.sleep(0.5)
 
     def shutdown(self) -> None:

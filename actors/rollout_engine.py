@@ -103,8 +103,14 @@ class RolloutEngine:
             prompts.append(TokensPrompt(prompt_token_ids=list(r.prompt)) if isinstance(r.prompt, tuple) else r.prompt)
             params.append(
                 SamplingParams(
-                    n=r.n, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
-                    stop=list(r.stop) or None, seed=r.seed, logprobs=0, ignore_eos=r.ignore_eos,
+                    n=r.n,
+                    temperature=r.temperature,
+                    top_p=r.top_p,
+                    max_tokens=r.max_tokens,
+                    stop=list(r.stop) or None,
+                    seed=r.seed,
+                    logprobs=0,
+                    ignore_eos=r.ignore_eos,
                 )
             )
         started = time.perf_counter()
@@ -116,7 +122,9 @@ class RolloutEngine:
             completions = []
             for o in out.outputs:
                 logprobs = tuple(float(step[token].logprob) for step, token in zip(o.logprobs or [], o.token_ids))
-                completions.append(Completion(o.text, tuple(o.token_ids), logprobs, str(o.finish_reason), tuple(out.prompt_token_ids or ())))
+                completions.append(
+                    Completion(o.text, tuple(o.token_ids), logprobs, str(o.finish_reason), tuple(out.prompt_token_ids or ()))
+                )
                 self.stats["generated_tokens"] += len(o.token_ids)
             self.stats["prompt_tokens"] += len(out.prompt_token_ids or ())
             results.append(completions)
@@ -167,8 +175,9 @@ class RolloutEngine:
 
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(seq)) for seq in sequences], params, use_tqdm=False)
-        return [[float(step[token].logprob) for step, token in zip(out.prompt_logprobs[1:], seq[1:])]
-                for out, seq in zip(outputs, sequences)]
+        return [
+            [float(step[token].logprob) for step, token in zip(out.prompt_logprobs[1:], seq[1:])] for out, seq in zip(outputs, sequences)
+        ]
 
     def info(self) -> dict:
         s = self.stats
@@ -211,8 +220,15 @@ class RequestCounter:
 class EnginePool:
     """Several engine actors behind one `generate`: requests are split into balanced shards."""
 
-    def __init__(self, model_path: str, rollout: RolloutConfig, model: ModelConfig, seed: int = 0, name_prefix: str = "rollout",
-                 node_role: dict[str, float] | None = None):
+    def __init__(
+        self,
+        model_path: str,
+        rollout: RolloutConfig,
+        model: ModelConfig,
+        seed: int = 0,
+        name_prefix: str = "rollout",
+        node_role: dict[str, float] | None = None,
+    ):
         self.name_prefix, self.node_role = name_prefix, node_role or {}  # NodeRolesConfig.resources("rollout")
         self.model_path, self.rollout, self.model, self.seed = model_path, rollout, model, seed
         self.engines = [self._spawn(i, f"{name_prefix}-{i}") for i in range(rollout.num_engines)]
@@ -230,9 +246,11 @@ class EnginePool:
         if rollout.device == "cpu":
             threads = str(cpu_threads(rollout.cpu_threads))
             options["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}}
-        return ray.remote(RolloutEngine).options(name=name, num_cpus=rollout.num_cpus_per_engine, max_restarts=0,
-                                                 resources=self.node_role, **options).remote(
-            self.model_path, rollout, self.model, self.seed + index)
+        return (
+            ray.remote(RolloutEngine)
+            .options(name=name, num_cpus=rollout.num_cpus_per_engine, max_restarts=0, resources=self.node_role, **options)
+            .remote(self.model_path, rollout, self.model, self.seed + index)
+        )
 
     def replace(self, index: int) -> None:
         """Start a new engine in place of a dead one and give it the current weights."""
@@ -255,8 +273,9 @@ class EnginePool:
             self.replace(i)
         return len(dead)
 
-    def generate(self, requests: Sequence[GenerationRequest], on_progress: Callable[[int], object] | None = None,
-                 progress_interval_s: float = 1.0) -> list[list[Completion]]:
+    def generate(
+        self, requests: Sequence[GenerationRequest], on_progress: Callable[[int], object] | None = None, progress_interval_s: float = 1.0
+    ) -> list[list[Completion]]:
         """Each request's completions, in order. `on_progress(finished prompts)` is called about every
         `progress_interval_s` while the engines work, and once with all of them at the end."""
         if not requests:
@@ -266,8 +285,11 @@ class EnginePool:
         started = time.perf_counter()
         counter, call_id = (self._counter(), next(self.calls)) if on_progress else (None, 0)
         shards = _balanced_shards(requests, len(self.engines))
-        refs = [(k, indices, engine.generate.remote([requests[i] for i in indices], counter, call_id))
-                for k, (engine, indices) in enumerate(zip(self.engines, shards)) if indices]
+        refs = [
+            (k, indices, engine.generate.remote([requests[i] for i in indices], counter, call_id))
+            for k, (engine, indices) in enumerate(zip(self.engines, shards))
+            if indices
+        ]
         if on_progress:
             _report_until_done([ref for _, _, ref in refs], counter, call_id, len(requests), on_progress, progress_interval_s)
         results: list = [None] * len(requests)

@@ -45,27 +45,51 @@ class OptimSchedule:
     schedule: str = "cosine"
 
 
+@dataclass(frozen=True)
+class TrainerSpec:
+    """What every rank of a `TrainerGroup` builds: the policy from `model_path`, its optimizer, and
+    with `critic` (the value model's optimizer schedule) a critic for PPO."""
+
+    model_path: str
+    cfg: TrainerConfig
+    model_cfg: ModelConfig
+    optim: OptimSchedule
+    seed: int = 0
+    critic: OptimSchedule | None = None
+
+
+@dataclass(frozen=True)
+class Rendezvous:
+    """Where a rank stands in the process group and how it finds rank 0."""
+
+    rank: int
+    world_size: int
+    master_addr: str
+    master_port: int
+
+
 class PolicyTrainer:
     """One DeepSpeed rank: the policy and, for PPO, the critic (its own model and optimizer)."""
 
-    def __init__(self, model_path: str, cfg: TrainerConfig, model_cfg: ModelConfig, optim: OptimSchedule, rank: int,
-                 world_size: int, master_addr: str, master_port: int, seed: int = 0, critic: OptimSchedule | None = None):
-        os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK="0", MASTER_ADDR=master_addr,
-                          MASTER_PORT=str(master_port))
+    def __init__(self, spec: TrainerSpec, at: Rendezvous):
+        rank, world_size, cfg, model_path = at.rank, at.world_size, spec.cfg, spec.model_path
+        os.environ.update(
+            RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK="0", MASTER_ADDR=at.master_addr, MASTER_PORT=str(at.master_port)
+        )
         if cfg.device == "cpu":
             os.environ["DS_ACCELERATOR"] = "cpu"
         import deepspeed
         from transformers import AutoModelForCausalLM
 
         self.rank, self.world_size, self.cfg, self.model_path = rank, world_size, cfg, model_path
-        self.export_dtype = getattr(torch, model_cfg.dtype)
-        torch.manual_seed(seed)
+        self.export_dtype = getattr(torch, spec.model_cfg.dtype)
+        torch.manual_seed(spec.seed)
         if cfg.device == "cpu":
             torch.set_num_threads(cpu_threads(cfg.cpu_threads))
         deepspeed.init_distributed(dist_backend="gloo" if cfg.device == "cpu" else "nccl")
         policy = _prepared(AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32), cfg)  # fp32 master weights
-        self.engine, self.scheduler = _deepspeed_engine(policy, optim, cfg, world_size)
-        self.critic = _deepspeed_engine(ValueModel(model_path, cfg), critic, cfg, world_size)[0] if critic else None
+        self.engine, self.scheduler = _deepspeed_engine(policy, spec.optim, cfg, world_size)
+        self.critic = _deepspeed_engine(ValueModel(model_path, cfg), spec.critic, cfg, world_size)[0] if spec.critic else None
         self.device = self.engine.device
         self.trainable_params = sum(getattr(p, "ds_numel", p.numel()) for p in policy.parameters() if p.requires_grad)
 
@@ -80,15 +104,22 @@ class PolicyTrainer:
         started = time.perf_counter()
         for mb in micro_batches:
             t = self._tensors(mb)
-            logits = self.engine(input_ids=t["input_ids"], attention_mask=t["attention_mask"],
-                                 logits_to_keep=_loss_tail(t["labels"])).logits
+            logits = self.engine(
+                input_ids=t["input_ids"], attention_mask=t["attention_mask"], logits_to_keep=_loss_tail(t["labels"])
+            ).logits
             nll, n = masked_nll(logits, t["labels"])
             self.engine.backward(nll / n.clamp_min(1))
             grad_norm = self._step(self.engine) or grad_norm
             nll_total += float(nll.detach())
             tokens += int(n)
-        return {"nll_sum": nll_total, "tokens": tokens, "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm or 0.0,
-                "seconds": time.perf_counter() - started, "global_step": self.engine.global_steps}
+        return {
+            "nll_sum": nll_total,
+            "tokens": tokens,
+            "lr": self.scheduler.get_last_lr()[0],
+            "grad_norm": grad_norm or 0.0,
+            "seconds": time.perf_counter() - started,
+            "global_step": self.engine.global_steps,
+        }
 
     def _step(self, engine) -> float | None:
         """`engine.step()`; at the end of an accumulation cycle, returns the gradient norm before
@@ -113,8 +144,9 @@ class PolicyTrainer:
         with torch.no_grad():
             for mb in micro_batches:
                 t = self._tensors(mb)
-                logits = self.engine(input_ids=t["input_ids"], attention_mask=t["attention_mask"],
-                                     logits_to_keep=_loss_tail(t["labels"])).logits
+                logits = self.engine(
+                    input_ids=t["input_ids"], attention_mask=t["attention_mask"], logits_to_keep=_loss_tail(t["labels"])
+                ).logits
                 nll, n = masked_nll(logits, t["labels"])
                 total, count = total + float(nll), count + int(n)
         return total, count
@@ -141,8 +173,9 @@ class PolicyTrainer:
 
         ids = mb.input_ids.to(self.device)
         starts = mb.response_start.to(self.device)
-        logits = self.engine(input_ids=ids, attention_mask=mb.attention_mask.to(self.device),
-                             logits_to_keep=logits_tail(ids, starts)).logits
+        logits = self.engine(
+            input_ids=ids, attention_mask=mb.attention_mask.to(self.device), logits_to_keep=logits_tail(ids, starts)
+        ).logits
         return response_logprobs(logits, ids, starts, mb.width, temperature)
 
     def _critic_forward(self, mb: MicroBatch) -> torch.Tensor:
@@ -180,15 +213,15 @@ class PolicyTrainer:
             mask = mb.response_mask.to(self.device)
             old_logprobs = mb.old_logprobs.to(self.device)
             logits, logprobs = self._policy_forward(mb, settings.temperature)
-            policy_loss, clip_fraction = ppo.policy_loss(logprobs, old_logprobs, mb.advantages.to(self.device), mask,
-                                                         settings.clip_range)
+            policy_loss, clip_fraction = ppo.policy_loss(logprobs, old_logprobs, mb.advantages.to(self.device), mask, settings.clip_range)
             self.engine.backward(policy_loss)
             norms["policy_grad_norm"] = self._step(self.engine) or norms["policy_grad_norm"]
             if self.critic is not None:
                 self.critic.train()
                 values = self._critic_forward(mb)
-                value_loss = ppo.value_loss(values, mb.old_values.to(self.device), mb.returns.to(self.device), mask,
-                                            settings.value_clip_range)
+                value_loss = ppo.value_loss(
+                    values, mb.old_values.to(self.device), mb.returns.to(self.device), mask, settings.value_clip_range
+                )
                 self.critic.backward(value_loss)
                 norms["critic_grad_norm"] = self._step(self.critic) or norms["critic_grad_norm"]
                 totals["value_loss"] += float(value_loss.detach())
@@ -306,8 +339,13 @@ class PolicyTrainer:
         return client_state.get("ledex") if path is not None else None
 
     def info(self) -> dict:
-        return {"rank": self.rank, "pid": os.getpid(), "global_step": self.engine.global_steps,
-                "trainable_params": self.trainable_params, "device": str(self.device)}
+        return {
+            "rank": self.rank,
+            "pid": os.getpid(),
+            "global_step": self.engine.global_steps,
+            "trainable_params": self.trainable_params,
+            "device": str(self.device),
+        }
 
 
 class ValueModel(nn.Module):
@@ -381,8 +419,16 @@ def _loss_tail(labels: torch.Tensor) -> int:
 
 
 def _copy_tokenizer(source: Path, target: Path) -> None:
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
-                 "tokenizer.model", "chat_template.jinja", "added_tokens.json"):
+    for name in (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer.model",
+        "chat_template.jinja",
+        "added_tokens.json",
+    ):
         if (source / name).is_file():
             shutil.copy2(source / name, target / name)
 
@@ -404,20 +450,33 @@ class TrainerGroup:
     reference model when it is colocated). Calls fan out to every rank and return rank 0's answer.
     With `critic` (its optimizer schedule) each rank also trains a value model for PPO."""
 
-    def __init__(self, model_path: str, cfg: TrainerConfig, model_cfg: ModelConfig, optim: OptimSchedule, seed: int = 0,
-                 critic: OptimSchedule | None = None, extra_bundle0: dict | None = None, name_prefix: str = "trainer",
-                 node_role: dict[str, float] | None = None):
+    def __init__(
+        self,
+        model_path: str,
+        cfg: TrainerConfig,
+        model_cfg: ModelConfig,
+        optim: OptimSchedule,
+        seed: int = 0,
+        critic: OptimSchedule | None = None,
+        extra_bundle0: dict | None = None,
+        name_prefix: str = "trainer",
+        node_role: dict[str, float] | None = None,
+    ):
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         if optim.batch_size % (optim.micro_batch_size * cfg.num_ranks):
-            raise ValueError(f"batch size {optim.batch_size} must be a multiple of micro batch size x trainer.num_ranks "
-                             f"({optim.micro_batch_size} x {cfg.num_ranks})")
+            raise ValueError(
+                f"batch size {optim.batch_size} must be a multiple of micro batch size x trainer.num_ranks "
+                f"({optim.micro_batch_size} x {cfg.num_ranks})"
+            )
         self.cfg, self.version = cfg, 0
         # node_role (NodeRolesConfig.resources("trainer")) goes in every bundle: the bundles steer the ranks,
         # and the colocated reference model, to the trainer's node type.
-        bundles = [{"CPU": cfg.num_cpus_per_rank, **({"GPU": cfg.num_gpus_per_rank} if cfg.num_gpus_per_rank else {}), **(node_role or {})}
-                   for _ in range(cfg.num_ranks)]
+        bundles = [
+            {"CPU": cfg.num_cpus_per_rank, **({"GPU": cfg.num_gpus_per_rank} if cfg.num_gpus_per_rank else {}), **(node_role or {})}
+            for _ in range(cfg.num_ranks)
+        ]
         for key, amount in (extra_bundle0 or {}).items():
             bundles[0][key] = bundles[0].get(key, 0) + amount
         self.placement_group = placement_group(bundles, strategy="PACK")
@@ -425,12 +484,19 @@ class TrainerGroup:
             try:
                 ray.get(self.placement_group.ready(), timeout=min(30.0, cfg.start_timeout_s))
             except ray.exceptions.GetTimeoutError:
-                log.warning("trainer: waiting up to %.0f s for the cluster to fit %d rank(s) of %s (free now: %s)",
-                            cfg.start_timeout_s, cfg.num_ranks, bundles[0], ray.available_resources())
+                log.warning(
+                    "trainer: waiting up to %.0f s for the cluster to fit %d rank(s) of %s (free now: %s)",
+                    cfg.start_timeout_s,
+                    cfg.num_ranks,
+                    bundles[0],
+                    ray.available_resources(),
+                )
                 ray.get(self.placement_group.ready(), timeout=max(cfg.start_timeout_s - 30.0, 1.0))
         except ray.exceptions.GetTimeoutError:
-            raise RuntimeError(f"trainer: the cluster cannot fit {cfg.num_ranks} rank(s) of {bundles[0]} within "
-                               f"{cfg.start_timeout_s:.0f} s; lower trainer.num_cpus_per_rank / num_gpus_per_rank or add nodes") from None
+            raise RuntimeError(
+                f"trainer: the cluster cannot fit {cfg.num_ranks} rank(s) of {bundles[0]} within "
+                f"{cfg.start_timeout_s:.0f} s; lower trainer.num_cpus_per_rank / num_gpus_per_rank or add nodes"
+            ) from None
 
         def in_bundle(i):
             return PlacementGroupSchedulingStrategy(self.placement_group, placement_group_bundle_index=i)
@@ -439,10 +505,16 @@ class TrainerGroup:
         threads = str(cpu_threads(cfg.cpu_threads))
         env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} if cfg.device == "cpu" else {}
         remote = ray.remote(PolicyTrainer)
+        spec = TrainerSpec(model_path, cfg, model_cfg, optim, seed, critic)
         self.ranks = [
-            remote.options(name=f"{name_prefix}-rank{r}", num_cpus=cfg.num_cpus_per_rank, num_gpus=cfg.num_gpus_per_rank,
-                           scheduling_strategy=in_bundle(r), runtime_env={"env_vars": env}, max_restarts=0).remote(
-                model_path, cfg, model_cfg, optim, r, cfg.num_ranks, addr, port, seed, critic)
+            remote.options(
+                name=f"{name_prefix}-rank{r}",
+                num_cpus=cfg.num_cpus_per_rank,
+                num_gpus=cfg.num_gpus_per_rank,
+                scheduling_strategy=in_bundle(r),
+                runtime_env={"env_vars": env},
+                max_restarts=0,
+            ).remote(spec, Rendezvous(r, cfg.num_ranks, addr, port))
             for r in range(cfg.num_ranks)
         ]
         ray.get([rank.info.remote() for rank in self.ranks])
@@ -470,8 +542,14 @@ class TrainerGroup:
         """One optimizer step; the micro-batches are the whole batch (micro-batch count x size = batch)."""
         results = self._all("train_step", self.shard(micro_batches))
         nll, tokens = sum(r["nll_sum"] for r in results), sum(r["tokens"] for r in results)
-        return {"loss": nll / max(tokens, 1), "tokens": tokens, "lr": results[0]["lr"], "grad_norm": results[0]["grad_norm"],
-                "seconds": max(r["seconds"] for r in results), "global_step": results[0]["global_step"]}
+        return {
+            "loss": nll / max(tokens, 1),
+            "tokens": tokens,
+            "lr": results[0]["lr"],
+            "grad_norm": results[0]["grad_norm"],
+            "seconds": max(r["seconds"] for r in results),
+            "global_step": results[0]["global_step"],
+        }
 
     def eval_loss(self, micro_batches: Sequence[dict]) -> float:
         """Mean NLL per loss token over the micro-batches."""

@@ -111,4 +111,6 @@ def _wait(index, refs: list, timeout_s: float) -> None:
             f"actor's log in the Ray dashboard, or raise trainer.sync_timeout_s for a very large model"
         ) from None
     except RayActorError as exc:
-        raise WeightSyncError(f"weight sync: a rollout engine died while loading bucket {index} ({str(exc).splitlines()[0][:160]})") from None
+        raise WeightSyncError(
+            f"weight sync: a rollout engine died while loading bucket {index} ({str(exc).splitlines()[0][:160]})"
+        ) from None

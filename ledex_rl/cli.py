@@ -83,11 +83,18 @@ _stage_command("sft", "Fine-tune the policy on the collected trajectories.")
 _stage_command("rl", "PPO with the LeDex code and explanation rewards.")
 
 
-@main.command(name="eval", help="pass@k of first attempts and of refinements (refine-only, explain-then-refine), the "
-              "refinement success rate and iterative refinement, then a report comparing every evaluated model.\n\n" + OVERRIDES_HELP)
+@main.command(
+    name="eval",
+    help="pass@k of first attempts and of refinements (refine-only, explain-then-refine), the "
+    "refinement success rate and iterative refinement, then a report comparing every evaluated model.\n\n" + OVERRIDES_HELP,
+)
 @config_options
-@click.option("--model", "models", multiple=True,
-              help="Evaluate this instead of eval.models: final, base, sft, rl, a HF id or a model folder (repeatable).")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    help="Evaluate this instead of eval.models: final, base, sft, rl, a HF id or a model folder (repeatable).",
+)
 @click.option("--force", is_flag=True, help="Redo the evaluation even if its output exists.")
 @fail_cleanly
 def eval_command(config_path, overrides, models, force):
@@ -121,15 +128,27 @@ def report_command(paths, out, training):
     click.echo("wrote " + ", ".join(str(p) for p in written))
 
 
-@main.command(name="debug", help="Run each PROGRAM's tests in the sandbox; while they fail, show the model's explanation "
-              "and fix. One model serves every program.\n\nTests: asserts, test_ functions or a pytest file (parametrize, raises, "
-              "approx; the program imported by its file name); by default test_NAME.py beside NAME.py.\n\nDotted config "
-              "overrides go among the files, e.g. sandbox.test_timeout_s=10 model.max_model_len=4096")
+@main.command(
+    name="debug",
+    help="Run each PROGRAM's tests in the sandbox; while they fail, show the model's explanation "
+    "and fix. One model serves every program.\n\nTests: asserts, test_ functions or a pytest file (parametrize, raises, "
+    "approx; the program imported by its file name); by default test_NAME.py beside NAME.py.\n\nDotted config "
+    "overrides go among the files, e.g. sandbox.test_timeout_s=10 model.max_model_len=4096",
+)
 @click.argument("args", nargs=-1, required=True, metavar="PROGRAM... [KEY=VALUE...]")
-@click.option("--tests", "tests_paths", multiple=True, type=click.Path(dir_okay=False),
-              help="The tests file: one per PROGRAM, in order (default: test_NAME.py beside NAME.py).")
-@click.option("--model", default="", help="Built-in name, HF id or folder (default: this run's newest trained policy, "
-              "else model.name_or_path); with --endpoint, the model name the endpoint serves.")
+@click.option(
+    "--tests",
+    "tests_paths",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="The tests file: one per PROGRAM, in order (default: test_NAME.py beside NAME.py).",
+)
+@click.option(
+    "--model",
+    default="",
+    help="Built-in name, HF id or folder (default: this run's newest trained policy, "
+    "else model.name_or_path); with --endpoint, the model name the endpoint serves.",
+)
 @click.option("--endpoint", default="", help="An OpenAI-compatible base URL to ask instead of a local model.")
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1), help="At most this many explain-and-fix rounds.")
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(min=0.0), help="0 = greedy.")
@@ -153,11 +172,13 @@ def debug_command(args, tests_paths, model, endpoint, rounds, temperature, max_n
     with debugger.Session(model, endpoint, cfg, settings=settings) as session:
         reports = [_debug_one(session, program, source, tests, say, out_path, write_back) for program, source, tests in inputs]
     if len(reports) > 1:
-        say(f"\n{sum(r['passes'] for r in reports)} of {len(reports)} programs pass their tests "
-            f"({sum(r['fixed'] for r in reports)} fixed)")
+        say(f"\n{sum(r['passes'] for r in reports)} of {len(reports)} programs pass their tests ({sum(r['fixed'] for r in reports)} fixed)")
     if as_json:
-        click.echo(json.dumps({"programs": reports, "passing": sum(r["passes"] for r in reports),
-                               "fixed": sum(r["fixed"] for r in reports)}, indent=1))
+        click.echo(
+            json.dumps(
+                {"programs": reports, "passing": sum(r["passes"] for r in reports), "fixed": sum(r["fixed"] for r in reports)}, indent=1
+            )
+        )
     if not all(r["passes"] for r in reports):
         sys.exit(1)
 
@@ -213,9 +234,11 @@ def _limits_hint(result, sandbox_cfg) -> str:
     """The limits a test ran into, named with the settings that raise them."""
     if result.status not in ("timeout", "killed") and not any(t.status == "timeout" for t in result.tests):
         return ""
-    return (f"\n   limits: {sandbox_cfg.test_timeout_s:g} s per test (sandbox.test_timeout_s), {sandbox_cfg.job_timeout_s:g} s "
-            f"per run (sandbox.job_timeout_s), {sandbox_cfg.memory_mb} MB (sandbox.memory_mb); raise one with e.g. "
-            "sandbox.test_timeout_s=10 after the file names")
+    return (
+        f"\n   limits: {sandbox_cfg.test_timeout_s:g} s per test (sandbox.test_timeout_s), {sandbox_cfg.job_timeout_s:g} s "
+        f"per run (sandbox.job_timeout_s), {sandbox_cfg.memory_mb} MB (sandbox.memory_mb); raise one with e.g. "
+        "sandbox.test_timeout_s=10 after the file names"
+    )
 
 
 def _save_fix(program, source, outcome, target, say):
@@ -237,12 +260,30 @@ def _save_fix(program, source, outcome, target, say):
 
 
 def _debug_json(program, first, tests, outcome, written) -> dict:
-    rounds = [{"round": r.round, "explanation": r.explanation, "diff": r.diff, "unchanged": r.unchanged, "passed": r.passed,
-               "feedback": r.feedback} for r in (outcome.rounds if outcome else [])]
+    rounds = [
+        {
+            "round": r.round,
+            "explanation": r.explanation,
+            "diff": r.diff,
+            "unchanged": r.unchanged,
+            "passed": r.passed,
+            "feedback": r.feedback,
+        }
+        for r in (outcome.rounds if outcome else [])
+    ]
     fixed = bool(outcome and outcome.passed)
-    return {"program": program, "tests": len(first.tests), "passed_before": first.num_passed, "feedback_before": first.feedback(),
-            "not_run": list(tests.skipped), "fixed": fixed, "passes": first.passed or fixed, "rounds": rounds, "written": written,
-            "code": outcome.code if fixed else None}
+    return {
+        "program": program,
+        "tests": len(first.tests),
+        "passed_before": first.num_passed,
+        "feedback_before": first.feedback(),
+        "not_run": list(tests.skipped),
+        "fixed": fixed,
+        "passes": first.passed or fixed,
+        "rounds": rounds,
+        "written": written,
+        "code": outcome.code if fixed else None,
+    }
 
 
 def _indent(text: str) -> str:
@@ -280,8 +321,16 @@ def sandbox_check(config_path, overrides):
         click.echo(f"Landlock: {'ABI ' + str(box.landlock_abi) if box.landlock_abi else 'unavailable'}")
         checks = [
             ("a correct program passes", "def add(a, b):\n    return a + b", True),
-            ("a network connection is refused", "import socket\ndef add(a, b):\n    socket.create_connection(('127.0.0.1', 8265), timeout=1)\n    return 3", False),
-            ("an always-equal object does not pass", "class E:\n    def __eq__(self, o):\n        return True\ndef add(a, b):\n    return E()", False),
+            (
+                "a network connection is refused",
+                "import socket\ndef add(a, b):\n    socket.create_connection(('127.0.0.1', 8265), timeout=1)\n    return 3",
+                False,
+            ),
+            (
+                "an always-equal object does not pass",
+                "class E:\n    def __eq__(self, o):\n        return True\ndef add(a, b):\n    return E()",
+                False,
+            ),
         ]
         ok = True
         for label, program, should_pass in checks:
@@ -293,9 +342,12 @@ def sandbox_check(config_path, overrides):
         sys.exit(1)
 
 
-@main.command(name="cluster-check", help="Check that a config's actors fit a cluster: a Ray cluster launcher file or a "
-              "KubeRay RayJob/RayCluster manifest (each actor on one node type; each stage within the cluster's "
-              "maximum size).\n\n" + OVERRIDES_HELP)
+@main.command(
+    name="cluster-check",
+    help="Check that a config's actors fit a cluster: a Ray cluster launcher file or a "
+    "KubeRay RayJob/RayCluster manifest (each actor on one node type; each stage within the cluster's "
+    "maximum size).\n\n" + OVERRIDES_HELP,
+)
 @click.argument("cluster_file", type=click.Path(dir_okay=False))
 @config_options
 @fail_cleanly

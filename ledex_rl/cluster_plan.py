@@ -65,13 +65,20 @@ def stage_demands(cfg: LedexConfig) -> dict[str, list[Demand]]:
     ref = cfg.rl.reference
     rewards = Demand("reward actor", cfg.rl.rewards.num_reward_actors, cfg.rl.rewards.reward_actor_num_cpus, 0.0, roles.sandbox)
     if ref.colocate:  # rank 0's bundle also holds the reference model
-        rl_trainer = [Demand("trainer rank 0 + reference model", 1, t.num_cpus_per_rank + ref.num_cpus, t.num_gpus_per_rank + ref.num_gpus,
-                             roles.trainer)]
+        rl_trainer = [
+            Demand(
+                "trainer rank 0 + reference model", 1, t.num_cpus_per_rank + ref.num_cpus, t.num_gpus_per_rank + ref.num_gpus, roles.trainer
+            )
+        ]
         if t.num_ranks > 1:
             rl_trainer.append(Demand("trainer rank", t.num_ranks - 1, t.num_cpus_per_rank, t.num_gpus_per_rank, roles.trainer))
     else:
         rl_trainer = [rank, Demand("reference model", 1, ref.num_cpus, ref.num_gpus, roles.trainer)]
-    teacher = [Demand("teacher engine", r.num_engines, r.num_cpus_per_engine, engine_gpus, roles.rollout)] if cfg.collect.teacher.kind == "vllm" else []
+    teacher = (
+        [Demand("teacher engine", r.num_engines, r.num_cpus_per_engine, engine_gpus, roles.rollout)]
+        if cfg.collect.teacher.kind == "vllm"
+        else []
+    )
     return {
         "collect": [executors, engines, *teacher],
         "sft": [rank],
@@ -116,8 +123,11 @@ def _launcher_types(doc: dict, file: Path) -> Cluster:
         max_workers = 1 if is_head else int(_require(spec, "max_workers", f"node type '{name}'", file))
         if not is_head and int(spec.get("min_workers", 0)) > max_workers:
             raise ClusterSpecError(f"{file}: node type '{name}' has min_workers > max_workers")
-        out.append(NodeType(name, float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), max_workers, is_head,
-                            _custom_resources(resources)))
+        out.append(
+            NodeType(
+                name, float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), max_workers, is_head, _custom_resources(resources)
+            )
+        )
     cap = doc.get("max_workers")
     if cap is not None and (not isinstance(cap, int) or cap < 0):
         raise ClusterSpecError(f"{file}: the top-level max_workers must be a whole number >= 0 (it is {cap!r})")
@@ -138,8 +148,9 @@ def _quantity(value) -> float:
 
 def _group_type(name: str, group: dict, max_workers: int, file: Path, head: bool = False) -> NodeType:
     params = group.get("rayStartParams") or {}
-    containers = _require(_require(_require(group, "template", name, file), "spec", f"{name}.template", file),
-                          "containers", f"{name}.template.spec", file)
+    containers = _require(
+        _require(_require(group, "template", name, file), "spec", f"{name}.template", file), "containers", f"{name}.template.spec", file
+    )
     limits = (containers[0].get("resources") or {}).get("limits") or {}
     cpu = _quantity(params["num-cpus"]) if "num-cpus" in params else _quantity(limits.get("cpu", 0))
     gpu = _quantity(params["num-gpus"]) if "num-gpus" in params else _quantity(limits.get("nvidia.com/gpu", 0))
@@ -188,12 +199,17 @@ def fits_worker_cap(cluster: Cluster, cpu: float, gpu: float) -> bool:
         if have_cpu >= need_cpu and have_gpu >= need_gpu:
             return True
         rest = workers[i:]
-        if (have_cpu + sum(t.cpu * t.max_workers for t in rest) < need_cpu
-                or have_gpu + sum(t.gpu * t.max_workers for t in rest) < need_gpu or not rest or not nodes_left):
+        if (
+            have_cpu + sum(t.cpu * t.max_workers for t in rest) < need_cpu
+            or have_gpu + sum(t.gpu * t.max_workers for t in rest) < need_gpu
+            or not rest
+            or not nodes_left
+        ):
             return False
         t = rest[0]
-        return any(search(i + 1, nodes_left - n, have_cpu + n * t.cpu, have_gpu + n * t.gpu)
-                   for n in range(min(t.max_workers, nodes_left), -1, -1))
+        return any(
+            search(i + 1, nodes_left - n, have_cpu + n * t.cpu, have_gpu + n * t.gpu) for n in range(min(t.max_workers, nodes_left), -1, -1)
+        )
 
     return search(0, cap, 0.0, 0.0)
 
@@ -214,12 +230,16 @@ def check(cfg: LedexConfig, cluster: Cluster) -> list[str]:
         max_cpu = sum(t.cpu * t.max_workers for t in types)
         max_gpu = sum(t.gpu * t.max_workers for t in types)
         if cpu > max_cpu or gpu > max_gpu:
-            problems.append(f"{stage}: its actors need {cpu:g} CPU and {gpu:g} GPU together; the cluster has at most "
-                            f"{max_cpu:g} CPU and {max_gpu:g} GPU (raise max_workers or lower the actor counts)")
+            problems.append(
+                f"{stage}: its actors need {cpu:g} CPU and {gpu:g} GPU together; the cluster has at most "
+                f"{max_cpu:g} CPU and {max_gpu:g} GPU (raise max_workers or lower the actor counts)"
+            )
         elif cluster.max_workers is not None and not fits_worker_cap(cluster, cpu, gpu):
-            problems.append(f"{stage}: its actors need {cpu:g} CPU and {gpu:g} GPU together; no mix of at most "
-                            f"{cluster.max_workers} workers (the file's top-level max_workers) provides that "
-                            "(raise it or lower the actor counts)")
+            problems.append(
+                f"{stage}: its actors need {cpu:g} CPU and {gpu:g} GPU together; no mix of at most "
+                f"{cluster.max_workers} workers (the file's top-level max_workers) provides that "
+                "(raise it or lower the actor counts)"
+            )
         elif (unplaced := place(cluster, demands)) is not None:
             problems.append(f"{stage}: {unplaced}")
     return problems
@@ -245,13 +265,21 @@ def place(cluster: Cluster, demands: list[Demand]) -> str | None:
         gpu, cpu, group = d.gpu, d.cpu, d.group
         node = next((n for n in nodes if n.cpu >= cpu - 1e-9 and n.gpu >= gpu - 1e-9 and (not d.role or d.role in n.type.roles)), None)
         if node is None:
-            types = sorted((t for t in cluster.types if not t.head and t.hosts(d)
-                            and started.get(t.name, 0) < t.max_workers), key=lambda t: (t.gpu, t.cpu))
+            types = sorted(
+                (t for t in cluster.types if not t.head and t.hosts(d) and started.get(t.name, 0) < t.max_workers),
+                key=lambda t: (t.gpu, t.cpu),
+            )
             if not types or sum(started.values()) >= cap:
-                used = ", ".join(f"{name} {n} of {next(t.max_workers for t in cluster.types if t.name == name)}"
-                                 for name, n in started.items()) or "no workers"
-                return (f"a {group} ({cpu:g} CPU, {gpu:g} GPU) has no node left to go on after placing {placed} of "
-                        f"{len(actors)} actors ({used} started; the rest of the room is in pieces too small for it)")
+                used = (
+                    ", ".join(
+                        f"{name} {n} of {next(t.max_workers for t in cluster.types if t.name == name)}" for name, n in started.items()
+                    )
+                    or "no workers"
+                )
+                return (
+                    f"a {group} ({cpu:g} CPU, {gpu:g} GPU) has no node left to go on after placing {placed} of "
+                    f"{len(actors)} actors ({used} started; the rest of the room is in pieces too small for it)"
+                )
             node = _OpenNode(types[0], types[0].cpu, types[0].gpu)
             nodes.append(node)
             started[node.type.name] = started.get(node.type.name, 0) + 1
@@ -260,13 +288,15 @@ def place(cluster: Cluster, demands: list[Demand]) -> str | None:
 
 
 def describe(cfg: LedexConfig, cluster: Cluster) -> str:
-    types = ", ".join(f"{t.name} ({t.cpu:g} CPU, {t.gpu:g} GPU{''.join(', ' + r for r in sorted(t.roles))}, up to {t.max_workers})"
-                      for t in cluster.types)
+    types = ", ".join(
+        f"{t.name} ({t.cpu:g} CPU, {t.gpu:g} GPU{''.join(', ' + r for r in sorted(t.roles))}, up to {t.max_workers})" for t in cluster.types
+    )
     cap = f"; at most {cluster.max_workers} workers in all" if cluster.max_workers is not None else ""
     lines = [f"node types: {types}{cap}"]
     for stage, demands in stage_demands(cfg).items():
         if stage in cfg.stages:
-            asks = ", ".join(f"{d.count} x {d.group} ({d.cpu:g} CPU, {d.gpu:g} GPU{', on ' + d.role if d.role else ''})"
-                             for d in demands if d.count)
+            asks = ", ".join(
+                f"{d.count} x {d.group} ({d.cpu:g} CPU, {d.gpu:g} GPU{', on ' + d.role if d.role else ''})" for d in demands if d.count
+            )
             lines.append(f"{stage}: {asks}")
     return "\n".join(lines)

@@ -10,20 +10,33 @@ import pyarrow.parquet as pq
 
 from ledex_rl.errors import UserError
 
-SCHEMA = pa.schema([
-    ("task_id", pa.string()), ("source", pa.string()),
-    ("kind", pa.string()),  # first_attempt | refinement
-    ("mode", pa.string()),  # generate | explain_refine | refine
-    ("sample_index", pa.int32()),  # first attempt: its index among unique attempts; refinement: its index for its parent
-    ("parent_index", pa.int32()),  # refinement: sample_index of the wrong first attempt; -1 otherwise
-    ("messages", pa.string()),  # the conversation that produced `response` (JSON)
-    ("response", pa.string()), ("explanation", pa.string()), ("code", pa.string()),
-    ("wrong_code", pa.string()), ("wrong_feedback", pa.string()),  # refinement: what it was asked to fix
-    ("passed", pa.bool_()), ("pass_rate", pa.float32()), ("num_tests", pa.int32()), ("status", pa.string()),
-    ("feedback", pa.string()), ("test_results", pa.string()),  # JSON list of {status, message}
-    ("model", pa.string()), ("temperature", pa.float32()), ("max_tokens", pa.int32()), ("seed", pa.int64()),
-    ("duplicates", pa.int32()),  # first attempt: how many samples produced this same code
-])
+SCHEMA = pa.schema(
+    [
+        ("task_id", pa.string()),
+        ("source", pa.string()),
+        ("kind", pa.string()),  # first_attempt | refinement
+        ("mode", pa.string()),  # generate | explain_refine | refine
+        ("sample_index", pa.int32()),  # first attempt: its index among unique attempts; refinement: its index for its parent
+        ("parent_index", pa.int32()),  # refinement: sample_index of the wrong first attempt; -1 otherwise
+        ("messages", pa.string()),  # the conversation that produced `response` (JSON)
+        ("response", pa.string()),
+        ("explanation", pa.string()),
+        ("code", pa.string()),
+        ("wrong_code", pa.string()),
+        ("wrong_feedback", pa.string()),  # refinement: what it was asked to fix
+        ("passed", pa.bool_()),
+        ("pass_rate", pa.float32()),
+        ("num_tests", pa.int32()),
+        ("status", pa.string()),
+        ("feedback", pa.string()),
+        ("test_results", pa.string()),  # JSON list of {status, message}
+        ("model", pa.string()),
+        ("temperature", pa.float32()),
+        ("max_tokens", pa.int32()),
+        ("seed", pa.int64()),
+        ("duplicates", pa.int32()),  # first attempt: how many samples produced this same code
+    ]
+)
 
 
 class NoTrainingData(UserError, ValueError):

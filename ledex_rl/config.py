@@ -19,8 +19,7 @@ from ledex_rl.modes import AnswerMode, Mode
 __all__ = ["ConfigError", "LedexConfig", "load_config", "parse_overrides"]
 
 SourceName = Literal[
-    "humaneval", "humaneval-plus", "mbpp", "mbpp-sanitized", "mbpp-plus", "apps", "codecontests", "miniature",
-    "miniature-unseen",
+    "humaneval", "humaneval-plus", "mbpp", "mbpp-sanitized", "mbpp-plus", "apps", "codecontests", "miniature", "miniature-unseen"
 ]
 
 
@@ -69,8 +68,10 @@ class ProblemSourceConfig:
     def __post_init__(self) -> None:
         _check(self.limit >= 0, f"data source {self.name}: limit must be >= 0 (0 means all)")
         _check(self.offset >= 0, f"data source {self.name}: offset must be >= 0")
-        _check(bool(self.stages) and len(set(self.stages)) == len(self.stages),
-               f"data source {self.name}: stages must name sft, rl or both, once each")
+        _check(
+            bool(self.stages) and len(set(self.stages)) == len(self.stages),
+            f"data source {self.name}: stages must name sft, rl or both, once each",
+        )
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,7 @@ class DataConfig:
     at 10 samples; `data.eval.0.limit=0` evaluates all 144). Real runs train on MBPP/APPS and evaluate
     on MBPP and HumanEval (see codellama-7b.yaml)."""
 
-    train: list[ProblemSourceConfig] = field(
-        default_factory=lambda: (ProblemSourceConfig(name="humaneval", split="test", limit=12),)
-    )
+    train: list[ProblemSourceConfig] = field(default_factory=lambda: (ProblemSourceConfig(name="humaneval", split="test", limit=12),))
     eval: list[ProblemSourceConfig] = field(
         default_factory=lambda: (ProblemSourceConfig(name="humaneval", split="test", offset=20, limit=4),)
     )
@@ -120,8 +119,10 @@ class RayConfig:
 
     def __post_init__(self) -> None:
         names = [n for n in (self.roles.rollout, self.roles.trainer, self.roles.sandbox) if n]
-        _check(all(n not in ("CPU", "GPU", "memory", "object_store_memory") for n in names),
-               "ray.roles: name a custom resource your node types declare (e.g. ledex_rollout), not CPU/GPU/memory")
+        _check(
+            all(n not in ("CPU", "GPU", "memory", "object_store_memory") for n in names),
+            "ray.roles: name a custom resource your node types declare (e.g. ledex_rollout), not CPU/GPU/memory",
+        )
 
 
 @dataclass(frozen=True)
@@ -380,8 +381,10 @@ class RLConfig:
         _check(self.validation_every_steps >= 1, "rl.validation_every_steps: must be >= 1")
         _check(self.max_prompts >= 0, "rl.max_prompts: must be >= 0 (0 = every collected prompt)")
         _check(self.eval_tasks >= 1, "rl.eval_tasks: must be >= 1")
-        _check(self.advantage != "grpo" or self.ppo.samples_per_prompt >= 2,
-               "rl.advantage=grpo: set rl.ppo.samples_per_prompt to 2 or more (groups of responses per prompt)")
+        _check(
+            self.advantage != "grpo" or self.ppo.samples_per_prompt >= 2,
+            "rl.advantage=grpo: set rl.ppo.samples_per_prompt to 2 or more (groups of responses per prompt)",
+        )
 
 
 @dataclass(frozen=True)
@@ -466,9 +469,7 @@ class LedexConfig:
 
     run_dir: str = "runs/default"
     seed: int = 0
-    stages: list[Literal["collect", "sft", "rl", "eval"]] = field(
-        default_factory=lambda: ("collect", "sft", "rl", "eval")
-    )
+    stages: list[Literal["collect", "sft", "rl", "eval"]] = field(default_factory=lambda: ("collect", "sft", "rl", "eval"))
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     ray: RayConfig = field(default_factory=RayConfig)
@@ -482,9 +483,11 @@ class LedexConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def __post_init__(self) -> None:
-        _check(not (self.trainer.device == "cuda" and "rl" in self.stages and self.rl.reference.num_gpus == 0),
-               "rl.reference.num_gpus: the reference model runs on the trainer's device (cuda), so it needs a GPU "
-               "(1, or a fraction to share one)")
+        _check(
+            not (self.trainer.device == "cuda" and "rl" in self.stages and self.rl.reference.num_gpus == 0),
+            "rl.reference.num_gpus: the reference model runs on the trainer's device (cuda), so it needs a GPU "
+            "(1, or a fraction to share one)",
+        )
 
     def to_dict(self) -> dict:
         return to_dict(self)

@@ -29,10 +29,7 @@ def build(cls: type, data: Any, path: str = "") -> Any:
     unknown = [k for k in data if k not in fields]
     if unknown:
         key = _join(path, str(unknown[0]))
-        raise ConfigError(
-            f"unknown config key '{key}'; accepted keys{' under ' + path if path else ''}: "
-            f"{', '.join(sorted(fields))}"
-        )
+        raise ConfigError(f"unknown config key '{key}'; accepted keys{' under ' + path if path else ''}: {', '.join(sorted(fields))}")
     kwargs = {name: convert(hints[name], value, _join(path, name)) for name, value in data.items()}
     try:
         return cls(**kwargs)
@@ -63,9 +60,7 @@ def convert(tp: Any, value: Any, path: str) -> Any:
     if origin is Literal:
         choices = get_args(tp)
         if value not in choices:
-            raise ConfigError(
-                f"{path}: {_show(value)} is not accepted; accepted values: {', '.join(map(str, choices))}"
-            )
+            raise ConfigError(f"{path}: {_show(value)} is not accepted; accepted values: {', '.join(map(str, choices))}")
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):

@@ -132,8 +132,11 @@ def _with_docstring(fixed: str, new: ast.stmt, original: str, old: ast.stmt) -> 
 
 
 def unified_diff(before: str, after: str, name: str) -> str:
-    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
-                                        fromfile=f"{name} (before)", tofile=f"{name} (proposed)"))
+    return "".join(
+        difflib.unified_diff(
+            before.splitlines(keepends=True), after.splitlines(keepends=True), fromfile=f"{name} (before)", tofile=f"{name} (proposed)"
+        )
+    )
 
 
 @dataclass
@@ -167,8 +170,14 @@ def job_for(program: str, tests: TestsFile, module: str = ""):
     """The sandbox job; `module`: the name the tests import the program by (its file's stem)."""
     from sandbox import Job
 
-    return Job(program=program, tests=tests.tests, entry_point=entry_point(program, tests.source), test_setup=tests.setup,
-               module=module if module.isidentifier() else "", modules=tests.modules)
+    return Job(
+        program=program,
+        tests=tests.tests,
+        entry_point=entry_point(program, tests.source),
+        test_setup=tests.setup,
+        module=module if module.isidentifier() else "",
+        modules=tests.modules,
+    )
 
 
 def task_for(tests: TestsFile, result) -> str:
@@ -185,10 +194,19 @@ class DebugEvents:
     round_done: Callable[[DebugRound], None] = lambda step: None
 
 
-def debug(program: str, tests: TestsFile, fixer: Teacher, run_jobs: Callable, settings: DebugSettings = DebugSettings(),
-          events: DebugEvents = DebugEvents(), module: str = "", first: ExecutionResult | None = None) -> DebugOutcome:
+def debug(
+    program: str,
+    tests: TestsFile,
+    fixer: Teacher,
+    run_jobs: Callable,
+    settings: DebugSettings = DebugSettings(),
+    events: DebugEvents = DebugEvents(),
+    module: str = "",
+    first: ExecutionResult | None = None,
+) -> DebugOutcome:
     """Test (unless `first` is the result of that), then explain-and-fix while the tests fail, at most
     `settings.rounds` times. `module`: the name the tests import the program by."""
+
     def run(code: str):
         return run_jobs([job_for(code, tests, module)])[0]
 
@@ -210,8 +228,9 @@ def debug(program: str, tests: TestsFile, fixer: Teacher, run_jobs: Callable, se
     return outcome
 
 
-def _ask(fixer: Teacher, tests: TestsFile, code: str, result: ExecutionResult, settings: DebugSettings, r: int,
-         events: DebugEvents) -> tuple[str, str]:
+def _ask(
+    fixer: Teacher, tests: TestsFile, code: str, result: ExecutionResult, settings: DebugSettings, r: int, events: DebugEvents
+) -> tuple[str, str]:
     """One explain-and-fix answer -> (its explanation, the program with its fix spliced in)."""
     messages = prompts.refinement_conversation(task_for(tests, result), code, result.feedback(), "explain_refine")
     if hasattr(fixer, "check_fits"):  # a local model knows its context length; an endpoint answers for itself
@@ -236,8 +255,14 @@ class Session:
     The model is `model` (a built-in name, HF id or folder; default: the config's newest trained policy,
     else model.name_or_path) or the model an OpenAI-compatible `endpoint` serves."""
 
-    def __init__(self, model: str | None = None, endpoint: str | None = None, config: LedexConfig | str | None = None,
-                 overrides: Sequence[str] = (), settings: DebugSettings | None = None):
+    def __init__(
+        self,
+        model: str | None = None,
+        endpoint: str | None = None,
+        config: LedexConfig | str | None = None,
+        overrides: Sequence[str] = (),
+        settings: DebugSettings | None = None,
+    ):
         from sandbox import Sandbox
 
         self.cfg = config if isinstance(config, LedexConfig) else load_config(config, overrides)
@@ -250,8 +275,14 @@ class Session:
     def test(self, program: str, tests: str | TestsFile, module: str = "") -> ExecutionResult:
         return self.sandbox.run([job_for(program, _as_tests(tests), module)])[0]
 
-    def fix(self, program: str, tests: str | TestsFile, module: str = "", first: ExecutionResult | None = None,
-            events: DebugEvents = DebugEvents()) -> DebugOutcome:
+    def fix(
+        self,
+        program: str,
+        tests: str | TestsFile,
+        module: str = "",
+        first: ExecutionResult | None = None,
+        events: DebugEvents = DebugEvents(),
+    ) -> DebugOutcome:
         tests = _as_tests(tests)
         first = first or self.test(program, tests, module)
         if first.passed:
@@ -302,6 +333,7 @@ def load_fixer(cfg, model: str | None, endpoint: str | None):
     tokenizer = AutoTokenizer.from_pretrained(path)
     connect(cfg.ray, quiet=True)
     engines = EnginePool(path, cfg.rollout, cfg.model, cfg.seed, name_prefix="debug-rollout", node_role=cfg.ray.roles.resources("rollout"))
-    fixer = EngineTeacher(engines, tokenizer, model or path, prompts.prompt_style(cfg.model.prompt_style, tokenizer),
-                          max_model_len=cfg.model.max_model_len)
+    fixer = EngineTeacher(
+        engines, tokenizer, model or path, prompts.prompt_style(cfg.model.prompt_style, tokenizer), max_model_len=cfg.model.max_model_len
+    )
     return fixer, engines.shutdown

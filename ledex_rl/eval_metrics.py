@@ -59,11 +59,19 @@ def benchmark_metrics(rows: Sequence[dict], verdict: str, ks: Sequence[int], rou
                     done = [history[q] for q in sorted(history) if q <= r]
                     c += done[-1] if done else passed
                 correct.append(c)
-            per_round.append({"round": r, **at_k(correct), "attempted": attempted, "fixed": fixed,
-                              "success_rate": fixed / attempted if attempted else None})
+            per_round.append(
+                {
+                    "round": r,
+                    **at_k(correct),
+                    "attempted": attempted,
+                    "fixed": fixed,
+                    "success_rate": fixed / attempted if attempted else None,
+                }
+            )
         out[mode] = per_round
-    out["best"] = [
-        {"round": r, **{f"pass@{k}": max(out[m][r - 1][f"pass@{k}"] for m in modes) for k in ks}}
-        for r in range(1, rounds + 1)
-    ] if modes else []
+    out["best"] = (
+        [{"round": r, **{f"pass@{k}": max(out[m][r - 1][f"pass@{k}"] for m in modes) for k in ks}} for r in range(1, rounds + 1)]
+        if modes
+        else []
+    )
     return out

@@ -70,8 +70,13 @@ def markdown(results: Sequence[Result]) -> str:
     benchmarks = list(dict.fromkeys(b for _, r in results for b in r["benchmarks"]))
     ks = [k for k in results[0][1]["ks"] if all(k in r["ks"] for _, r in results)]
     cell_keys = [f"pass@{k}" for k in ks]
-    lines = ["# Evaluation", "", f"pass@k (%), {' / '.join(cell_keys)}; in brackets the difference to **{results[0][0]}** "
-             "in the same mode. Refinement rows are after the last round.", ""]
+    lines = [
+        "# Evaluation",
+        "",
+        f"pass@k (%), {' / '.join(cell_keys)}; in brackets the difference to **{results[0][0]}** "
+        "in the same mode. Refinement rows are after the last round.",
+        "",
+    ]
     lines.append("| Model | Mode | " + " | ".join(benchmarks) + " |")
     lines.append("|---|---|" + "---|" * len(benchmarks))
     base_rows = dict(_mode_rows(results[0][1]))
@@ -101,11 +106,16 @@ def markdown(results: Sequence[Result]) -> str:
     for label, r in results:
         tasks = ", ".join(f"{b}: {m['tasks']}" for b, m in r["benchmarks"].items())
         judge = r.get("judge") or {}
-        judged = (f"; judge {judge['model']}: {judge['score']:.2f} / 5 over {judge['rated']} explanations"
-                  if judge.get("score") is not None else "")
-        lines.append(f"- **{label}**: `{r.get('model', '?')}`; tasks {tasks}; {r.get('samples_per_task')} samples per task at "
-                     f"T={r.get('temperature')}, refinements at T={r.get('refine_temperature')}, {r['rounds']} round(s), "
-                     f"up to {r.get('max_new_tokens')} new tokens{judged}.")
+        judged = (
+            f"; judge {judge['model']}: {judge['score']:.2f} / 5 over {judge['rated']} explanations"
+            if judge.get("score") is not None
+            else ""
+        )
+        lines.append(
+            f"- **{label}**: `{r.get('model', '?')}`; tasks {tasks}; {r.get('samples_per_task')} samples per task at "
+            f"T={r.get('temperature')}, refinements at T={r.get('refine_temperature')}, {r['rounds']} round(s), "
+            f"up to {r.get('max_new_tokens')} new tokens{judged}."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -192,7 +202,7 @@ def plot_training(run_dir: Path, path: Path) -> Path | None:
         ax.grid(alpha=0.3)
         if not isinstance(keys, str):
             ax.legend(fontsize=7)
-    for ax in [a for line in axes for a in line][len(panels):]:
+    for ax in [a for line in axes for a in line][len(panels) :]:
         ax.axis("off")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

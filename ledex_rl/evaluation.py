@@ -38,18 +38,24 @@ from ledex_rl.seeds import request_seed
 log = logging.getLogger(__name__)
 stage_log = logging.getLogger(STAGE_LOG)  # shown on the console
 
-SCHEMA = pa.schema([
-    ("task_id", pa.string()), ("benchmark", pa.string()),
-    ("sample_index", pa.int32()),
-    ("round", pa.int32()),  # 0: first attempt; r: the r-th refinement of this sample in `mode`
-    ("mode", pa.string()),  # generate | refine | explain_refine
-    ("response", pa.string()), ("explanation", pa.string()), ("code", pa.string()),
-    ("passed", pa.bool_()),  # every test (base and plus)
-    ("passed_base", pa.bool_()),  # the base tests only (equals `passed` without plus tests)
-    ("pass_rate", pa.float32()), ("plus_tests", pa.int32()),
-    ("feedback", pa.string()),  # from the base tests: what the next refinement is shown
-    ("seed", pa.int64()),
-])
+SCHEMA = pa.schema(
+    [
+        ("task_id", pa.string()),
+        ("benchmark", pa.string()),
+        ("sample_index", pa.int32()),
+        ("round", pa.int32()),  # 0: first attempt; r: the r-th refinement of this sample in `mode`
+        ("mode", pa.string()),  # generate | refine | explain_refine
+        ("response", pa.string()),
+        ("explanation", pa.string()),
+        ("code", pa.string()),
+        ("passed", pa.bool_()),  # every test (base and plus)
+        ("passed_base", pa.bool_()),  # the base tests only (equals `passed` without plus tests)
+        ("pass_rate", pa.float32()),
+        ("plus_tests", pa.int32()),
+        ("feedback", pa.string()),  # from the base tests: what the next refinement is shown
+        ("seed", pa.int64()),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -64,8 +70,19 @@ class Evaluator:
     """Runs the evaluation of one model: `engines` (an EnginePool with the model), `executors`
     (anything with `.run(jobs)`: the executor pool, or a Sandbox)."""
 
-    def __init__(self, out_dir: Path, engines, tokenizer, style: str, executors, cfg: EvalConfig, seed: int,
-                 model_name: str, progress: bool = True, label: str = ""):
+    def __init__(
+        self,
+        out_dir: Path,
+        engines,
+        tokenizer,
+        style: str,
+        executors,
+        cfg: EvalConfig,
+        seed: int,
+        model_name: str,
+        progress: bool = True,
+        label: str = "",
+    ):
         self.out_dir = Path(out_dir)
         self.parts = Parts(self.out_dir / "parts", SCHEMA)
         self.engines, self.tokenizer, self.style, self.executors = engines, tokenizer, style, executors
@@ -83,8 +100,9 @@ class Evaluator:
         if done:
             stage_log.info("eval %s: resuming; %d tasks done, %d to go", self.model_name, len(problems) - len(todo), len(todo))
         started = time.perf_counter()
-        bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"eval {self.label}",
-                   unit="task", disable=not self.progress)
+        bar = tqdm(
+            total=len(problems), initial=len(problems) - len(todo), desc=f"eval {self.label}", unit="task", disable=not self.progress
+        )
         size = self.cfg.chunk_size
         self._bar = bar
         for i in range(0, len(todo), size):
@@ -95,11 +113,16 @@ class Evaluator:
         wanted = {p.task_id for p in problems}
         rows = [r for r in self.parts.read_rows() if r["task_id"] in wanted]
         results = summarize(rows, self.cfg.ks, self.cfg.refine_rounds, self.cfg.modes)
-        results.update({
-            "model": self.model_name, "samples_per_task": self.cfg.samples_per_task, "temperature": self.cfg.temperature,
-            "refine_temperature": self.cfg.refine_temperature, "max_new_tokens": self.cfg.max_new_tokens,
-            "seconds": {k: round(v, 1) for k, v in self.seconds.items()} | {"wall": round(time.perf_counter() - started, 1)},
-        })
+        results.update(
+            {
+                "model": self.model_name,
+                "samples_per_task": self.cfg.samples_per_task,
+                "temperature": self.cfg.temperature,
+                "refine_temperature": self.cfg.refine_temperature,
+                "max_new_tokens": self.cfg.max_new_tokens,
+                "seconds": {k: round(v, 1) for k, v in self.seconds.items()} | {"wall": round(time.perf_counter() - started, 1)},
+            }
+        )
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         return results
@@ -111,8 +134,13 @@ class Evaluator:
 
         cfg = self.cfg
         requests = [
-            GenerationRequest(self._prompt(prompts.first_attempt_messages(p)), n=cfg.samples_per_task, temperature=cfg.temperature,
-                              max_tokens=cfg.max_new_tokens, seed=request_seed(self.seed, p.task_id, "eval-first"))
+            GenerationRequest(
+                self._prompt(prompts.first_attempt_messages(p)),
+                n=cfg.samples_per_task,
+                temperature=cfg.temperature,
+                max_tokens=cfg.max_new_tokens,
+                seed=request_seed(self.seed, p.task_id, "eval-first"),
+            )
             for p in chunk
         ]
         self._status(f"{len(chunk)} tasks: first attempts")
@@ -121,8 +149,11 @@ class Evaluator:
         verdicts = self._execute([(p, prompts.parse_response(text).code) for p, _, text, _ in samples])
         rows = [self._row(p, i, 0, "generate", text, v, seed) for (p, i, text, seed), v in zip(samples, verdicts)]
         # The latest (code, verdict) of every sample in every mode; round 0 is shared.
-        latest = {(mode, p.task_id, i): (prompts.parse_response(text).code, v)
-                  for mode in cfg.modes for (p, i, text, _), v in zip(samples, verdicts)}
+        latest = {
+            (mode, p.task_id, i): (prompts.parse_response(text).code, v)
+            for mode in cfg.modes
+            for (p, i, text, _), v in zip(samples, verdicts)
+        }
         by_id = {p.task_id: p for p in chunk}
         for round_ in range(1, cfg.refine_rounds + 1):
             wrong = [key for key, (_, v) in latest.items() if not v.passed_base]
@@ -132,9 +163,15 @@ class Evaluator:
             for mode, task_id, i in wrong:
                 code, verdict = latest[(mode, task_id, i)]
                 messages = prompts.refinement_messages(by_id[task_id], code, verdict.feedback, mode)
-                requests.append(GenerationRequest(self._prompt(messages), n=1, temperature=cfg.refine_temperature,
-                                                  max_tokens=cfg.max_new_tokens,
-                                                  seed=request_seed(self.seed, task_id, "eval-refine", mode, round_, i)))
+                requests.append(
+                    GenerationRequest(
+                        self._prompt(messages),
+                        n=1,
+                        temperature=cfg.refine_temperature,
+                        max_tokens=cfg.max_new_tokens,
+                        seed=request_seed(self.seed, task_id, "eval-refine", mode, round_, i),
+                    )
+                )
             self._status(f"{len(chunk)} tasks: round {round_}, {len(requests)} refinements")
             texts = [cs[0].text for cs in self._generate(requests)]
             codes = [prompts.parse_response(t).code for t in texts]
@@ -187,10 +224,20 @@ class Evaluator:
     def _row(self, problem: Problem, index: int, round_: int, mode: str, response: str, verdict: Verdict, seed: int) -> dict:
         parsed = prompts.parse_response(response)
         return {
-            "task_id": problem.task_id, "benchmark": problem.source, "sample_index": index, "round": round_, "mode": mode,
-            "response": response, "explanation": parsed.explanation, "code": parsed.code, "passed": verdict.passed,
-            "passed_base": verdict.passed_base, "pass_rate": verdict.pass_rate,
-            "plus_tests": sum(t.group != "base" for t in problem.tests), "feedback": verdict.feedback, "seed": seed,
+            "task_id": problem.task_id,
+            "benchmark": problem.source,
+            "sample_index": index,
+            "round": round_,
+            "mode": mode,
+            "response": response,
+            "explanation": parsed.explanation,
+            "code": parsed.code,
+            "passed": verdict.passed,
+            "passed_base": verdict.passed_base,
+            "pass_rate": verdict.pass_rate,
+            "plus_tests": sum(t.group != "base" for t in problem.tests),
+            "feedback": verdict.feedback,
+            "seed": seed,
         }
 
 
@@ -211,15 +258,16 @@ def load_eval_problems(cfg: LedexConfig, run_jobs, limit: int = 0) -> list:
 def during_training(cfg: LedexConfig, step: int, engines, tokenizer, style: str, executors, problems, out: Path) -> dict:
     """Evaluate the policy the engines hold now (after `step` RL steps) on `problems`; returns flat
     metrics (eval/<benchmark>/<mode>_pass@k) to log next to the training metrics."""
-    results = Evaluator(out / f"step-{step:05d}", engines, tokenizer, style, executors, cfg.eval, cfg.seed,
-                        f"rl step {step}", progress=False).run(problems)
+    results = Evaluator(
+        out / f"step-{step:05d}", engines, tokenizer, style, executors, cfg.eval, cfg.seed, f"rl step {step}", progress=False
+    ).run(problems)
     flat = {}
     for name, m in results["benchmarks"].items():
         name = name.replace(" (base tests)", "_base")
         for key, value in m["init"].items():
             flat[f"eval/{name}/init_{key}"] = value
         for mode in results["modes"]:
-            for key, value in (m[mode][-1].items() if m[mode] else ()):
+            for key, value in m[mode][-1].items() if m[mode] else ():
                 if key.startswith("pass@") or (key == "success_rate" and value is not None):
                     flat[f"eval/{name}/{mode}_{key}"] = value
     return flat

@@ -90,6 +90,7 @@ class Experience:
             targets = {}
             if with_targets:
                 targets = {name: getattr(self, name)[chunk] for name in ("old_logprobs", "old_values", "advantages", "returns")}
-            out.append(MicroBatch(ids, attention, torch.tensor([self.response_start[j] for j in chunk]),
-                                  self.response_mask[chunk], **targets))
+            out.append(
+                MicroBatch(ids, attention, torch.tensor([self.response_start[j] for j in chunk]), self.response_mask[chunk], **targets)
+            )
         return out

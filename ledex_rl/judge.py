@@ -34,12 +34,18 @@ _SCORE = re.compile(r"(correctness|helpfulness)\s*[:=]\s*\**\s*([1-5])\b", re.IG
 
 
 def judge_messages(problem: Problem, wrong_code: str, feedback: str, explanation: str) -> list[dict]:
-    reference = f"\n\nA correct solution, for your reference:\n```python\n{problem.reference_solution.strip()}\n```" \
-        if problem.reference_solution.strip() else ""
+    reference = (
+        f"\n\nA correct solution, for your reference:\n```python\n{problem.reference_solution.strip()}\n```"
+        if problem.reference_solution.strip()
+        else ""
+    )
     return [
         {"role": "system", "content": RUBRIC},
-        {"role": "user", "content": f"Task:\n{problem.prompt.strip()}\n\nWrong code:\n```python\n{wrong_code.strip()}\n```\n\n"
-                                    f"Test feedback:\n{feedback.strip()}{reference}\n\nExplanation to rate:\n{explanation.strip()}"},
+        {
+            "role": "user",
+            "content": f"Task:\n{problem.prompt.strip()}\n\nWrong code:\n```python\n{wrong_code.strip()}\n```\n\n"
+            f"Test feedback:\n{feedback.strip()}{reference}\n\nExplanation to rate:\n{explanation.strip()}",
+        },
     ]
 
 
@@ -82,9 +88,16 @@ def judge(rows: Sequence[dict], problems: dict[str, Problem], cfg: JudgeConfig, 
     records, scores = [], []
     for (wrong, answer), texts in zip(pairs, answers):
         parsed = parse_scores(texts[0] if texts else "")
-        records.append({"task_id": wrong["task_id"], "sample_index": wrong["sample_index"], "explanation": answer["explanation"],
-                        "judge_answer": texts[0] if texts else "", "correctness": parsed and parsed[0],
-                        "helpfulness": parsed and parsed[1]})
+        records.append(
+            {
+                "task_id": wrong["task_id"],
+                "sample_index": wrong["sample_index"],
+                "explanation": answer["explanation"],
+                "judge_answer": texts[0] if texts else "",
+                "correctness": parsed and parsed[0],
+                "helpfulness": parsed and parsed[1],
+            }
+        )
         if parsed:
             scores.append(parsed)
     with (Path(out_dir) / "judge.jsonl").open("w") as f:
@@ -94,5 +107,11 @@ def judge(rows: Sequence[dict], problems: dict[str, Problem], cfg: JudgeConfig, 
         return {"model": cfg.model, "rated": 0, "unparsed": len(records), "score": None}
     correctness = sum(c for c, _ in scores) / len(scores)
     helpfulness = sum(h for _, h in scores) / len(scores)
-    return {"model": cfg.model, "rated": len(scores), "unparsed": len(records) - len(scores), "correctness": correctness,
-            "helpfulness": helpfulness, "score": (correctness + helpfulness) / 2}
+    return {
+        "model": cfg.model,
+        "rated": len(scores),
+        "unparsed": len(records) - len(scores),
+        "correctness": correctness,
+        "helpfulness": helpfulness,
+        "score": (correctness + helpfulness) / 2,
+    }

@@ -49,8 +49,10 @@ def export_names(model: nn.Module, include_tied: bool = True) -> Iterator[tuple[
             continue  # A and B: emitted with the base weight below
         if layer != owner and layer in lora_layers:
             module = model.get_submodule(layer)
-            adapters = [(f"{layer}.lora_A.{ADAPTER}.weight", module.lora_A[ADAPTER].weight),
-                        (f"{layer}.lora_B.{ADAPTER}.weight", module.lora_B[ADAPTER].weight)]
+            adapters = [
+                (f"{layer}.lora_A.{ADAPTER}.weight", module.lora_A[ADAPTER].weight),
+                (f"{layer}.lora_B.{ADAPTER}.weight", module.lora_B[ADAPTER].weight),
+            ]
             yield f"{layer}.{leaf}", [(name, param)] + (adapters if leaf == "weight" else [])
         else:
             yield name, [(name, param)]
@@ -67,5 +69,4 @@ def export_value(model: nn.Module, name: str, parts: list[tuple[str, nn.Paramete
 
 def adapter_names(model: nn.Module) -> dict[str, nn.Parameter]:
     """The adapter's parameters under the names PEFT saves them by (`base_model.model.<layer>.lora_A.weight`)."""
-    return {f"base_model.model.{name.replace(f'.{ADAPTER}.', '.')}": param
-            for name, param in model.named_parameters() if ".lora_" in name}
+    return {f"base_model.model.{name.replace(f'.{ADAPTER}.', '.')}": param for name, param in model.named_parameters() if ".lora_" in name}

@@ -42,8 +42,9 @@ def logits_tail(input_ids: torch.Tensor, response_start: torch.Tensor) -> int:
     return input_ids.shape[1] - (int(response_start.min()) - 1)
 
 
-def response_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, response_start: torch.Tensor, width: int,
-                      temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def response_logprobs(
+    logits: torch.Tensor, input_ids: torch.Tensor, response_start: torch.Tensor, width: int, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits of the response tokens divided by `temperature`: [b, width, V] float32,
     log-probabilities of the response tokens under them: [b, width]).
 

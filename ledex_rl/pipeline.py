@@ -21,6 +21,7 @@ from ledex_rl.run_dir import STAGE_ORDER, is_done, stage_dir
 
 stage_log = logging.getLogger(STAGE_LOG)  # the console's one line per stage
 
+
 @dataclass(frozen=True)
 class Stage:
     name: str

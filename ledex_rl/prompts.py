@@ -16,12 +16,9 @@ from ledex_rl.modes import AnswerMode, Mode
 from ledex_rl.problems.base import Problem
 
 
-REFINE_REQUEST = (
-    "Your code is wrong. Fix it. Answer with only the corrected Python code in one ```python block."
-)
+REFINE_REQUEST = "Your code is wrong. Fix it. Answer with only the corrected Python code in one ```python block."
 EXPLAIN_REFINE_REQUEST = (
-    "Your code is wrong. First explain, in a few sentences, why it is wrong. "
-    "Then write the corrected Python code in one ```python block."
+    "Your code is wrong. First explain, in a few sentences, why it is wrong. Then write the corrected Python code in one ```python block."
 )
 
 
@@ -142,5 +139,5 @@ def parse_response(text: object) -> ParsedResponse:
     match = _CODE_START.search(text)
     if match is not None:
         before = text[: match.start()]
-        return ParsedResponse(before.strip(), text[match.start():].rstrip(), match.start(), len(text), len(before.rstrip()))
+        return ParsedResponse(before.strip(), text[match.start() :].rstrip(), match.start(), len(text), len(before.rstrip()))
     return ParsedResponse(text.strip(), "", len(text), len(text), len(text.rstrip()))

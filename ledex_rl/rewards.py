@@ -113,8 +113,9 @@ class RewardParts:
         return asdict(self)
 
 
-def score_response(code: str, pass_rate: float, passed: bool, reference_codes: Sequence[str], explanation: str | None,
-                   explanation_similarity: float | None) -> RewardParts:
+def score_response(
+    code: str, pass_rate: float, passed: bool, reference_codes: Sequence[str], explanation: str | None, explanation_similarity: float | None
+) -> RewardParts:
     """Combine the parts. `explanation` is None for refine-only responses; `explanation_similarity` is
     S_ex (None when there are no reference explanations)."""
     has_code = bool(code.strip())

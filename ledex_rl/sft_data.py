@@ -83,7 +83,7 @@ def tokenize(example: SFTExample, tokenizer, style: str, max_len: int) -> Tokeni
     prompt_text = prompts.render(example.prompt, tokenizer, style)
     full_text = render_with_answer(example.prompt, example.answer, tokenizer, style)
     if full_text.startswith(prompt_text):
-        answer_part = full_text[len(prompt_text):].rstrip()
+        answer_part = full_text[len(prompt_text) :].rstrip()
     else:  # a template that rewrites history: fall back to answer + end of sequence
         answer_part = example.answer + (tokenizer.eos_token or "")
     prompt_ids = tokenizer(prompt_text).input_ids
@@ -92,8 +92,7 @@ def tokenize(example: SFTExample, tokenizer, style: str, max_len: int) -> Tokeni
     if room < 1 or not answer_ids:
         return None
     answer_ids = answer_ids[:room]
-    return TokenizedExample(example.kind, example.task_id, tuple(prompt_ids + answer_ids),
-                            tuple([IGNORE] * len(prompt_ids) + answer_ids))
+    return TokenizedExample(example.kind, example.task_id, tuple(prompt_ids + answer_ids), tuple([IGNORE] * len(prompt_ids) + answer_ids))
 
 
 def render_with_answer(messages: Sequence[dict], answer: str, tokenizer, style: str) -> str:
@@ -144,8 +143,9 @@ def reference_examples(problems: Sequence, rows: Iterable[dict], refinements_per
     by_task = {p.task_id: p for p in problems if p.reference_solution.strip()}
     examples: dict[tuple, SFTExample] = {}
     for problem in by_task.values():
-        ex = SFTExample("generate", problem.task_id, tuple(prompts.first_attempt_messages(problem)),
-                        prompts.answer_text(problem.reference_solution))
+        ex = SFTExample(
+            "generate", problem.task_id, tuple(prompts.first_attempt_messages(problem)), prompts.answer_text(problem.reference_solution)
+        )
         examples[(ex.task_id, "generate")] = ex
     for row in rows:
         problem = by_task.get(row["task_id"])

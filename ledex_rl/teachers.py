@@ -27,7 +27,12 @@ class Teacher(Protocol):
     name: str
 
     def complete(
-        self, conversations: Sequence[list[dict]], n: int, temperature: float, max_tokens: int, seeds: Sequence[int],
+        self,
+        conversations: Sequence[list[dict]],
+        n: int,
+        temperature: float,
+        max_tokens: int,
+        seeds: Sequence[int],
         on_progress: Callable[[int], object] | None = None,
     ) -> list[list[str]]:
         """For each conversation, `n` sampled answers (text); `on_progress(conversations answered)` as
@@ -51,9 +56,11 @@ class EngineTeacher:
         """A one-line error, before generating, when the prompt plus `max_tokens` exceeds the context."""
         used = len(self.tokenizer(prompts.render(conversation, self.tokenizer, self.style), add_special_tokens=False)["input_ids"])
         if self.max_model_len and used + max_tokens > self.max_model_len:
-            raise PromptTooLong(f"the prompt is {used} tokens and the answer may take {max_tokens}, over the model's context of "
-                                f"{self.max_model_len} (model.max_model_len); shorten the tests file, lower --max-new-tokens, "
-                                "or raise model.max_model_len if the model allows it")
+            raise PromptTooLong(
+                f"the prompt is {used} tokens and the answer may take {max_tokens}, over the model's context of "
+                f"{self.max_model_len} (model.max_model_len); shorten the tests file, lower --max-new-tokens, "
+                "or raise model.max_model_len if the model allows it"
+            )
 
     def complete(self, conversations, n, temperature, max_tokens, seeds, on_progress=None):
         from actors.rollout_engine import GenerationRequest
@@ -70,15 +77,23 @@ class OpenAITeacher:
     timeouts and dropped connections with exponential backoff (honouring Retry-After), `max_retries`
     times. A port nothing listens on fails at once, before the client's retries."""
 
-    def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8,
-                 max_retries: int = 6, timeout_s: float = 120.0):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str = "OPENAI_API_KEY",
+        concurrency: int = 8,
+        max_retries: int = 6,
+        timeout_s: float = 120.0,
+    ):
         import openai  # ~0.3 s: kept out of the CLI's start-up
 
         self.base_url, self.model, self.name = base_url.rstrip("/"), model, f"openai:{model}"
         self.api_key_env, self.concurrency, self.max_retries = api_key_env, concurrency, max_retries
         # A local server (vLLM, llama.cpp, the miniature teacher) takes any key; the client insists on one.
-        self.client = openai.OpenAI(base_url=self.base_url, api_key=os.environ.get(api_key_env) or "no-key", max_retries=max_retries,
-                                    timeout=timeout_s)
+        self.client = openai.OpenAI(
+            base_url=self.base_url, api_key=os.environ.get(api_key_env) or "no-key", max_retries=max_retries, timeout=timeout_s
+        )
         self._listening = False
 
     def complete(self, conversations, n, temperature, max_tokens, seeds, on_progress=None):
@@ -94,14 +109,21 @@ class OpenAITeacher:
         import openai
 
         try:
-            response = self.client.chat.completions.create(model=self.model, messages=messages, n=n, temperature=temperature,
-                                                           max_tokens=max_tokens, seed=seed)
+            response = self.client.chat.completions.create(
+                model=self.model, messages=messages, n=n, temperature=temperature, max_tokens=max_tokens, seed=seed
+            )
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-            raise TeacherUnavailable(f"teacher endpoint {self.base_url} refused the key (HTTP {exc.status_code}); set {self.api_key_env}") from None
+            raise TeacherUnavailable(
+                f"teacher endpoint {self.base_url} refused the key (HTTP {exc.status_code}); set {self.api_key_env}"
+            ) from None
         except openai.APIStatusError as exc:
-            raise TeacherUnavailable(f"teacher endpoint {self.base_url} failed (HTTP {exc.status_code}) after {self.max_retries} retries") from None
+            raise TeacherUnavailable(
+                f"teacher endpoint {self.base_url} failed (HTTP {exc.status_code}) after {self.max_retries} retries"
+            ) from None
         except openai.APIConnectionError as exc:
-            raise TeacherUnavailable(f"teacher endpoint {self.base_url} failed ({type(exc).__name__}) after {self.max_retries} retries") from None
+            raise TeacherUnavailable(
+                f"teacher endpoint {self.base_url} failed ({type(exc).__name__}) after {self.max_retries} retries"
+            ) from None
         return [choice.message.content or "" for choice in sorted(response.choices, key=lambda c: c.index)]
 
     def _check_listening(self) -> None:
@@ -113,8 +135,9 @@ class OpenAITeacher:
         try:
             socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=10).close()
         except ConnectionRefusedError:
-            raise TeacherUnavailable(f"nothing is listening at {self.base_url} (connection refused); start the endpoint "
-                                     "or fix its base URL") from None
+            raise TeacherUnavailable(
+                f"nothing is listening at {self.base_url} (connection refused); start the endpoint or fix its base URL"
+            ) from None
         except OSError:
             return
         self._listening = True

@@ -75,8 +75,10 @@ def local_modules(files: list[str | Path], exclude: str = "") -> dict[str, str]:
                 found[name] = path.read_text()
                 todo.append(found[name])
     if len(found) > MAX_MODULES:
-        raise DebugInputError(f"the program and its tests import {len(found)} files from their folders (at most {MAX_MODULES}); "
-                              "debug a smaller part of the project")
+        raise DebugInputError(
+            f"the program and its tests import {len(found)} files from their folders (at most {MAX_MODULES}); "
+            "debug a smaller part of the project"
+        )
     return found
 
 
@@ -103,8 +105,11 @@ def tests_path_for(program: str, given: tuple[str, ...], index: int, count: int)
             raise DebugInputError(f"{len(given)} --tests for {count} programs: pass one --tests per program, in order, or none")
         return given[index]
     file = Path(program)
-    candidates = [file.with_name(f"test_{file.stem}.py"), file.with_name(f"{file.stem}_test.py"),
-                  file.parent / "tests" / f"test_{file.stem}.py"]
+    candidates = [
+        file.with_name(f"test_{file.stem}.py"),
+        file.with_name(f"{file.stem}_test.py"),
+        file.parent / "tests" / f"test_{file.stem}.py",
+    ]
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
         raise DebugInputError(f"no tests found for {program}: pass --tests FILE, or put test_{file.stem}.py beside it")

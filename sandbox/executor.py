@@ -87,8 +87,13 @@ class _Slot:
         self.uid = isolation.SlotUid()
         self.launch = isolation.launch(tier, index, limits.tmpfs_mb, limits.max_files, self.uid.uid, limits.max_processes <= 1, python)
         self.proc = subprocess.Popen(
-            self.launch.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-            env=dict(isolation.ZYGOTE_ENV), bufsize=0,
+            self.launch.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            env=dict(isolation.ZYGOTE_ENV),
+            bufsize=0,
         )
         ready = self._read(timeout=start_timeout)
         if not ready or not ready.get("ready"):
@@ -108,8 +113,12 @@ class _Slot:
         """Frames from the zygote until its next message (channel 0): the job's stdout, stderr and
         result lines come first, in frames of their own. None when nothing whole arrives in time."""
         deadline = time.monotonic() + timeout
-        streams = {zygote.CH_STDOUT: bytearray(), zygote.CH_STDERR: bytearray(), zygote.CH_RECORD: bytearray(),
-                   zygote.CH_JUDGE: bytearray()}
+        streams = {
+            zygote.CH_STDOUT: bytearray(),
+            zygote.CH_STDERR: bytearray(),
+            zygote.CH_RECORD: bytearray(),
+            zygote.CH_JUDGE: bytearray(),
+        }
         while True:
             if not self._fill(zygote.FRAME.size, deadline):
                 return None
@@ -128,8 +137,12 @@ class _Slot:
                 return None
             if not isinstance(message, dict):
                 return None
-            for key, channel in (("stdout", zygote.CH_STDOUT), ("stderr", zygote.CH_STDERR), ("record", zygote.CH_RECORD),
-                                 ("judge", zygote.CH_JUDGE)):
+            for key, channel in (
+                ("stdout", zygote.CH_STDOUT),
+                ("stderr", zygote.CH_STDERR),
+                ("record", zygote.CH_RECORD),
+                ("judge", zygote.CH_JUDGE),
+            ):
                 message[key] = bytes(streams[channel]).decode("utf-8", "replace")
             return message
 
@@ -208,7 +221,9 @@ class Sandbox:
         self._next_id = 0
         self._id_lock = threading.Lock()
         log.info(
-            "sandbox: %d slots, isolation tier '%s'%s, Landlock %s", slots, self.tier,
+            "sandbox: %d slots, isolation tier '%s'%s, Landlock %s",
+            slots,
+            self.tier,
             f" (jobs run on {self.python})" if self.python else "",
             f"ABI {self.landlock_abi}" if self.landlock_abi else "unavailable",
         )
@@ -265,39 +280,70 @@ class Sandbox:
                 self._next_id += 1
                 job_id = self._next_id
             limits = self.limits
-            header = {"id": job_id, "test_timeout_s": limits.test_timeout_s, "job_timeout_s": limits.job_timeout_s,
-                      "memory_mb": limits.memory_mb, "max_output_bytes": limits.max_output_bytes,
-                      "max_file_bytes": limits.max_file_bytes, "max_processes": limits.max_processes,
-                      "max_files": limits.max_files, "tmpfs_mb": limits.tmpfs_mb}
+            header = {
+                "id": job_id,
+                "test_timeout_s": limits.test_timeout_s,
+                "job_timeout_s": limits.job_timeout_s,
+                "memory_mb": limits.memory_mb,
+                "max_output_bytes": limits.max_output_bytes,
+                "max_file_bytes": limits.max_file_bytes,
+                "max_processes": limits.max_processes,
+                "max_files": limits.max_files,
+                "tmpfs_mb": limits.tmpfs_mb,
+            }
             judged = [{"i": i, "source": p.wire["source"]} for i, p in enumerate(plans) if p.judged]
-            body = {"program": (job.preamble + "\n" if job.preamble else "") + job.program, "test_setup": job.test_setup,
-                    "entry_point": job.entry_point, "serve": bool(judged), "module": job.module, "modules": job.modules,
-                    "plans": [{"kind": "judged"} if p.judged else p.wire for p in plans]}
+            body = {
+                "program": (job.preamble + "\n" if job.preamble else "") + job.program,
+                "test_setup": job.test_setup,
+                "entry_point": job.entry_point,
+                "serve": bool(judged),
+                "module": job.module,
+                "modules": job.modules,
+                "plans": [{"kind": "judged"} if p.judged else p.wire for p in plans],
+            }
             # The judge runs the dataset's own setup (the task's imports and helpers), never the program.
-            judge_body = {"judged": judged, "setup": "\n".join(x for x in (job.preamble, job.test_setup) if x),
-                          "setup_first_line": job.preamble.count("\n") + 2 if job.preamble else 1,  # where test_setup starts
-                          "entry_point": job.entry_point, "module": job.module, "modules": job.modules} if judged else None
+            judge_body = (
+                {
+                    "judged": judged,
+                    "setup": "\n".join(x for x in (job.preamble, job.test_setup) if x),
+                    "setup_first_line": job.preamble.count("\n") + 2 if job.preamble else 1,  # where test_setup starts
+                    "entry_point": job.entry_point,
+                    "module": job.module,
+                    "modules": job.modules,
+                }
+                if judged
+                else None
+            )
         except Exception as exc:  # noqa: BLE001 - a test this side cannot plan
-            return ExecutionResult("sandbox_error", message=f"could not prepare the job: {type(exc).__name__}: {exc}"[:300],
-                                   tier=self.tier, metadata=job.metadata)
+            return ExecutionResult(
+                "sandbox_error",
+                message=f"could not prepare the job: {type(exc).__name__}: {exc}"[:300],
+                tier=self.tier,
+                metadata=job.metadata,
+            )
         slot = self._idle.get()
         try:
             report = slot.execute(header, body, judge_body)
             if report is None or report.get("id") != job_id:
                 slot = self._replace(slot)
-                return ExecutionResult("sandbox_error", message="the execution slot failed and was restarted", tier=self.tier, metadata=job.metadata)
+                return ExecutionResult(
+                    "sandbox_error", message="the execution slot failed and was restarted", tier=self.tier, metadata=job.metadata
+                )
             if report.get("wiped") is not True:  # the job left its scratch space unusable: start afresh
                 slot = self._replace(slot)
         except Exception as exc:  # noqa: BLE001 - a slot that cannot even be restarted
             log.warning("sandbox: slot %d: %s", slot.index, exc)
-            return ExecutionResult("sandbox_error", message=f"the execution slot failed: {exc}"[:300], tier=self.tier, metadata=job.metadata)
+            return ExecutionResult(
+                "sandbox_error", message=f"the execution slot failed: {exc}"[:300], tier=self.tier, metadata=job.metadata
+            )
         finally:
             self._idle.put(slot)
         try:
             return to_result(report, plans, job, self.tier)
         except Exception as exc:  # noqa: BLE001 - the child's output defeated the judge: an error, not a pass
-            return ExecutionResult("error", message=f"the result could not be judged: {type(exc).__name__}"[:300],
-                                   tier=self.tier, metadata=job.metadata)
+            return ExecutionResult(
+                "error", message=f"the result could not be judged: {type(exc).__name__}"[:300], tier=self.tier, metadata=job.metadata
+            )
 
     def _replace(self, slot: _Slot) -> _Slot:
         log.warning("sandbox: slot %d failed; restarting it", slot.index)
@@ -331,7 +377,13 @@ SIGNAL_TEXT = {
 
 def to_result(report: dict, plans: list[Plan], job: Job, tier: str) -> ExecutionResult:
     """The whole verdict, computed here from the child's values; a missing record is never a pass."""
-    common = dict(stdout=report.get("stdout", ""), stderr=report.get("stderr", ""), wall_ms=report.get("wall_ms", 0.0), tier=tier, metadata=job.metadata)
+    common = dict(
+        stdout=report.get("stdout", ""),
+        stderr=report.get("stderr", ""),
+        wall_ms=report.get("wall_ms", 0.0),
+        tier=tier,
+        metadata=job.metadata,
+    )
     if report.get("status") == "sandbox_error":
         return ExecutionResult("sandbox_error", message=report.get("message", ""), **common)
     judged = {i for i, p in enumerate(plans) if p.judged}
@@ -357,7 +409,8 @@ def to_result(report: dict, plans: list[Plan], job: Job, tier: str) -> Execution
         ms = float(records.get(i, {}).get("ms", 0.0) or 0.0)
         tests.append(TestResult(verdict.status, verdict.message, ms, value=verdict.value))
     done = any(s.get("stage") == "done" and s.get("n") == len(plans) for s in stages) and (
-        not judged or any(s.get("stage") == "judged-judged" and s.get("n") == len(judged) for s in stages))
+        not judged or any(s.get("stage") == "judged-judged" and s.get("n") == len(judged) for s in stages)
+    )
     message = ""
     status_word = report.get("status")
     if status_word == "timeout":

@@ -137,8 +137,13 @@ SAFE_BUILTINS = {
         "max min ord repr reversed round set sorted str tuple zip type hex bin oct"
     ).split()
 } | {"range": _checked_range, "pow": _checked_pow, "sum": _checked_sum}
-SAFE_ENV: dict[str, Any] = {"math": _checked_math(), "True": True, "False": False, "None": None,
-                            "__binop__": lambda op, a, b: _BINOPS[op](a, b)}
+SAFE_ENV: dict[str, Any] = {
+    "math": _checked_math(),
+    "True": True,
+    "False": False,
+    "None": None,
+    "__binop__": lambda op, a, b: _BINOPS[op](a, b),
+}
 SAFE_NAMES = set(SAFE_BUILTINS) | {"math", "True", "False", "None"}
 _SCOPES = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.NamedExpr)
 

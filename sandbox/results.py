@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+
 class _NoValue(enum.Enum):
     """A call test that returned nothing usable (it raised, timed out, or returned an object that
     cannot leave the sandbox). An Enum, so that it stays identical after pickling through Ray."""
@@ -57,8 +58,11 @@ class ExecutionResult:
             return "All tests passed."
         lines = [self.message] if self.message else []
         # Tests that never ran say nothing the job-level message does not already say.
-        shown = [t.message for t in self.tests if t.status != "passed" and t.message and not t.message.startswith("not run")
-                 and not t.message.endswith("before this test)")]
+        shown = [
+            t.message
+            for t in self.tests
+            if t.status != "passed" and t.message and not t.message.startswith("not run") and not t.message.endswith("before this test)")
+        ]
         lines += shown[:max_tests]
         if len(shown) > max_tests:
             lines.append(f"... and {len(shown) - max_tests} more failing tests")

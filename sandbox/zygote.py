@@ -274,17 +274,63 @@ EPERM, ENOSYS = 1, 38
 RET_ALLOW, RET_KILL = 0x7FFF0000, 0x80000000
 AUDIT_ARCH_X86_64 = 0xC000003E
 DENIED = {  # name: number, x86_64
-    "connect": 42, "accept": 43, "bind": 49, "listen": 50, "accept4": 288, "ptrace": 101, "setsid": 112,
-    "setpgid": 109, "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161, "unshare": 272,
-    "setns": 308, "bpf": 321, "perf_event_open": 298, "keyctl": 250, "add_key": 248, "request_key": 249,
-    "personality": 135, "process_vm_readv": 310, "process_vm_writev": 311, "userfaultfd": 323,
-    "init_module": 175, "finit_module": 313, "delete_module": 176, "kexec_load": 246, "reboot": 169,
-    "swapon": 167, "swapoff": 168, "iopl": 172, "ioperm": 173, "io_uring_setup": 425, "tkill": 200,
-    "pidfd_getfd": 438, "process_madvise": 440, "open_by_handle_at": 304, "name_to_handle_at": 303,
-    "quotactl": 179, "acct": 163, "settimeofday": 164, "clock_settime": 227, "adjtimex": 159,
-    "sethostname": 170, "setdomainname": 171, "syslog": 103, "vhangup": 153, "fanotify_init": 300,
-    "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "mount_setattr": 442,
-    "pidfd_send_signal": 424, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297,
+    "connect": 42,
+    "accept": 43,
+    "bind": 49,
+    "listen": 50,
+    "accept4": 288,
+    "ptrace": 101,
+    "setsid": 112,
+    "setpgid": 109,
+    "mount": 165,
+    "umount2": 166,
+    "pivot_root": 155,
+    "chroot": 161,
+    "unshare": 272,
+    "setns": 308,
+    "bpf": 321,
+    "perf_event_open": 298,
+    "keyctl": 250,
+    "add_key": 248,
+    "request_key": 249,
+    "personality": 135,
+    "process_vm_readv": 310,
+    "process_vm_writev": 311,
+    "userfaultfd": 323,
+    "init_module": 175,
+    "finit_module": 313,
+    "delete_module": 176,
+    "kexec_load": 246,
+    "reboot": 169,
+    "swapon": 167,
+    "swapoff": 168,
+    "iopl": 172,
+    "ioperm": 173,
+    "io_uring_setup": 425,
+    "tkill": 200,
+    "pidfd_getfd": 438,
+    "process_madvise": 440,
+    "open_by_handle_at": 304,
+    "name_to_handle_at": 303,
+    "quotactl": 179,
+    "acct": 163,
+    "settimeofday": 164,
+    "clock_settime": 227,
+    "adjtimex": 159,
+    "sethostname": 170,
+    "setdomainname": 171,
+    "syslog": 103,
+    "vhangup": 153,
+    "fanotify_init": 300,
+    "open_tree": 428,
+    "move_mount": 429,
+    "fsopen": 430,
+    "fsconfig": 431,
+    "fsmount": 432,
+    "mount_setattr": 442,
+    "pidfd_send_signal": 424,
+    "rt_sigqueueinfo": 129,
+    "rt_tgsigqueueinfo": 297,
     # No socket at all: nothing may be reached, and an AF_UNIX datagram socket could send to a host
     # path. Connected pairs (socketpair, below) are what multiprocessing and pipes between threads use.
     "socket": 41,
@@ -331,16 +377,25 @@ def seccomp_program(own_pid, no_fork):
         prog.extend(body)
 
     # socketpair(): stream pairs only; a datagram socket could address a host path in sendto/sendmsg.
-    block(SYS_SOCKETPAIR, [_stmt(LD_W_ABS, 24), _stmt(AND, SOCK_TYPE_MASK), _jump(JEQ, SOCK_STREAM, 0, 1),
-                           _stmt(RET, RET_ALLOW), _stmt(RET, errno(EPERM))])
+    block(
+        SYS_SOCKETPAIR,
+        [_stmt(LD_W_ABS, 24), _stmt(AND, SOCK_TYPE_MASK), _jump(JEQ, SOCK_STREAM, 0, 1), _stmt(RET, RET_ALLOW), _stmt(RET, errno(EPERM))],
+    )
     # kill()/tgkill(): only to itself or its own group (pid 0), never the zygote or the host.
     for nr in (SYS_KILL, SYS_TGKILL):
-        block(nr, [_stmt(LD_W_ABS, 16), _jump(JEQ, own_pid, 2, 0), _jump(JEQ, 0, 1, 0),
-                   _stmt(RET, errno(EPERM)), _stmt(RET, RET_ALLOW)])
+        block(nr, [_stmt(LD_W_ABS, 16), _jump(JEQ, own_pid, 2, 0), _jump(JEQ, 0, 1, 0), _stmt(RET, errno(EPERM)), _stmt(RET, RET_ALLOW)])
     # clone(): never into new namespaces; with no_fork (one process per job), threads only.
     if no_fork:
-        block(SYS_CLONE, [_stmt(LD_W_ABS, 16), _jump(JSET, CLONE_NEW_ANY, 2, 0), _jump(JSET, CLONE_THREAD, 0, 1),
-                          _stmt(RET, RET_ALLOW), _stmt(RET, errno(EPERM))])
+        block(
+            SYS_CLONE,
+            [
+                _stmt(LD_W_ABS, 16),
+                _jump(JSET, CLONE_NEW_ANY, 2, 0),
+                _jump(JSET, CLONE_THREAD, 0, 1),
+                _stmt(RET, RET_ALLOW),
+                _stmt(RET, errno(EPERM)),
+            ],
+        )
         block(SYS_FORK, [_stmt(RET, errno(EPERM))])
         block(SYS_VFORK, [_stmt(RET, errno(EPERM))])
     else:
@@ -482,10 +537,13 @@ def harden(job, slot_uid, no_fork, workdir, use_seccomp):
 
 def run_child(job, result_fd):
     """Runs in the hardened child. Everything it writes to `result_fd` is data for the parent."""
+
     def emit(record):
         line = json.dumps(record)
         if len(line) > MAX_VALUE_BYTES and "i" in record:
-            line = json.dumps({"i": record["i"], "error": "unserializable", "message": f"returned a value too large to compare ({len(line)} bytes)"})
+            line = json.dumps(
+                {"i": record["i"], "error": "unserializable", "message": f"returned a value too large to compare ({len(line)} bytes)"}
+            )
         write_line(result_fd, line)
 
     test_timeout = float(job["test_timeout_s"])
@@ -679,8 +737,7 @@ class KeptObjects:
 
 # What the judge may ask of one of the program's objects besides calls and attributes (each answer is a
 # value the builtin itself made, or an iterator whose items are sent).
-REMOTE_OPERATIONS = {"bool": bool, "len": len, "iter": iter, "getitem": operator.getitem,
-                     "contains": operator.contains}
+REMOTE_OPERATIONS = {"bool": bool, "len": len, "iter": iter, "getitem": operator.getitem, "contains": operator.contains}
 
 
 class CandidateFailed(Exception):
@@ -826,8 +883,18 @@ def _global_names(code):
     return names
 
 
-_COMPARISONS = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Is: "is",
-                ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in"}
+_COMPARISONS = {
+    ast.Eq: "==",
+    ast.NotEq: "!=",
+    ast.Lt: "<",
+    ast.LtE: "<=",
+    ast.Gt: ">",
+    ast.GtE: ">=",
+    ast.Is: "is",
+    ast.IsNot: "is not",
+    ast.In: "in",
+    ast.NotIn: "not in",
+}
 
 
 class ExplainAsserts(ast.NodeTransformer):
@@ -841,9 +908,11 @@ class ExplainAsserts(ast.NodeTransformer):
             return node
         left = ast.NamedExpr(ast.Name("_ledex_left", ast.Store()), test.left)
         right = ast.NamedExpr(ast.Name("_ledex_right", ast.Store()), test.comparators[0])
-        message = ast.Call(ast.Name("_ledex_explain", ast.Load()),
-                           [ast.Name("_ledex_left", ast.Load()), ast.Constant(_COMPARISONS[type(test.ops[0])]),
-                            ast.Name("_ledex_right", ast.Load())], [])
+        message = ast.Call(
+            ast.Name("_ledex_explain", ast.Load()),
+            [ast.Name("_ledex_left", ast.Load()), ast.Constant(_COMPARISONS[type(test.ops[0])]), ast.Name("_ledex_right", ast.Load())],
+            [],
+        )
         return ast.copy_location(ast.Assert(ast.Compare(left, test.ops, [right]), message), node)
 
 
@@ -1043,7 +1112,7 @@ class Mark:
         return lambda fn: Parametrized(fn, names, list(cases))
 
     def __getattr__(self, name):  # skip, xfail, slow, ...: markers without effect here
-        return lambda *args, **kwargs: (args[0] if len(args) == 1 and callable(args[0]) and not kwargs else (lambda fn: fn))
+        return lambda *args, **kwargs: args[0] if len(args) == 1 and callable(args[0]) and not kwargs else (lambda fn: fn)
 
 
 class Param:
@@ -1161,10 +1230,10 @@ def wipe_scratch(scratch_root):
         os.close(root)
 
 
-def spawn(meta, body_fd, fds, others, slot_uid, no_fork, workdir, use_seccomp, judge):
+def spawn(meta, body_fd, fds, every, slot_uid, no_fork, workdir, use_seccomp, judge):
     """Fork a hardened child that reads its job from `body_fd`, has `fds` (target: source) as its
-    only descriptors, and runs as the candidate or, with `judge`, as the judge. `others`: the job's
-    other pipe ends, closed first (a write end left open would keep the child's read from ending)."""
+    only descriptors, and runs as the candidate or, with `judge`, as the judge. Of `every` pipe end of
+    the job, the child closes the others first (a write end left open would keep its read from ending)."""
     pid = os.fork()
     if pid:
         return pid
@@ -1172,7 +1241,7 @@ def spawn(meta, body_fd, fds, others, slot_uid, no_fork, workdir, use_seccomp, j
         import gc
 
         gc.disable()
-        for fd in others:
+        for fd in every - set(fds.values()) - {body_fd}:
             os.close(fd)
         # This job's own program and tests (the judge: its tests), marshalled by the host: a child
         # decodes marshal with ~40 fewer first-touch page faults than JSON (~0.15 ms a job here).
@@ -1224,14 +1293,12 @@ def run_job(meta, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
     if judged:
         candidate_fds.update({CALLS_IN: pipes["calls"][0], CALLS_OUT: pipes["answers"][1]})
     every = {fd for pair in pipes.values() for fd in pair} | set(records.values())
-    pid = spawn(meta, pipes["body"][0], candidate_fds, every - set(candidate_fds.values()) - {pipes["body"][0]},
-                slot_uid, no_fork, workdir, use_seccomp, judge=False)
-    leaders = [pid]
+    start = functools.partial(spawn, meta, every=every, slot_uid=slot_uid, no_fork=no_fork, workdir=workdir, use_seccomp=use_seccomp)
+    leaders = [start(pipes["body"][0], candidate_fds, judge=False)]
     if judged:
-        judge_fds = {0: devnull, 1: devnull, 2: devnull, 3: records[CH_JUDGE],
-                     TO_CANDIDATE: pipes["calls"][1], FROM_CANDIDATE: pipes["answers"][0]}
-        leaders.append(spawn(meta, pipes["judge_body"][0], judge_fds, every - set(judge_fds.values()) - {pipes["judge_body"][0]},
-                             slot_uid, no_fork, workdir, use_seccomp, judge=True))
+        judge_fds = {0: devnull, 1: devnull, 2: devnull, 3: records[CH_JUDGE]}
+        judge_fds.update({TO_CANDIDATE: pipes["calls"][1], FROM_CANDIDATE: pipes["answers"][0]})
+        leaders.append(start(pipes["judge_body"][0], judge_fds, judge=True))
     for name, (r, w) in pipes.items():
         if name in ("body", "judge_body"):
             os.close(r)
@@ -1282,7 +1349,7 @@ def run_job(meta, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
     kill_everything(leaders, slot_uid, pid_namespace)
     for fd in list(channels) + list(pidfds):
         os.close(fd)
-    _, wait_status = os.waitpid(pid, 0)
+    _, wait_status = os.waitpid(leaders[0], 0)
     for other in leaders[1:]:
         os.waitpid(other, 0)
     reaped = reap_all(time.monotonic() + 2.0)
@@ -1408,8 +1475,16 @@ def main():
     gc.collect()
     gc.freeze()  # children share the warm heap; the collector would otherwise copy it page by page
     sys.stdout = sys.stderr  # nothing but frames may reach the protocol pipe (fd 1)
-    OUTBOX.message({"ready": True, "pid": os.getpid(), "uid": os.getuid(), "stdlib": os.path.dirname(os.__file__),
-                   "stdlib_readable": stdlib_readable_by(slot_uid), "landlock_abi": LANDLOCK_ABI if use_seccomp else 0})
+    OUTBOX.message(
+        {
+            "ready": True,
+            "pid": os.getpid(),
+            "uid": os.getuid(),
+            "stdlib": os.path.dirname(os.__file__),
+            "stdlib_readable": stdlib_readable_by(slot_uid),
+            "landlock_abi": LANDLOCK_ABI if use_seccomp else 0,
+        }
+    )
     while True:
         meta = read_header(0)
         if meta is None:

@@ -25,8 +25,16 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
-        command = [sys.executable, "-m", "ledex_rl.train", "stages=[collect]", f"run_dir={run_dir}",
-                   f"model.name_or_path={args.model}", f"data.train.0.limit={args.problems}", *args.overrides]
+        command = [
+            sys.executable,
+            "-m",
+            "ledex_rl.train",
+            "stages=[collect]",
+            f"run_dir={run_dir}",
+            f"model.name_or_path={args.model}",
+            f"data.train.0.limit={args.problems}",
+            *args.overrides,
+        ]
         if args.model == "tiny":
             command[3:3] = ["--config", "configs/tiny.yaml"]
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)

@@ -44,8 +44,18 @@ def wall(command: list[str], repeats: int = 5) -> float:
 def debug_all(folder: Path, args: argparse.Namespace) -> tuple[dict, float]:
     """One `ledex-rl debug` call over every program in `folder` -> (its JSON report, wall seconds)."""
     programs = sorted(str(p) for p in folder.glob("*.py") if not p.name.startswith("test_"))
-    command = [*CLI, "debug", *programs, "--json", "--model", args.model, "--rounds", str(args.rounds),
-               "--max-new-tokens", str(args.max_new_tokens)]
+    command = [
+        *CLI,
+        "debug",
+        *programs,
+        "--json",
+        "--model",
+        args.model,
+        "--rounds",
+        str(args.rounds),
+        "--max-new-tokens",
+        str(args.max_new_tokens),
+    ]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
@@ -57,8 +67,10 @@ def debug_all(folder: Path, args: argparse.Namespace) -> tuple[dict, float]:
 def table(report: dict) -> str:
     rows = ["| program | tests passing before | fixed | rounds | seconds |", "|---|---|---|---|---|"]
     for p in report["programs"]:
-        rows.append(f"| {Path(p['program']).stem} | {p['passed_before']} of {p['tests']} | {'yes' if p['fixed'] else 'no'} | "
-                    f"{len(p['rounds'])} | {p['seconds']:.1f} |")
+        rows.append(
+            f"| {Path(p['program']).stem} | {p['passed_before']} of {p['tests']} | {'yes' if p['fixed'] else 'no'} | "
+            f"{len(p['rounds'])} | {p['seconds']:.1f} |"
+        )
     return "\n".join(rows)
 
 
@@ -69,25 +81,38 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--out", default="docs/bench")
     args = parser.parse_args()
-    startup = {"help_s": round(wall([*CLI, "debug", "--help"]), 2),
-               "argument_error_s": round(wall([*CLI, "debug", "missing.py", "--tests", "missing_test.py"]), 2)}
+    startup = {
+        "help_s": round(wall([*CLI, "debug", "--help"]), 2),
+        "argument_error_s": round(wall([*CLI, "debug", "missing.py", "--tests", "missing_test.py"]), 2),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "programs"
         shutil.copytree(PROGRAMS, folder)
         report, seconds = debug_all(folder, args)
     programs = report["programs"]
-    result = {"model": args.model, "rounds": args.rounds, "max_new_tokens": args.max_new_tokens, "programs": len(programs),
-              "fixed": report["fixed"], "total_seconds": round(seconds, 1),
-              "median_seconds_per_program": round(statistics.median(p["seconds"] for p in programs), 1),
-              "startup": startup, "per_program": [{k: p[k] for k in ("program", "tests", "passed_before", "fixed", "seconds")}
-                                                  | {"rounds": len(p["rounds"]), "program": Path(p["program"]).stem} for p in programs]}
+    result = {
+        "model": args.model,
+        "rounds": args.rounds,
+        "max_new_tokens": args.max_new_tokens,
+        "programs": len(programs),
+        "fixed": report["fixed"],
+        "total_seconds": round(seconds, 1),
+        "median_seconds_per_program": round(statistics.median(p["seconds"] for p in programs), 1),
+        "startup": startup,
+        "per_program": [
+            {k: p[k] for k in ("program", "tests", "passed_before", "fixed", "seconds")}
+            | {"rounds": len(p["rounds"]), "program": Path(p["program"]).stem}
+            for p in programs
+        ],
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "debug.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / "debug.md").write_text(
         f"# `ledex-rl debug` on scripts/debug_programs ({args.model}, {args.rounds} rounds, {args.max_new_tokens} new tokens)\n\n"
         f"Fixed {report['fixed']} of {len(programs)}; {seconds:.0f} s in all (one call, one model); start-up: "
-        f"`--help` {startup['help_s']} s, an argument error {startup['argument_error_s']} s.\n\n{table(report)}\n")
+        f"`--help` {startup['help_s']} s, an argument error {startup['argument_error_s']} s.\n\n{table(report)}\n"
+    )
     print((out / "debug.md").read_text())
 
 

@@ -44,9 +44,14 @@ def row_metrics(results: dict, benchmark: str) -> dict:
     """Table 4's numbers for one model on one benchmark, from its eval results.json."""
     m = results["benchmarks"][benchmark]
     er, refine = m["explain_refine"][0], m["refine"][0]
-    return {"explain_refine_success": er["success_rate"], "refine_success": refine["success_rate"],
-            "pass@1_after_refine": er["pass@1"], "pass@1_after_refine_only": refine["pass@1"], "pass@1_init": m["init"]["pass@1"],
-            "wrong_first_attempts": er["attempted"]}
+    return {
+        "explain_refine_success": er["success_rate"],
+        "refine_success": refine["success_rate"],
+        "pass@1_after_refine": er["pass@1"],
+        "pass@1_after_refine_only": refine["pass@1"],
+        "pass@1_init": m["init"]["pass@1"],
+        "wrong_first_attempts": er["attempted"],
+    }
 
 
 def run_seed(seed: int, work: Path, overrides: list[str], error_rate: float) -> dict:
@@ -54,14 +59,26 @@ def run_seed(seed: int, work: Path, overrides: list[str], error_rate: float) -> 
 
     run_dir = work / f"seed-{seed}"
     with TeacherServer(ScriptedTeacher.for_every_split(error_rate)) as teacher:
-        cfg = load_config("configs/miniature.yaml", [f"run_dir={run_dir}", f"seed={seed}", f"collect.teacher.base_url={teacher.url}",
-                                                     f"rl.eval_every_steps={EVAL_EVERY}", "rl.eval_tasks=40", *overrides])
+        cfg = load_config(
+            "configs/miniature.yaml",
+            [
+                f"run_dir={run_dir}",
+                f"seed={seed}",
+                f"collect.teacher.base_url={teacher.url}",
+                f"rl.eval_every_steps={EVAL_EVERY}",
+                "rl.eval_tasks=40",
+                *overrides,
+            ],
+        )
         started = time.time()
         run_pipeline(cfg)
         wall = time.time() - started
     results = {row: json.loads((run_dir / "eval" / LABELS[row] / "results.json").read_text()) for row in ROWS}
-    out = {"seed": seed, **{row: row_metrics(results[row], "miniature") for row in ROWS},
-           "unseen_families": {row: row_metrics(results[row], "miniature-unseen") for row in ROWS}}
+    out = {
+        "seed": seed,
+        **{row: row_metrics(results[row], "miniature") for row in ROWS},
+        "unseen_families": {row: row_metrics(results[row], "miniature-unseen") for row in ROWS},
+    }
     out["seconds"] = {stage: json.loads((run_dir / stage / "DONE").read_text())["seconds"] for stage in ("collect", "sft", "rl", "eval")}
     out["seconds"]["total"] = round(wall, 1)
     out["collect"] = json.loads((run_dir / "collect" / "summary.json").read_text())["table1"]
@@ -96,18 +113,29 @@ def _points(rl: float | None, sft: float | None) -> str:
 
 def markdown(seeds: list[dict]) -> str:
     lines = []
-    for title, pick in (("Held-out new instances of the training families", lambda s: s),
-                        ("Families never trained on", lambda s: s["unseen_families"])):
-        lines += [f"**{title}** (%, mean ± standard deviation over seeds {', '.join(str(s['seed']) for s in seeds)})", "",
-                  "| model | Expl. + Refine success | Refine success | pass@1 after one round (E+R) | pass@1 first attempts |",
-                  "|---|---|---|---|---|"]
+    for title, pick in (
+        ("Held-out new instances of the training families", lambda s: s),
+        ("Families never trained on", lambda s: s["unseen_families"]),
+    ):
+        lines += [
+            f"**{title}** (%, mean ± standard deviation over seeds {', '.join(str(s['seed']) for s in seeds)})",
+            "",
+            "| model | Expl. + Refine success | Refine success | pass@1 after one round (E+R) | pass@1 first attempts |",
+            "|---|---|---|---|---|",
+        ]
         for row in ROWS:
-            cells = [spread([pick(s)[row][key] for s in seeds])
-                     for key in ("explain_refine_success", "refine_success", "pass@1_after_refine", "pass@1_init")]
+            cells = [
+                spread([pick(s)[row][key] for s in seeds])
+                for key in ("explain_refine_success", "refine_success", "pass@1_after_refine", "pass@1_init")
+            ]
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["**RL minus SFT, seed by seed** (points, held-out new instances)", "",
-              "| seed | Expl. + Refine success | Refine success | pass@1 after one round (E+R) |", "|---|---|---|---|"]
+    lines += [
+        "**RL minus SFT, seed by seed** (points, held-out new instances)",
+        "",
+        "| seed | Expl. + Refine success | Refine success | pass@1 after one round (E+R) |",
+        "|---|---|---|---|",
+    ]
     for s in seeds:
         cells = [_points(s["rl"][key], s["sft"][key]) for key in ("explain_refine_success", "refine_success", "pass@1_after_refine")]
         lines.append(f"| {s['seed']} | " + " | ".join(cells) + " |")
@@ -154,8 +182,13 @@ def main() -> None:
     for seed in args.seeds:
         seeds.append(run_seed(seed, work, args.overrides, args.error_rate))
         print(json.dumps({k: seeds[-1][k] for k in ("seed", *ROWS, "seconds")}, indent=1))
-    (out / "miniature.json").write_text(json.dumps({"config": "configs/miniature.yaml", "overrides": args.overrides,
-                                                     "teacher_error_rate": args.error_rate, "seeds": seeds}, indent=1) + "\n")
+    (out / "miniature.json").write_text(
+        json.dumps(
+            {"config": "configs/miniature.yaml", "overrides": args.overrides, "teacher_error_rate": args.error_rate, "seeds": seeds},
+            indent=1,
+        )
+        + "\n"
+    )
     (out / "miniature.md").write_text(markdown(seeds))
     plot(seeds, out / "miniature.png")
     print(markdown(seeds))

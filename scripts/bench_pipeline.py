@@ -51,7 +51,14 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     run_dir = Path(tempfile.mkdtemp(prefix="bench-pipeline-")) / "run"
-    cmd = [sys.executable, "-m", "ledex_rl.train", *(["--config", args.config] if args.config else []), f"run_dir={run_dir}", *args.overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ledex_rl.train",
+        *(["--config", args.config] if args.config else []),
+        f"run_dir={run_dir}",
+        *args.overrides,
+    ]
     started = time.time()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = {"mb": 0.0, "at_s": 0.0}
@@ -80,8 +87,7 @@ def main() -> None:
         if done.is_file():
             print(f"| {stage} | {json.loads(done.read_text())['seconds']} |")
     print(f"| total (with Ray start-up and stops) | {wall:.1f} |")
-    print(f"peak memory of the driver, Ray and every actor together (PSS): {peak['mb'] / 1024:.2f} GiB, "
-          f"{peak['at_s']:.0f} s into the run")
+    print(f"peak memory of the driver, Ray and every actor together (PSS): {peak['mb'] / 1024:.2f} GiB, {peak['at_s']:.0f} s into the run")
     rl_metrics = run_dir / "rl" / "metrics.jsonl"
     if rl_metrics.is_file():
         for line in rl_metrics.read_text().splitlines():

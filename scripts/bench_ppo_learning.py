@@ -61,8 +61,13 @@ from ledex_rl.miniature_teacher import ScriptedTeacher, TeacherServer  # noqa: E
 KL_BOUND = 10.0  # nats per answer, mean over a block
 BLOCK = 10
 # Refinement answers only (configs/miniature.yaml also trains first attempts): the goals are about repair.
-COMMON = ["rl.max_prompts=32", "rl.modes=[explain_refine, refine]", f"rl.validation_every_steps={BLOCK}", "rl.eval_every_steps=0",
-          "rl.ppo.save_every_steps=1000"]
+COMMON = [
+    "rl.max_prompts=32",
+    "rl.modes=[explain_refine, refine]",
+    f"rl.validation_every_steps={BLOCK}",
+    "rl.eval_every_steps=0",
+    "rl.ppo.save_every_steps=1000",
+]
 # strong_start's prompts: wrong attempts at the SFT tasks themselves (the SFT model is reused, not retrained).
 OWN_PROMPTS = ["data.train=[{name: miniature, split: train, stages: [sft, rl]}]"]
 
@@ -87,8 +92,9 @@ def run_rl(base: Path, run_dir: Path, seed: int, teacher_url: str, overrides: li
     shutil.rmtree(run_dir, ignore_errors=True)
     for stage in ("collect", "sft"):
         shutil.copytree(base / stage, run_dir / stage)
-    cfg = load_config("configs/miniature.yaml", [f"run_dir={run_dir}", f"seed={seed}", f"collect.teacher.base_url={teacher_url}",
-                                                 *COMMON, *overrides])
+    cfg = load_config(
+        "configs/miniature.yaml", [f"run_dir={run_dir}", f"seed={seed}", f"collect.teacher.base_url={teacher_url}", *COMMON, *overrides]
+    )
     run_stage("rl", cfg)
     return [json.loads(line) for line in (run_dir / "rl" / "metrics.jsonl").read_text().splitlines()]
 
@@ -105,19 +111,31 @@ def with_heldout_keys(blocks: list[dict]) -> list[dict]:
 def goals(seeds: list[dict], strong: list[dict]) -> dict:
     """Whether the issue's goals hold, seed by seed (numbers beside them)."""
     rise = [s["blocks"][-1]["pass_rate"]["explain_refine"] - s["blocks"][0]["pass_rate"]["explain_refine"] for s in seeds]
-    r_rise = {m: [s["blocks"][-1]["code_reward"][m] - s["blocks"][0]["code_reward"][m] for s in seeds] for m in MODES}  # the goals are about repair
+    r_rise = {
+        m: [s["blocks"][-1]["code_reward"][m] - s["blocks"][0]["code_reward"][m] for s in seeds] for m in MODES
+    }  # the goals are about repair
     start = [s["blocks"][0]["pass_rate"]["explain_refine"] for s in seeds]
     kl_max = max(b["kl"] for s in seeds for b in s["blocks"])
-    out = {"explain_refine_pass_rate_rise": rise, "every_seed_rises_30_points": all(r >= 0.30 for r in rise),
-           "refine_pass_rate_rise": [s["blocks"][-1]["pass_rate"]["refine"] - s["blocks"][0]["pass_rate"]["refine"] for s in seeds],
-           "code_reward_rise": r_rise, "code_reward_rises_in_both_modes": all(v > 0 for vs in r_rise.values() for v in vs),
-           "start_pass_rate": start, "starts_between_10_and_50": all(0.10 <= v <= 0.50 for v in start),
-           "kl_max_block_mean": kl_max, "kl_under_bound": kl_max < KL_BOUND}
+    out = {
+        "explain_refine_pass_rate_rise": rise,
+        "every_seed_rises_30_points": all(r >= 0.30 for r in rise),
+        "refine_pass_rate_rise": [s["blocks"][-1]["pass_rate"]["refine"] - s["blocks"][0]["pass_rate"]["refine"] for s in seeds],
+        "code_reward_rise": r_rise,
+        "code_reward_rises_in_both_modes": all(v > 0 for vs in r_rise.values() for v in vs),
+        "start_pass_rate": start,
+        "starts_between_10_and_50": all(0.10 <= v <= 0.50 for v in start),
+        "kl_max_block_mean": kl_max,
+        "kl_under_bound": kl_max < KL_BOUND,
+    }
     if strong:
         change = [s["blocks"][-1]["pass_rate"]["explain_refine"] - s["blocks"][0]["pass_rate"]["explain_refine"] for s in strong]
         spread = statistics.pstdev([s["blocks"][0]["pass_rate"]["explain_refine"] for s in strong]) if len(strong) > 1 else 0.0
-        out["strong_start"] = {"start": [s["blocks"][0]["pass_rate"]["explain_refine"] for s in strong], "change": change,
-                               "seed_spread": spread, "not_lowered_beyond_spread": all(c >= -spread for c in change)}
+        out["strong_start"] = {
+            "start": [s["blocks"][0]["pass_rate"]["explain_refine"] for s in strong],
+            "change": change,
+            "seed_spread": spread,
+            "not_lowered_beyond_spread": all(c >= -spread for c in change),
+        }
     return out
 
 
@@ -162,8 +180,11 @@ def main() -> None:
     parser.add_argument("--strong-steps", type=int, default=30)
     parser.add_argument("--out", default="docs/bench")
     parser.add_argument("--work", default="runs/bench-ppo-learning")
-    parser.add_argument("--reuse", default="runs/bench-miniature",
-                        help="scripts/bench_miniature.py's work folder: its collected data and SFT per seed are reused when present")
+    parser.add_argument(
+        "--reuse",
+        default="runs/bench-miniature",
+        help="scripts/bench_miniature.py's work folder: its collected data and SFT per seed are reused when present",
+    )
     parser.add_argument("overrides", nargs="*", help="extra config overrides for both settings")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -174,17 +195,36 @@ def main() -> None:
         for seed in args.seeds:
             started = time.time()
             base = prepared(seed, work, Path(args.reuse), teacher.url)
-            history = run_rl(base, work / f"seed-{seed}-learning", seed, teacher.url,
-                             [f"rl.ppo.steps={args.steps}", "rl.ppo.temperature=1.0", *args.overrides])
+            history = run_rl(
+                base,
+                work / f"seed-{seed}-learning",
+                seed,
+                teacher.url,
+                [f"rl.ppo.steps={args.steps}", "rl.ppo.temperature=1.0", *args.overrides],
+            )
             learning.append({"seed": seed, "blocks": with_heldout_keys(rl_blocks(history, BLOCK))})
             if args.strong_steps:
-                history = run_rl(base, work / f"seed-{seed}-strong", seed, teacher.url,
-                                 [f"rl.ppo.steps={args.strong_steps}", "rl.ppo.temperature=0.5", *OWN_PROMPTS, *args.overrides])
+                history = run_rl(
+                    base,
+                    work / f"seed-{seed}-strong",
+                    seed,
+                    teacher.url,
+                    [f"rl.ppo.steps={args.strong_steps}", "rl.ppo.temperature=0.5", *OWN_PROMPTS, *args.overrides],
+                )
                 strong.append({"seed": seed, "blocks": with_heldout_keys(rl_blocks(history, BLOCK))})
-            print(f"seed {seed}: {time.time() - started:.0f} s; learning blocks "
-                  f"{[round(b['pass_rate']['explain_refine'], 2) for b in learning[-1]['blocks']]}", flush=True)
-    result = {"kl_bound": KL_BOUND, "block": BLOCK, "overrides": args.overrides, "seeds": learning, "strong_start": strong,
-              "goals": goals(learning, strong)}
+            print(
+                f"seed {seed}: {time.time() - started:.0f} s; learning blocks "
+                f"{[round(b['pass_rate']['explain_refine'], 2) for b in learning[-1]['blocks']]}",
+                flush=True,
+            )
+    result = {
+        "kl_bound": KL_BOUND,
+        "block": BLOCK,
+        "overrides": args.overrides,
+        "seeds": learning,
+        "strong_start": strong,
+        "goals": goals(learning, strong),
+    }
     (out / "ppo_learning.json").write_text(json.dumps(result, indent=1) + "\n")
     plot(learning, strong, out / "ppo_learning.png")
     print(json.dumps(result["goals"], indent=1))

@@ -31,7 +31,6 @@ from ledex_rl.config import load_config  # noqa: E402
 from ledex_rl.models import build_tiny_model, resolve_model  # noqa: E402
 
 
-
 def humaneval_rows(n: int) -> list[dict]:
     """A collected dataset: for each of n HumanEval tasks, a wrong first attempt (an empty body)."""
     from ledex_rl.config import ProblemSourceConfig
@@ -39,12 +38,33 @@ def humaneval_rows(n: int) -> list[dict]:
 
     rows = []
     for p in load_problems(ProblemSourceConfig(name="humaneval", limit=n))[0]:
-        rows.append({"task_id": p.task_id, "source": p.source, "kind": "first_attempt", "mode": "generate", "sample_index": 0,
-                     "parent_index": -1, "messages": json.dumps(prompts.first_attempt_messages(p)), "response": "",
-                     "explanation": "", "code": p.starter_code.rstrip() + "\n    pass\n", "wrong_code": "", "wrong_feedback": "",
-                     "passed": False, "pass_rate": 0.0, "num_tests": len(p.tests), "status": "failed",
-                     "feedback": "every test failed: the function returns None", "test_results": "[]", "model": "synthetic",
-                     "temperature": 1.0, "max_tokens": 64, "seed": 0, "duplicates": 1})
+        rows.append(
+            {
+                "task_id": p.task_id,
+                "source": p.source,
+                "kind": "first_attempt",
+                "mode": "generate",
+                "sample_index": 0,
+                "parent_index": -1,
+                "messages": json.dumps(prompts.first_attempt_messages(p)),
+                "response": "",
+                "explanation": "",
+                "code": p.starter_code.rstrip() + "\n    pass\n",
+                "wrong_code": "",
+                "wrong_feedback": "",
+                "passed": False,
+                "pass_rate": 0.0,
+                "num_tests": len(p.tests),
+                "status": "failed",
+                "feedback": "every test failed: the function returns None",
+                "test_results": "[]",
+                "model": "synthetic",
+                "temperature": 1.0,
+                "max_tokens": 64,
+                "seed": 0,
+                "duplicates": 1,
+            }
+        )
     return rows
 
 
@@ -81,8 +101,10 @@ def trl_steps(model_path: str, rows: list[dict], batch: int, per_prompt: int, ma
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         codes = [prompts.parse_response(t).code for t in texts]
         results = sandbox.run([Job.for_problem(problems[t], code) for t, code in zip(task_id, codes)])
-        return [code_reward(codebleu_score(code, [problems[t].reference_solution]), res.pass_rate if code.strip() else 0.0)
-                for t, code, res in zip(task_id, codes, results)]
+        return [
+            code_reward(codebleu_score(code, [problems[t].reference_solution]), res.pass_rate if code.strip() else 0.0)
+            for t, code, res in zip(task_id, codes, results)
+        ]
 
     times: list[float] = []
 
@@ -93,12 +115,32 @@ def trl_steps(model_path: str, rows: list[dict], batch: int, per_prompt: int, ma
         def on_step_end(self, args, state, control, **kw):
             times.append(time.perf_counter() - self.started)
 
-    args = GRPOConfig(output_dir=tempfile.mkdtemp(prefix="trl-"), use_cpu=True, per_device_train_batch_size=batch,
-                      num_generations=per_prompt, max_completion_length=max_new_tokens, temperature=0.8, learning_rate=lr,
-                      beta=0.04, num_iterations=1, max_steps=steps + 1, logging_steps=1, save_strategy="no", report_to=[],
-                      bf16=False, seed=0, dataloader_num_workers=0)
-    trainer = GRPOTrainer(model=model_path, reward_funcs=ledex_code_reward, args=args, train_dataset=Dataset.from_list(data),
-                          processing_class=tokenizer, callbacks=[StepTimer()])
+    args = GRPOConfig(
+        output_dir=tempfile.mkdtemp(prefix="trl-"),
+        use_cpu=True,
+        per_device_train_batch_size=batch,
+        num_generations=per_prompt,
+        max_completion_length=max_new_tokens,
+        temperature=0.8,
+        learning_rate=lr,
+        beta=0.04,
+        num_iterations=1,
+        max_steps=steps + 1,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        bf16=False,
+        seed=0,
+        dataloader_num_workers=0,
+    )
+    trainer = GRPOTrainer(
+        model=model_path,
+        reward_funcs=ledex_code_reward,
+        args=args,
+        train_dataset=Dataset.from_list(data),
+        processing_class=tokenizer,
+        callbacks=[StepTimer()],
+    )
     trainer.train()
     sandbox.close()
     return times[1:]
@@ -127,24 +169,43 @@ def main() -> None:
     parts.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), parts / "part-00000.parquet")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    cfg = load_config(None, [
-        f"run_dir={work / 'run'}", f"model.name_or_path={model_path}", "rl.advantage=grpo", "rl.use_reference_solutions=true",
-        f"rl.ppo.steps={args.steps + 1}", f"rl.ppo.batch_size={args.batch}", f"rl.ppo.mini_batch_size={args.batch}",
-        "rl.ppo.micro_batch_size=2", f"rl.ppo.samples_per_prompt={args.per_prompt}", "rl.ppo.ppo_epochs=1",
-        f"rl.ppo.max_new_tokens={args.max_new_tokens}", "rl.ppo.temperature=0.8", "rl.ppo.adaptive_kl=false",
-        "rl.ppo.kl_coef=0.04", "rl.ppo.save_every_steps=1000", "model.max_model_len=1024",
-    ])
+    cfg = load_config(
+        None,
+        [
+            f"run_dir={work / 'run'}",
+            f"model.name_or_path={model_path}",
+            "rl.advantage=grpo",
+            "rl.use_reference_solutions=true",
+            f"rl.ppo.steps={args.steps + 1}",
+            f"rl.ppo.batch_size={args.batch}",
+            f"rl.ppo.mini_batch_size={args.batch}",
+            "rl.ppo.micro_batch_size=2",
+            f"rl.ppo.samples_per_prompt={args.per_prompt}",
+            "rl.ppo.ppo_epochs=1",
+            f"rl.ppo.max_new_tokens={args.max_new_tokens}",
+            "rl.ppo.temperature=0.8",
+            "rl.ppo.adaptive_kl=false",
+            "rl.ppo.kl_coef=0.04",
+            "rl.ppo.save_every_steps=1000",
+            "model.max_model_len=1024",
+        ],
+    )
     ours = ledex_steps(cfg, args.steps)
     ray.shutdown()
     theirs = trl_steps(model_path, rows, args.batch, args.per_prompt, args.max_new_tokens, args.steps, cfg.rl.ppo.lr)
     phases = ("generate", "score", "reference", "values", "train", "sync")
     step_s = [sum(m[f"time/{p}_s"] for p in phases) for m in ours]
-    print(f"\nmodel {args.model}: {args.batch} answers per step ({args.per_prompt} per prompt), up to {args.max_new_tokens} new tokens, "
-          f"{len(ours)} timed steps each")
+    print(
+        f"\nmodel {args.model}: {args.batch} answers per step ({args.per_prompt} per prompt), up to {args.max_new_tokens} new tokens, "
+        f"{len(ours)} timed steps each"
+    )
     print("| system | step s (median) | " + " | ".join(phases) + " |")
     print("|---|---|" + "---|" * len(phases))
-    print(f"| ledex_rl (Ray actors, vLLM) | {statistics.median(step_s):.2f} | "
-          + " | ".join(f"{statistics.median(m[f'time/{p}_s'] for m in ours):.2f}" for p in phases) + " |")
+    print(
+        f"| ledex_rl (Ray actors, vLLM) | {statistics.median(step_s):.2f} | "
+        + " | ".join(f"{statistics.median(m[f'time/{p}_s'] for m in ours):.2f}" for p in phases)
+        + " |"
+    )
     print(f"| TRL GRPOTrainer | {statistics.median(theirs):.2f} | " + " | ".join("-" for _ in phases) + " |")
     print(f"ratio TRL / ledex_rl: {statistics.median(theirs) / statistics.median(step_s):.2f}x")
 

@@ -49,7 +49,9 @@ def main() -> None:
     startup = time.perf_counter() - started
     pool.generate([GenerationRequest(texts[0], max_tokens=8)])  # warm-up
     t = time.perf_counter()
-    outputs = pool.generate([GenerationRequest(tx, n=1, temperature=0.8, max_tokens=args.tokens, seed=i, ignore_eos=True) for i, tx in enumerate(texts)])
+    outputs = pool.generate(
+        [GenerationRequest(tx, n=1, temperature=0.8, max_tokens=args.tokens, seed=i, ignore_eos=True) for i, tx in enumerate(texts)]
+    )
     elapsed = time.perf_counter() - t
     generated = sum(len(c.token_ids) for completions in outputs for c in completions)
     rows.append(("vLLM engine actor (Ray)", generated, elapsed, f"start-up {startup:.1f} s"))
@@ -66,8 +68,14 @@ def main() -> None:
     with torch.no_grad():
         model.generate(**{k: v[:1] for k, v in batch.items()}, max_new_tokens=8, do_sample=False)  # warm-up
         t = time.perf_counter()
-        out = model.generate(**batch, max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=True, temperature=0.8,
-                             pad_token_id=tokenizer.pad_token_id)
+        out = model.generate(
+            **batch,
+            max_new_tokens=args.tokens,
+            min_new_tokens=args.tokens,
+            do_sample=True,
+            temperature=0.8,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         elapsed = time.perf_counter() - t
     generated = (out.shape[1] - batch["input_ids"].shape[1]) * out.shape[0]
     rows.append((f"transformers generate ({args.threads} threads)", generated, elapsed, "batched, left-padded"))

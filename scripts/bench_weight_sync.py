@@ -43,8 +43,9 @@ class StateSender:
         config = AutoConfig.from_pretrained(config_dir)
         with torch.device("meta"):
             shapes = AutoModelForCausalLM.from_config(config)
-        self.state = [(name, torch.randn(p.shape, dtype=getattr(torch, dtype)))
-                      for name, p in shapes.named_parameters(remove_duplicate=False)]
+        self.state = [
+            (name, torch.randn(p.shape, dtype=getattr(torch, dtype))) for name, p in shapes.named_parameters(remove_duplicate=False)
+        ]
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for _, t in self.state)
@@ -78,9 +79,17 @@ def synthetic_1b(folder: Path, tokenizer_from: Path) -> Path:
     """A Llama config with about 1.0B parameters and the tiny tokenizer (vLLM needs one to start)."""
     from transformers import AutoTokenizer, LlamaConfig
 
-    LlamaConfig(hidden_size=2048, intermediate_size=5632, num_hidden_layers=16, num_attention_heads=16,
-                num_key_value_heads=16, vocab_size=32000, max_position_embeddings=2048, tie_word_embeddings=False,
-                dtype="float32").save_pretrained(folder)
+    LlamaConfig(
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=16,
+        num_attention_heads=16,
+        num_key_value_heads=16,
+        vocab_size=32000,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+        dtype="float32",
+    ).save_pretrained(folder)
     AutoTokenizer.from_pretrained(tokenizer_from).save_pretrained(folder)
     return folder
 
@@ -100,9 +109,17 @@ def main() -> None:
     for name in args.models.split(","):
         dummy = name == "1b"
         path = synthetic_1b(work / "llama-1b", tiny) if dummy else paths[name]
-        cfg = load_config("configs/tiny.yaml", [f"model.name_or_path={path}", "rollout.num_cpus_per_engine=0.5",
-                                                f"rollout.load_format={'dummy' if dummy else 'auto'}", "model.max_model_len=512",
-                                                "trainer.num_cpus_per_rank=0.5", f"trainer.sync_bucket_mb={args.bucket_mb}"])
+        cfg = load_config(
+            "configs/tiny.yaml",
+            [
+                f"model.name_or_path={path}",
+                "rollout.num_cpus_per_engine=0.5",
+                f"rollout.load_format={'dummy' if dummy else 'auto'}",
+                "model.max_model_len=512",
+                "trainer.num_cpus_per_rank=0.5",
+                f"trainer.sync_bucket_mb={args.bucket_mb}",
+            ],
+        )
         engines = EnginePool(str(path), cfg.rollout, cfg.model, name_prefix=f"bench-{name}")
         senders = {}
         if not dummy:
@@ -123,9 +140,20 @@ def main() -> None:
                 times.append(stats["seconds"])
             floor = memcpy_seconds(stats["bytes"], args.repeats)
             sync = statistics.median(times)
-            rows.append({"model": name, "sender": sender_name, "params_m": round(nbytes / 4 / 1e6, 1), "bytes_mb": round(stats["bytes"] / 2**20),
-                         "buckets": stats["buckets"], "sync_s": round(sync, 3), "engine_load_s": round(stats["engine_load_s"], 3),
-                         "gb_per_s": round(stats["bytes"] / sync / 1e9, 2), "memcpy_s": round(floor, 4), "x_memcpy": round(sync / floor, 1)})
+            rows.append(
+                {
+                    "model": name,
+                    "sender": sender_name,
+                    "params_m": round(nbytes / 4 / 1e6, 1),
+                    "bytes_mb": round(stats["bytes"] / 2**20),
+                    "buckets": stats["buckets"],
+                    "sync_s": round(sync, 3),
+                    "engine_load_s": round(stats["engine_load_s"], 3),
+                    "gb_per_s": round(stats["bytes"] / sync / 1e9, 2),
+                    "memcpy_s": round(floor, 4),
+                    "x_memcpy": round(sync / floor, 1),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
         for sender in senders.values():
             sender.shutdown() if hasattr(sender, "shutdown") else ray.kill(sender)
@@ -134,8 +162,10 @@ def main() -> None:
     print("| model | sender | params (M) | MB | buckets | sync s | engine load s | GB/s | memcpy s | sync / memcpy |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['sender']} | {r['params_m']} | {r['bytes_mb']} | {r['buckets']} | {r['sync_s']} | "
-              f"{r['engine_load_s']} | {r['gb_per_s']} | {r['memcpy_s']} | {r['x_memcpy']}x |")
+        print(
+            f"| {r['model']} | {r['sender']} | {r['params_m']} | {r['bytes_mb']} | {r['buckets']} | {r['sync_s']} | "
+            f"{r['engine_load_s']} | {r['gb_per_s']} | {r['memcpy_s']} | {r['x_memcpy']}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -33,11 +33,27 @@ def running_head(env: dict, *start_args: str, gcs_port: int = 0):
     cpus = [] if any(a.startswith("--num-cpus") for a in start_args) else ["--num-cpus=2"]
     # --block keeps the head in this process group, so the test can stop it without `ray stop`
     # (which would stop every Ray on the machine, the test session's own cluster included).
-    head = subprocess.Popen([RAY, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}",
-                             # the session's own cluster already holds the agent's default port, 52365
-                             f"--dashboard-agent-listen-port={agent}", "--dashboard-host=127.0.0.1", "--disable-usage-stats",
-                             f"--temp-dir={temp_dir}", *cpus, *start_args],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    head = subprocess.Popen(
+        [
+            RAY,
+            "start",
+            "--head",
+            "--block",
+            f"--port={gcs}",
+            f"--dashboard-port={dashboard}",
+            # the session's own cluster already holds the agent's default port, 52365
+            f"--dashboard-agent-listen-port={agent}",
+            "--dashboard-host=127.0.0.1",
+            "--disable-usage-stats",
+            f"--temp-dir={temp_dir}",
+            *cpus,
+            *start_args,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     address = f"http://127.0.0.1:{dashboard}"
     try:
         deadline = time.time() + 120

@@ -36,7 +36,10 @@ class TeacherServer:
                     self.send_header("Retry-After", "0")
                     self.end_headers()
                     return
-                choices = [{"index": i, "message": {"role": "assistant", "content": server.answer(body["messages"], i)}} for i in range(body.get("n", 1))]
+                choices = [
+                    {"index": i, "message": {"role": "assistant", "content": server.answer(body["messages"], i)}}
+                    for i in range(body.get("n", 1))
+                ]
                 data = json.dumps({"choices": choices}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

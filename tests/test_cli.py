@@ -22,7 +22,9 @@ def test_bad_key_is_one_line_error():
 
 
 def test_train_reports_a_missing_stage_input(tmp_path, tiny_model):
-    result = CliRunner().invoke(train, ["--config", "configs/tiny.yaml", f"run_dir={tmp_path}", f"model.name_or_path={tiny_model}", "stages=[sft]"])
+    result = CliRunner().invoke(
+        train, ["--config", "configs/tiny.yaml", f"run_dir={tmp_path}", f"model.name_or_path={tiny_model}", "stages=[sft]"]
+    )
     assert result.exit_code == 2
     assert "train data humaneval [test]: 4 problems" in result.output
     assert "no collected data" in result.output and "run the collect stage first" in result.output

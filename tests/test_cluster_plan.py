@@ -65,12 +65,15 @@ def test_a_cuda_reference_model_needs_a_gpu():
         load_config(PAPER, ["rl.reference.num_gpus=0"])
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d.pop("head_node_type"), "missing 'head_node_type'"),
-    (lambda d: d["available_node_types"]["cpu_worker"].pop("resources"), "missing 'resources' in node type 'cpu_worker'"),
-    (lambda d: d["available_node_types"]["gpu_worker"].update(min_workers=9), "min_workers > max_workers"),
-    (lambda d: d.update(max_workers=-1), "top-level max_workers must be a whole number"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.pop("head_node_type"), "missing 'head_node_type'"),
+        (lambda d: d["available_node_types"]["cpu_worker"].pop("resources"), "missing 'resources' in node type 'cpu_worker'"),
+        (lambda d: d["available_node_types"]["gpu_worker"].update(min_workers=9), "min_workers > max_workers"),
+        (lambda d: d.update(max_workers=-1), "top-level max_workers must be a whole number"),
+    ],
+)
 def test_broken_launcher_files_are_one_line_errors(tmp_path, mutate, message):
     doc = yaml.safe_load((CLUSTER / "ray-cluster.yaml").read_text())
     mutate(doc)
@@ -79,11 +82,14 @@ def test_broken_launcher_files_are_one_line_errors(tmp_path, mutate, message):
         load_cluster(tmp_path / "c.yaml")
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d.update(apiVersion="v1"), "apiVersion must be ray.io/v1"),
-    (lambda d: d["spec"].update(entrypoint="python train.py"), "should run `python -m ledex_rl.train"),
-    (lambda d: d["spec"]["rayClusterSpec"]["workerGroupSpecs"][1]["rayStartParams"].update({"num-gpus": "16"}), "gets 8"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.update(apiVersion="v1"), "apiVersion must be ray.io/v1"),
+        (lambda d: d["spec"].update(entrypoint="python train.py"), "should run `python -m ledex_rl.train"),
+        (lambda d: d["spec"]["rayClusterSpec"]["workerGroupSpecs"][1]["rayStartParams"].update({"num-gpus": "16"}), "gets 8"),
+    ],
+)
 def test_broken_rayjobs_are_one_line_errors(tmp_path, mutate, message):
     doc = yaml.safe_load((CLUSTER / "rayjob.yaml").read_text())
     mutate(doc)
@@ -134,8 +140,13 @@ def test_actors_are_placed_node_by_node_not_only_added_up():
 
 
 def test_cluster_check_reports_what_does_not_fit_piece_by_piece(tmp_path):
-    launcher = {"cluster_name": "small", "provider": {"type": "aws"}, "head_node_type": "head", "max_workers": 1,
-                "available_node_types": {"head": {"resources": {"CPU": 8}}, "cpu": {"resources": {"CPU": 8}, "max_workers": 1}}}
+    launcher = {
+        "cluster_name": "small",
+        "provider": {"type": "aws"},
+        "head_node_type": "head",
+        "max_workers": 1,
+        "available_node_types": {"head": {"resources": {"CPU": 8}}, "cpu": {"resources": {"CPU": 8}, "max_workers": 1}},
+    }
     (tmp_path / "small.yaml").write_text(yaml.safe_dump(launcher))
     sizes = ["stages=[collect]", "sandbox.executor_num_cpus=5", "rollout.num_cpus_per_engine=0.5"]
     assert check(load_config(None, [*sizes, "sandbox.num_executors=2"]), load_cluster(tmp_path / "small.yaml")) == []
@@ -165,14 +176,24 @@ def test_actors_go_only_on_node_types_that_declare_their_role():
     cfg = load_config(PAPER)
     rl = {d.group: d for d in stage_demands(cfg)["rl"]}
     assert (rl["rollout engine"].role, rl["sandbox executor"].role, rl["reward actor"].role) == ("ledex_gpu", "ledex_cpu", "ledex_cpu")
-    assert cfg.ray.roles.resources("sandbox") == {"ledex_cpu": 0.001} and load_config(PAPER, ["ray.roles.sandbox="]).ray.roles.resources("sandbox") == {}
+    assert (
+        cfg.ray.roles.resources("sandbox") == {"ledex_cpu": 0.001}
+        and load_config(PAPER, ["ray.roles.sandbox="]).ray.roles.resources("sandbox") == {}
+    )
     cluster = load_cluster(CLUSTER / "ray-cluster.yaml")
     # Executors would fit on the GPU workers' spare CPUs, but their role sends them to CPU workers only.
     problems = check(load_config(PAPER, ["ray.roles.sandbox=ledex_fpga"]), cluster)
-    assert "rl: a sandbox executor needs 8 CPU and 0 GPU on a node with resource 'ledex_fpga' (ray.roles); no node type has that" in problems
+    assert (
+        "rl: a sandbox executor needs 8 CPU and 0 GPU on a node with resource 'ledex_fpga' (ray.roles); no node type has that" in problems
+    )
     # Placement piece by piece: 12 executors of 8 CPU fill 3 CPU workers (and no GPU worker) each; 6 is the cap.
-    cpu_only = Cluster([NodeType("head", 0, 0, 1, True), NodeType("cpu", 32, 0, 6, roles=frozenset({"ledex_cpu"})),
-                        NodeType("gpu", 96, 8, 2, roles=frozenset({"ledex_gpu"}))])
+    cpu_only = Cluster(
+        [
+            NodeType("head", 0, 0, 1, True),
+            NodeType("cpu", 32, 0, 6, roles=frozenset({"ledex_cpu"})),
+            NodeType("gpu", 96, 8, 2, roles=frozenset({"ledex_gpu"})),
+        ]
+    )
     assert check(load_config(PAPER, ["sandbox.num_executors=24", "stages=[collect]"]), cpu_only) == []
     over = check(load_config(PAPER, ["sandbox.num_executors=25", "stages=[collect]"]), cpu_only)
     assert len(over) == 1 and "a sandbox executor (8 CPU, 0 GPU) has no node left" in over[0], over

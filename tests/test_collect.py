@@ -33,8 +33,16 @@ def teacher():
 
 def collect_command(run_dir, model, ray_address, extra):
     return [
-        sys.executable, "-m", "ledex_rl.train", "--config", "configs/tiny.yaml", "stages=[collect]",
-        f"run_dir={run_dir}", f"model.name_or_path={model}", f"ray.address={ray_address}", *extra,
+        sys.executable,
+        "-m",
+        "ledex_rl.train",
+        "--config",
+        "configs/tiny.yaml",
+        "stages=[collect]",
+        f"run_dir={run_dir}",
+        f"model.name_or_path={model}",
+        f"ray.address={ray_address}",
+        *extra,
     ]
 
 
@@ -72,9 +80,16 @@ def _option(extra, key):
 
 
 def test_collect_resumes_after_a_kill_with_identical_results(tmp_path, tiny_model, teacher, ray_cluster):
-    extra = [f"data.train.0.limit={PROBLEMS}", "collect.chunk_size=1", "collect.samples_per_problem=3",
-             "collect.teacher.kind=openai", "collect.teacher.model=fake-teacher", f"collect.teacher.base_url={teacher.url}",
-             "collect.teacher_samples=2", "rollout.num_cpus_per_engine=0.25"]
+    extra = [
+        f"data.train.0.limit={PROBLEMS}",
+        "collect.chunk_size=1",
+        "collect.samples_per_problem=3",
+        "collect.teacher.kind=openai",
+        "collect.teacher.model=fake-teacher",
+        f"collect.teacher.base_url={teacher.url}",
+        "collect.teacher_samples=2",
+        "rollout.num_cpus_per_engine=0.25",
+    ]
     whole, stopped = run_whole_and_killed(tmp_path, tiny_model, ray_cluster, extra, PROBLEMS)
 
     assert rows(stopped) == rows(whole)
@@ -98,9 +113,17 @@ def test_smollm2_collects_mbpp_and_resumes(tmp_path, shared_data, ray_cluster):
     from ledex_rl.models import prepare_smollm2
 
     mbpp = shared_data / "mbpp" / "mbpp.jsonl"
-    extra = [f"data.train=[{{name: mbpp, path: {mbpp}, split: train, limit: 20}}]", "collect.chunk_size=5",
-             "model.dtype=float32", "model.max_model_len=2048", "collect.samples_per_problem=2", "collect.max_new_tokens=192",
-             "collect.teacher_samples=1", "collect.teacher_max_new_tokens=256", "rollout.num_cpus_per_engine=1"]
+    extra = [
+        f"data.train=[{{name: mbpp, path: {mbpp}, split: train, limit: 20}}]",
+        "collect.chunk_size=5",
+        "model.dtype=float32",
+        "model.max_model_len=2048",
+        "collect.samples_per_problem=2",
+        "collect.max_new_tokens=192",
+        "collect.teacher_samples=1",
+        "collect.teacher_max_new_tokens=256",
+        "rollout.num_cpus_per_engine=1",
+    ]
     whole, stopped = run_whole_and_killed(tmp_path, prepare_smollm2(), ray_cluster, extra, 20, timeout=1800)
     first = json.loads((whole / "collect" / "summary.json").read_text())["table1"]
     again = json.loads((stopped / "collect" / "summary.json").read_text())["table1"]

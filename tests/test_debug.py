@@ -22,7 +22,7 @@ def spread(xs):
     return max(xs) - min(xs)
 '''
 
-TESTS = '''from math import isclose
+TESTS = """from math import isclose
 
 HALF = 0.5
 
@@ -36,7 +36,7 @@ def test_single():
 
 if __name__ == "__main__":
     test_single()
-'''
+"""
 
 FIX = "The divisor counts one element too many.\n\n```python\ndef mean(xs):\n    return sum(xs) / len(xs)\n```"
 WRONG_FIX = "The sum is wrong.\n\n```python\ndef mean(xs):\n    return sum(xs) / (len(xs) + 2)\n```"
@@ -74,7 +74,9 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
 def test_a_model_that_cannot_be_loaded_is_a_clear_error(tmp_path):
     (tmp_path / "p.py").write_text(BUGGY)
     (tmp_path / "t.py").write_text(TESTS)
-    result = CliRunner().invoke(main, ["debug", str(tmp_path / "p.py"), "--tests", str(tmp_path / "t.py"), "--model", str(tmp_path / "nope")])
+    result = CliRunner().invoke(
+        main, ["debug", str(tmp_path / "p.py"), "--tests", str(tmp_path / "t.py"), "--model", str(tmp_path / "nope")]
+    )
     assert result.exit_code == 2
     assert "error: model folder" in result.output and "does not exist; fix --model" in result.output  # the flag typed
     assert "2 of 3 tests pass" not in result.output  # the tests ran first: 0 of 3 pass
@@ -82,7 +84,9 @@ def test_a_model_that_cannot_be_loaded_is_a_clear_error(tmp_path):
 
 
 def test_merge_fix_replaces_only_the_functions_the_model_rewrote():
-    merged = debugger.merge_fix(BUGGY, "import statistics\n\ndef mean(xs):\n    return statistics.fmean(xs)\n\ndef extra():\n    return 1\n")
+    merged = debugger.merge_fix(
+        BUGGY, "import statistics\n\ndef mean(xs):\n    return statistics.fmean(xs)\n\ndef extra():\n    return 1\n"
+    )
     assert merged.startswith("import math\nimport statistics\n")
     assert "statistics.fmean" in merged and "(len(xs) + 1)" not in merged
     assert "def spread(xs):" in merged and merged.rstrip().endswith("return 1")
@@ -120,9 +124,11 @@ def test_merge_fix_keeps_the_files_docstrings_imports_decorators_and_comments():
 
 
 def test_merge_fix_puts_new_imports_and_constants_below_the_header_and_drops_example_calls():
-    answer = ("import statistics\n\nSCALE = 2\nOFFSET = 0\n\ndef mean(xs):\n    \"\"\"Mean.\"\"\"\n"
-              "    return SCALE * statistics.fmean(xs) + OFFSET\n\ndef median(xs):\n    return statistics.median(xs)\n\n"
-              "print(mean([1, 2]))\nif __name__ == '__main__':\n    print(median([1]))\n")
+    answer = (
+        'import statistics\n\nSCALE = 2\nOFFSET = 0\n\ndef mean(xs):\n    """Mean."""\n'
+        "    return SCALE * statistics.fmean(xs) + OFFSET\n\ndef median(xs):\n    return statistics.median(xs)\n\n"
+        "print(mean([1, 2]))\nif __name__ == '__main__':\n    print(median([1]))\n"
+    )
     merged = debugger.merge_fix(MODULE, answer)
     tree = ast.parse(merged)
     assert ast.get_docstring(tree) == "Small statistics helpers."  # a new import did not push the docstring down
@@ -203,11 +209,12 @@ def test_an_unchanged_answer_is_named_and_not_rerun():
     tests = user_tests.parse_tests(TESTS)
     calls = []
     with Sandbox(slots=1) as box:
+
         def run_jobs(jobs):
             calls.append(jobs)
             return box.run(jobs)
 
-        same = "I see no bug.\n\n```python\ndef mean(xs):\n    \"\"\"The arithmetic mean.\"\"\"\n    return sum(xs) / (len(xs) + 1)\n```"
+        same = 'I see no bug.\n\n```python\ndef mean(xs):\n    """The arithmetic mean."""\n    return sum(xs) / (len(xs) + 1)\n```'
         outcome = debugger.debug(BUGGY, tests, ScriptedFixer([same, FIX]), run_jobs, debugger.DebugSettings(rounds=2))
     assert [r.unchanged for r in outcome.rounds] == [True, False] and outcome.rounds[0].diff == ""
     assert len(calls) == 2 and outcome.passed  # the original and round 2's fix: round 1 was not rerun
@@ -238,8 +245,9 @@ def test_several_programs_share_one_model_and_find_their_tests(tmp_path, scripte
     assert result.exit_code == 0, result.output
     assert "ok/stats.py: 3 of 3 tests pass" in result.output and "2 of 2 programs pass their tests (1 fixed)" in result.output
     assert scripted.loads == 1  # one model for every program
-    mismatch = CliRunner().invoke(main, ["debug", str(tmp_path / "stats.py"), str(tmp_path / "ok" / "stats.py"),
-                                         "--tests", str(tmp_path / "test_stats.py")])
+    mismatch = CliRunner().invoke(
+        main, ["debug", str(tmp_path / "stats.py"), str(tmp_path / "ok" / "stats.py"), "--tests", str(tmp_path / "test_stats.py")]
+    )
     assert mismatch.exit_code == 2 and "1 --tests for 2 programs: pass one --tests per program" in mismatch.output
     (tmp_path / "lonely.py").write_text(BUGGY)
     missing = CliRunner().invoke(main, ["debug", str(tmp_path / "lonely.py")])
@@ -259,8 +267,9 @@ def test_debug_names_the_limit_a_test_ran_into_and_takes_overrides(tmp_path, scr
     program, tests = tmp_path / "stats.py", tmp_path / "test_stats.py"
     program.write_text("def mean(xs):\n    while True:\n        pass\n")
     tests.write_text("assert mean([2]) == 2\n")
-    result = CliRunner().invoke(main, ["debug", str(program), "--tests", str(tests), "--rounds", "1",
-                                       "sandbox.test_timeout_s=0.5", "sandbox.job_timeout_s=2"])
+    result = CliRunner().invoke(
+        main, ["debug", str(program), "--tests", str(tests), "--rounds", "1", "sandbox.test_timeout_s=0.5", "sandbox.job_timeout_s=2"]
+    )
     assert result.exit_code == 1 and "0 of 1 tests pass" in result.output, result.output  # round 1's scripted fix is wrong
     assert "limits: 0.5 s per test (sandbox.test_timeout_s), 2 s per run (sandbox.job_timeout_s)" in result.output
 
@@ -287,9 +296,25 @@ def test_debug_with_smollm2_on_a_real_buggy_file(tmp_path, monkeypatch):
     program, tests = tmp_path / "stats.py", tmp_path / "test_stats.py"
     program.write_text(BUGGY)
     tests.write_text(TESTS)
-    result = CliRunner().invoke(main, ["debug", str(program), "--tests", str(tests), "--rounds", "2", "--max-new-tokens", "256",
-                                       "--config", os.path.join(os.path.dirname(__file__), "..", "configs", "default.yaml"),
-                                       "--out", str(tmp_path / "fixed.py"), "--model", "smollm2-135m-instruct"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "debug",
+            str(program),
+            "--tests",
+            str(tests),
+            "--rounds",
+            "2",
+            "--max-new-tokens",
+            "256",
+            "--config",
+            os.path.join(os.path.dirname(__file__), "..", "configs", "default.yaml"),
+            "--out",
+            str(tmp_path / "fixed.py"),
+            "--model",
+            "smollm2-135m-instruct",
+        ],
+    )
     out = result.output
     assert result.exit_code in (0, 1), out
     print(out)

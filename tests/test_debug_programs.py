@@ -15,7 +15,7 @@ FIXES = {
     "clamp": ("        return high\n    if x > high", "        return low\n    if x > high"),
     "count_vowels": ('if ch in "aeiou"', 'if ch.lower() in "aeiou"'),
     "factorial": ("if n == 1:", "if n <= 1:"),
-    "fizzbuzz": ('    if n % 3 == 0:\n', '    if n % 15 == 0:\n        return "FizzBuzz"\n    if n % 3 == 0:\n'),
+    "fizzbuzz": ("    if n % 3 == 0:\n", '    if n % 15 == 0:\n        return "FizzBuzz"\n    if n % 3 == 0:\n'),
     "is_palindrome": ('text.replace(" ", "")', 'text.replace(" ", "").lower()'),
     "mean_and_spread": ("(x - m) for", "(x - m) ** 2 for"),
     "parse_age": ("age < 0 and age > 150", "age < 0 or age > 150"),

@@ -113,9 +113,19 @@ def test_judge_rates_explanations_and_skips_without_an_endpoint(tmp_path, proble
 def test_eval_stage_on_the_tiny_model(ray_cluster, tiny_env, tmp_path):
     from ledex_rl.pipeline import run_stage
 
-    cfg = load_config("configs/tiny.yaml", [f"run_dir={tmp_path}", f"model.name_or_path={tiny_env}", "eval.models=[base]",
-                                            "data.eval.0.limit=2", "eval.refine_rounds=2", "eval.max_new_tokens=16",
-                                            "sandbox.executor_num_cpus=0.1", "rollout.num_cpus_per_engine=0.25"])
+    cfg = load_config(
+        "configs/tiny.yaml",
+        [
+            f"run_dir={tmp_path}",
+            f"model.name_or_path={tiny_env}",
+            "eval.models=[base]",
+            "data.eval.0.limit=2",
+            "eval.refine_rounds=2",
+            "eval.max_new_tokens=16",
+            "sandbox.executor_num_cpus=0.1",
+            "rollout.num_cpus_per_engine=0.25",
+        ],
+    )
     assert run_stage("eval", cfg)
     out = tmp_path / "eval"
     results = json.loads((out / "base" / "results.json").read_text())

@@ -39,25 +39,47 @@ def test_pass_at_k_closed_form_and_errors():
 
 
 def _row(task, i, round_, mode, passed, passed_base=None, plus=0, source="humaneval"):
-    return {"task_id": task, "benchmark": source, "sample_index": i, "round": round_, "mode": mode, "passed": passed,
-            "passed_base": passed if passed_base is None else passed_base, "plus_tests": plus}
+    return {
+        "task_id": task,
+        "benchmark": source,
+        "sample_index": i,
+        "round": round_,
+        "mode": mode,
+        "passed": passed,
+        "passed_base": passed if passed_base is None else passed_base,
+        "plus_tests": plus,
+    }
 
 
 def test_refinement_replaces_each_wrong_sample_with_its_latest_refinement():
     rows = [
         # task A: samples 0 correct, 1 and 2 wrong
-        _row("A", 0, 0, "generate", True), _row("A", 1, 0, "generate", False), _row("A", 2, 0, "generate", False),
+        _row("A", 0, 0, "generate", True),
+        _row("A", 1, 0, "generate", False),
+        _row("A", 2, 0, "generate", False),
         # refine: round 1 fixes sample 1; sample 2 fails, round 2 fixes it
-        _row("A", 1, 1, "refine", True), _row("A", 2, 1, "refine", False), _row("A", 2, 2, "refine", True),
+        _row("A", 1, 1, "refine", True),
+        _row("A", 2, 1, "refine", False),
+        _row("A", 2, 2, "refine", True),
         # explain_refine: round 1 fixes nothing, round 2 nothing
-        _row("A", 1, 1, "explain_refine", False), _row("A", 2, 1, "explain_refine", False),
-        _row("A", 1, 2, "explain_refine", False), _row("A", 2, 2, "explain_refine", False),
+        _row("A", 1, 1, "explain_refine", False),
+        _row("A", 2, 1, "explain_refine", False),
+        _row("A", 1, 2, "explain_refine", False),
+        _row("A", 2, 2, "explain_refine", False),
         # task B: all wrong; refine fixes sample 0 at round 1; explain_refine fixes sample 1 at round 1
-        _row("B", 0, 0, "generate", False), _row("B", 1, 0, "generate", False), _row("B", 2, 0, "generate", False),
-        _row("B", 0, 1, "refine", True), _row("B", 1, 1, "refine", False), _row("B", 2, 1, "refine", False),
-        _row("B", 1, 2, "refine", False), _row("B", 2, 2, "refine", False),
-        _row("B", 0, 1, "explain_refine", False), _row("B", 1, 1, "explain_refine", True), _row("B", 2, 1, "explain_refine", False),
-        _row("B", 0, 2, "explain_refine", False), _row("B", 2, 2, "explain_refine", False),
+        _row("B", 0, 0, "generate", False),
+        _row("B", 1, 0, "generate", False),
+        _row("B", 2, 0, "generate", False),
+        _row("B", 0, 1, "refine", True),
+        _row("B", 1, 1, "refine", False),
+        _row("B", 2, 1, "refine", False),
+        _row("B", 1, 2, "refine", False),
+        _row("B", 2, 2, "refine", False),
+        _row("B", 0, 1, "explain_refine", False),
+        _row("B", 1, 1, "explain_refine", True),
+        _row("B", 2, 1, "explain_refine", False),
+        _row("B", 0, 2, "explain_refine", False),
+        _row("B", 2, 2, "explain_refine", False),
     ]
     out = summarize(rows, ks=(1, 2), rounds=2, modes=("refine", "explain_refine"))["benchmarks"]["humaneval"]
     assert out["tasks"] == 2 and out["samples"] == 6

@@ -13,7 +13,9 @@ from sandbox import Job
 def pool(ray_cluster):
     from actors.executor_pool import ExecutorPool
 
-    cfg = load_config(None, ["sandbox.num_executors=2", "sandbox.slots_per_executor=1", "sandbox.executor_num_cpus=0.25", "sandbox.jobs_per_call=8"]).sandbox
+    cfg = load_config(
+        None, ["sandbox.num_executors=2", "sandbox.slots_per_executor=1", "sandbox.executor_num_cpus=0.25", "sandbox.jobs_per_call=8"]
+    ).sandbox
     pool = ExecutorPool(cfg, name_prefix="test-executor")
     yield pool
     pool.shutdown()

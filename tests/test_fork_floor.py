@@ -12,6 +12,12 @@ def test_fork_floor_reports_each_figure_as_a_positive_cost():
     done = subprocess.run([sys.executable, "-I", "-S", str(SCRIPT), "--json", "--forks", "20"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout)
-    assert set(figures) == {"page_fault_zero_fill_us", "page_fault_copy_on_write_us", "bare_fork_exit_ms",
-                            "bare_fork_trivial_ms", "zygote_fork_exit_ms", "zygote_fork_trivial_ms"}
+    assert set(figures) == {
+        "page_fault_zero_fill_us",
+        "page_fault_copy_on_write_us",
+        "bare_fork_exit_ms",
+        "bare_fork_trivial_ms",
+        "zygote_fork_exit_ms",
+        "zygote_fork_trivial_ms",
+    }
     assert all(value > 0 for value in figures.values()), figures

@@ -17,8 +17,9 @@ LOCAL_AUTOSCALING = HERE.parent / "configs" / "cluster" / "local-autoscaling.yam
 
 
 def run_on_nodes(mode: str, run_dir: Path, tiny_model: Path) -> dict:
-    out = subprocess.run([sys.executable, str(HERE / "three_nodes.py"), mode, str(run_dir), str(tiny_model)],
-                         capture_output=True, text=True, timeout=1800)
+    out = subprocess.run(
+        [sys.executable, str(HERE / "three_nodes.py"), mode, str(run_dir), str(tiny_model)], capture_output=True, text=True, timeout=1800
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads((run_dir.parent / f"{mode}-report.json").read_text())
     assert report["runs"][-1]["returncode"] == 0, report["runs"][-1]["output"]
@@ -109,8 +110,21 @@ def test_the_autoscaler_starts_the_nodes_a_run_asks_for_and_releases_them_when_i
         run_dir = tmp_path / "run"
         roles = ["ray.roles.rollout=ledex_gpu", "ray.roles.trainer=ledex_gpu", "ray.roles.sandbox=ledex_cpu"]
         # As the file's header submits it: no --working-dir, absolute paths.
-        job = client.submit_job(entrypoint=" ".join([sys.executable, "-m", "ledex_rl.train", "--config", str(HERE.parent / "configs" / "tiny.yaml"),
-                                                     f"run_dir={run_dir}", f"model.name_or_path={tiny_model}", "rl.ppo.steps=2", *roles]))
+        job = client.submit_job(
+            entrypoint=" ".join(
+                [
+                    sys.executable,
+                    "-m",
+                    "ledex_rl.train",
+                    "--config",
+                    str(HERE.parent / "configs" / "tiny.yaml"),
+                    f"run_dir={run_dir}",
+                    f"model.name_or_path={tiny_model}",
+                    "rl.ppo.steps=2",
+                    *roles,
+                ]
+            )
+        )
         while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
             counts.append(_worker_nodes_alive(address))
             time.sleep(2)

@@ -6,9 +6,18 @@ from ledex_rl.metrics import rl_blocks
 
 
 def step(n, er, rf):
-    return {"step": n, "reward/total": 0.0, "reward/pass_rate/explain_refine": er, "reward/pass_rate/refine": rf,
-            "reward/code/explain_refine": 10 * er - 5, "reward/code/refine": 10 * rf - 5, "reward/explanation": 1.0,
-            "kl/mean_per_response": n / 10, "ppo/entropy": 0.5, "response/length_mean": 40.0}
+    return {
+        "step": n,
+        "reward/total": 0.0,
+        "reward/pass_rate/explain_refine": er,
+        "reward/pass_rate/refine": rf,
+        "reward/code/explain_refine": 10 * er - 5,
+        "reward/code/refine": 10 * rf - 5,
+        "reward/explanation": 1.0,
+        "kl/mean_per_response": n / 10,
+        "ppo/entropy": 0.5,
+        "response/length_mean": 40.0,
+    }
 
 
 def test_rl_blocks_average_the_samples_and_attach_the_validation_of_the_block_end():

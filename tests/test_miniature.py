@@ -45,8 +45,7 @@ def sandbox():
 def test_every_reference_passes_and_every_catalogued_bug_fails(sandbox):
     from sandbox import Job
 
-    problems = (miniature.load("miniature", "train") + miniature.load("miniature", "test")
-                + miniature.load("miniature-unseen", "test"))
+    problems = miniature.load("miniature", "train") + miniature.load("miniature", "test") + miniature.load("miniature-unseen", "test")
     assert all(len(p.metadata["bugs"]) >= 2 for p in problems)
     references = sandbox.run([Job.for_problem(p, p.reference_solution) for p in problems])
     assert [p.task_id for p, r in zip(problems, references) if not r.passed] == []
@@ -122,5 +121,7 @@ def test_a_mistake_outside_the_catalogue_is_named_from_the_code(sandbox):
     constant = problem.reference_solution.split(" * ")[1].strip()
     assert f"`1{constant}` where the task needs `{constant}`" in answer
     assert describe_difference("f", "def f(x):\n    return sum(range(3, x))\n", "def f(x):\n    return sum(range(3, x + 1))\n") == (
-        "f has no `+ 1`.", "add `+ 1`")
+        "f has no `+ 1`.",
+        "add `+ 1`",
+    )
     assert describe_difference("f", "def f(x:\n    return (", "def f(x):\n    return 1\n") is None

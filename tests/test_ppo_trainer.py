@@ -13,8 +13,16 @@ TEMPERATURE = 0.8
 
 
 def ppo_cfg(*overrides):
-    return load_config("configs/tiny.yaml", ["trainer.num_cpus_per_rank=0.25", "trainer.cpu_threads=1", "rl.reference.num_cpus=0.1",
-                                             f"rl.ppo.temperature={TEMPERATURE}", *overrides])
+    return load_config(
+        "configs/tiny.yaml",
+        [
+            "trainer.num_cpus_per_rank=0.25",
+            "trainer.cpu_threads=1",
+            "rl.reference.num_cpus=0.1",
+            f"rl.ppo.temperature={TEMPERATURE}",
+            *overrides,
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +93,14 @@ def test_ppo_steps_raise_the_rewarded_answer_and_lower_the_punished_one(actors, 
     from ledex_rl.stages.rl import PPOStep
 
     group, reference = actors
-    cfg = ppo_cfg("rl.ppo.batch_size=4", "rl.ppo.mini_batch_size=2", "rl.ppo.micro_batch_size=2", "rl.ppo.ppo_epochs=2",
-                  "rl.ppo.kl_coef=0.0", "rl.ppo.adaptive_kl=false")
+    cfg = ppo_cfg(
+        "rl.ppo.batch_size=4",
+        "rl.ppo.mini_batch_size=2",
+        "rl.ppo.micro_batch_size=2",
+        "rl.ppo.ppo_epochs=2",
+        "rl.ppo.kl_coef=0.0",
+        "rl.ppo.adaptive_kl=false",
+    )
     stepper = PPOStep(cfg, [], {}, tokenizer, "chat", engines=None, rewards=None, reference=reference, trainer=group)
     prompt_ids, answer_ids, rewards = _answers(tokenizer)
 

@@ -40,10 +40,19 @@ def test_offset_and_limit_keep_train_and_eval_apart():
 
 def test_humaneval_malformed_rows_are_reported_with_file_and_line(tmp_path):
     path = tmp_path / "he.jsonl"
-    good = {"task_id": "X/0", "prompt": "def f(x):\n", "canonical_solution": "    return x\n",
-            "test": "def check(candidate):\n    assert candidate(1) == 1\n", "entry_point": "f"}
-    rows = [json.dumps(good), "{oops", json.dumps({**good, "task_id": "X/1", "test": "def helper(): pass"}),
-            json.dumps({k: v for k, v in good.items() if k != "entry_point"})]
+    good = {
+        "task_id": "X/0",
+        "prompt": "def f(x):\n",
+        "canonical_solution": "    return x\n",
+        "test": "def check(candidate):\n    assert candidate(1) == 1\n",
+        "entry_point": "f",
+    }
+    rows = [
+        json.dumps(good),
+        "{oops",
+        json.dumps({**good, "task_id": "X/1", "test": "def helper(): pass"}),
+        json.dumps({k: v for k, v in good.items() if k != "entry_point"}),
+    ]
     path.write_text("\n".join(rows) + "\n")
     problems, report = load("humaneval", path=str(path))
     assert [p.task_id for p in problems] == ["X/0"]

@@ -10,8 +10,12 @@ from ledex_rl.problems.base import Problem, TestCase
 from .conftest import FIXTURES
 
 MBPP_LIKE = Problem(
-    task_id="Mbpp/601", source="mbpp", prompt="Write a function to add two numbers.", entry_point="add",
-    reference_solution="def add(a, b):\n    return a + b", tests=(TestCase(kind="assert", source="assert add(1, 2) == 3"),),
+    task_id="Mbpp/601",
+    source="mbpp",
+    prompt="Write a function to add two numbers.",
+    entry_point="add",
+    reference_solution="def add(a, b):\n    return a + b",
+    tests=(TestCase(kind="assert", source="assert add(1, 2) == 3"),),
     metadata={"examples": ["assert add(1, 2) == 3"]},
 )
 
@@ -68,7 +72,7 @@ def test_parse_explanation_then_fenced_code():
     parsed = prompts.parse_response(response)
     assert parsed.explanation == "The loop stops one early because of range(n-1)."
     assert parsed.code == "def f(n):\n    return n"
-    assert response[parsed.code_start:].startswith("def f(n)")
+    assert response[parsed.code_start :].startswith("def f(n)")
 
 
 def test_parse_prefers_python_block_over_other_languages():
@@ -88,8 +92,21 @@ def test_parse_bare_code_without_fence():
 
 @pytest.mark.parametrize(
     "garbage",
-    ["", None, 12345, "```", "``````", "```python", "no code at all, just words", "\x00\x01\x02",
-     "```python\n```", b"bytes".decode() * 1000, "```py\n" * 50, "<|im_end|>" * 5, "\n\n\n"],
+    [
+        "",
+        None,
+        12345,
+        "```",
+        "``````",
+        "```python",
+        "no code at all, just words",
+        "\x00\x01\x02",
+        "```python\n```",
+        b"bytes".decode() * 1000,
+        "```py\n" * 50,
+        "<|im_end|>" * 5,
+        "\n\n\n",
+    ],
 )
 def test_parse_never_raises(garbage):
     parsed = prompts.parse_response(garbage)

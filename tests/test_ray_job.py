@@ -20,11 +20,10 @@ def test_ray_job_submit_runs_the_pipeline_on_a_running_head(tmp_path, tiny_model
     env.pop("RAY_ADDRESS", None)
     with running_head(env) as address:
         run_dir = tmp_path / "run"
-        submit = subprocess.run(
-            [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--submission-id", "ledex-tiny",
-             "--", sys.executable, "-m", "ledex_rl.train", "--config", "configs/tiny.yaml", f"run_dir={run_dir}",
-             f"model.name_or_path={tiny_model}", "stages=[collect]", "data.train.0.limit=2"],
-            env=env, capture_output=True, text=True, timeout=900)
+        settings = [f"run_dir={run_dir}", f"model.name_or_path={tiny_model}", "stages=[collect]", "data.train.0.limit=2"]
+        train = [sys.executable, "-m", "ledex_rl.train", "--config", "configs/tiny.yaml", *settings]
+        submit_to = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--submission-id", "ledex-tiny", "--"]
+        submit = subprocess.run(submit_to + train, env=env, capture_output=True, text=True, timeout=900)
         assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
         assert "done: every stage's output is in" in submit.stdout
         from ray.job_submission import JobStatus, JobSubmissionClient

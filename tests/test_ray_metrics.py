@@ -38,12 +38,15 @@ def test_stage_and_pool_metrics_are_exported(ray_cluster, tmp_path):
     finally:
         pool.shutdown()
     port = ray_cluster._private.worker.global_worker.node.metrics_export_port
-    text = _scrape_until(port, [
-        r'ray_ledex_reward_code\{[^}]*stage="rl"[^}]*\} 1\.25',
-        r'ray_ledex_time_sync_s\{[^}]*stage="rl"[^}]*\} 0\.5',
-        r'ray_ledex_step\{[^}]*stage="rl"[^}]*\} 3',
-        r'ray_ledex_sandbox_executions_per_second\{[^}]*stage="metrics-executor"[^}]*\} [0-9.e+]+',
-        r'ray_ledex_sandbox_queue_depth\{[^}]*stage="metrics-executor"[^}]*\} 0',
-    ])
-    rate = float(re.search(r'ray_ledex_sandbox_executions_per_second\{[^}]*\} ([0-9.e+]+)', text).group(1))
+    text = _scrape_until(
+        port,
+        [
+            r'ray_ledex_reward_code\{[^}]*stage="rl"[^}]*\} 1\.25',
+            r'ray_ledex_time_sync_s\{[^}]*stage="rl"[^}]*\} 0\.5',
+            r'ray_ledex_step\{[^}]*stage="rl"[^}]*\} 3',
+            r'ray_ledex_sandbox_executions_per_second\{[^}]*stage="metrics-executor"[^}]*\} [0-9.e+]+',
+            r'ray_ledex_sandbox_queue_depth\{[^}]*stage="metrics-executor"[^}]*\} 0',
+        ],
+    )
+    rate = float(re.search(r"ray_ledex_sandbox_executions_per_second\{[^}]*\} ([0-9.e+]+)", text).group(1))
     assert rate > 0

@@ -14,12 +14,16 @@ def test_scores_and_a_hanging_reward_actor_times_out(ray_cluster):
     from actors.reward_pool import RewardError, RewardPool, ScoreRequest
 
     problem = load_problems(ProblemSourceConfig(name="humaneval", limit=1))[0][0]
-    executors = ExecutorPool(SandboxConfig(num_executors=1, slots_per_executor=1, executor_num_cpus=0.1), name_prefix="test-reward-executor")
+    executors = ExecutorPool(
+        SandboxConfig(num_executors=1, slots_per_executor=1, executor_num_cpus=0.1), name_prefix="test-reward-executor"
+    )
     pool = RewardPool(RewardConfig(reward_actor_num_cpus=0.1), executors, name_prefix="test-reward")
     try:
         good = f"The loop compares the wrong pairs.\n\n```python\n{problem.reference_solution}\n```"
-        requests = [ScoreRequest(problem, good, "explain_refine", (problem.reference_solution,), ("The loop compares the wrong pairs.",)),
-                    ScoreRequest(problem, "no code at all", "refine", (problem.reference_solution,), ())]
+        requests = [
+            ScoreRequest(problem, good, "explain_refine", (problem.reference_solution,), ("The loop compares the wrong pairs.",)),
+            ScoreRequest(problem, "no code at all", "refine", (problem.reference_solution,), ()),
+        ]
         (right, _), (empty, feedback) = pool.score(requests)
         assert right.s_ut == 1.0 and right.s_cb > 0.9 and right.explanation_reward == pytest.approx(5.0, abs=0.01)
         assert empty.code_reward == -5.0 and empty.explanation_reward is None

@@ -8,6 +8,15 @@ import pytest
 from ledex_rl.config import load_config
 from tests.test_sft import sft_overrides, write_collected
 
+# Small actors, so that every role fits the test cluster beside the others, and a fast rate.
+SMALL = (
+    "rl.ppo.lr=1e-4",
+    "rl.rewards.reward_actor_num_cpus=0.25",
+    "rl.reference.num_cpus=0.1",
+    "sandbox.executor_num_cpus=0.1",
+    "rollout.num_cpus_per_engine=0.25",
+)
+
 
 @pytest.mark.parametrize("advantage", ["gae", "grpo"])
 def test_two_ppo_steps_through_every_actor(ray_cluster, tiny_env, tmp_path, advantage):
@@ -18,13 +27,17 @@ def test_two_ppo_steps_through_every_actor(ray_cluster, tiny_env, tmp_path, adva
     from ledex_rl.run_dir import policy_for
 
     write_collected(tmp_path, n_tasks=4)
-    extra = ["trainer.zero_stage=2", "rl.ppo.lr=1e-4", f"rl.advantage={advantage}", "rl.rewards.reward_actor_num_cpus=0.25",
-             "rl.reference.num_cpus=0.1", "sandbox.executor_num_cpus=0.1", "rollout.num_cpus_per_engine=0.25"]
+    extra = ["trainer.zero_stage=2", f"rl.advantage={advantage}", *SMALL]
     if advantage == "grpo":
         extra.append("rl.ppo.samples_per_prompt=2")
     else:  # evaluation during RL after step 2 only; validation on held-out tasks before step 1 and after each step
-        extra += ["rl.eval_every_steps=2", "rl.eval_tasks=1", "eval.max_new_tokens=16", "rl.validation_fraction=0.5",
-                  "rl.validation_every_steps=1"]
+        extra += [
+            "rl.eval_every_steps=2",
+            "rl.eval_tasks=1",
+            "eval.max_new_tokens=16",
+            "rl.validation_fraction=0.5",
+            "rl.validation_every_steps=1",
+        ]
     cfg = load_config("configs/tiny.yaml", sft_overrides(tmp_path, *extra))
     start = policy_for(cfg, "rl")
     assert run_stage("rl", cfg)
@@ -35,14 +48,29 @@ def test_two_ppo_steps_through_every_actor(ray_cluster, tiny_env, tmp_path, adva
         validation = [m for m in metrics if any(k.startswith("validation/") for k in m)]
         assert [m["step"] for m in validation] == [0, 1, 2]
         for m in validation:
-            assert {f"validation/pass_rate/{mode}/{how}" for mode in ("refine", "explain_refine")
-                    for how in ("greedy", "sampled")} <= set(m)
+            assert {f"validation/pass_rate/{mode}/{how}" for mode in ("refine", "explain_refine") for how in ("greedy", "sampled")} <= set(
+                m
+            )
         metrics = metrics[1:]
     assert [m["step"] for m in metrics] == [1, 2]
     for m in metrics:
-        for key in ("reward/code", "reward/explanation", "reward/pass_rate", "kl/mean_per_response", "ppo/policy_loss",
-                    "ppo/value_loss", "ppo/clip_fraction", "ppo/entropy", "response/length_mean", "time/generate_s",
-                    "time/score_s", "time/execute_s", "time/reference_s", "time/train_s", "time/sync_s"):
+        for key in (
+            "reward/code",
+            "reward/explanation",
+            "reward/pass_rate",
+            "kl/mean_per_response",
+            "ppo/policy_loss",
+            "ppo/value_loss",
+            "ppo/clip_fraction",
+            "ppo/entropy",
+            "response/length_mean",
+            "time/generate_s",
+            "time/score_s",
+            "time/execute_s",
+            "time/reference_s",
+            "time/train_s",
+            "time/sync_s",
+        ):
             assert key in m, key
         assert -5.0 <= m["reward/code"] <= 5.0 and m["ppo/entropy"] > 0
         assert m["ppo/policy_grad_norm"] > 0 and (m["ppo/critic_grad_norm"] > 0) == (advantage == "gae")  # GRPO: no critic
@@ -67,25 +95,21 @@ def test_a_killed_rl_run_resumes_and_step_k_plus_1_matches(ray_cluster, tiny_env
     step 2 equals step 2 of an uninterrupted run with the same seed."""
     import os
     import signal
-    import subprocess
     import sys
     import time
 
     import ray
 
     from ledex_rl.pipeline import run_stage
-    from tests.test_sft import REPO
+    from tests.test_sft import start_detached
 
-    extra = ["trainer.zero_stage=2", "rl.ppo.lr=1e-4", "rl.ppo.steps=3", "rl.rewards.reward_actor_num_cpus=0.25",
-             "rl.reference.num_cpus=0.1", "sandbox.executor_num_cpus=0.1", "rollout.num_cpus_per_engine=0.25"]
+    extra = ["trainer.zero_stage=2", "rl.ppo.steps=3", *SMALL]
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     for d in (killed, whole):
         write_collected(d, n_tasks=4)
     address = ray.get_runtime_context().gcs_address
-    cmd = [sys.executable, "-m", "ledex_rl.cli", "rl", "--config", "configs/tiny.yaml",
-           *sft_overrides(killed, *extra, f"ray.address={address}")]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+    overrides = sft_overrides(killed, *extra, f"ray.address={address}")
+    proc = start_detached([sys.executable, "-m", "ledex_rl.cli", "rl", "--config", "configs/tiny.yaml", *overrides])
     log = killed / "rl" / "metrics.jsonl"
     deadline = time.time() + 600
     while not (log.is_file() and log.read_text().strip()) and time.time() < deadline:
@@ -119,8 +143,7 @@ def test_killing_an_executor_and_the_engine_mid_run_loses_no_trajectory(ray_clus
     from ledex_rl.pipeline import run_stage
 
     write_collected(tmp_path, n_tasks=4)
-    extra = ["trainer.zero_stage=0", "rl.ppo.lr=1e-4", "rl.ppo.steps=3", "rl.rewards.reward_actor_num_cpus=0.25",
-             "rl.reference.num_cpus=0.1", "sandbox.executor_num_cpus=0.1", "rollout.num_cpus_per_engine=0.25"]
+    extra = ["trainer.zero_stage=0", "rl.ppo.steps=3", *SMALL]
     cfg = load_config("configs/tiny.yaml", sft_overrides(tmp_path, *extra))
     killed = []
 
@@ -159,8 +182,7 @@ def test_a_dead_trainer_stops_the_run_with_a_resumable_checkpoint(ray_cluster, t
     from ledex_rl.stages.rl import ActorDied
 
     write_collected(tmp_path, n_tasks=4)
-    extra = ["rl.ppo.lr=1e-4", "rl.ppo.steps=3", "rl.rewards.reward_actor_num_cpus=0.25", "rl.reference.num_cpus=0.1",
-             "sandbox.executor_num_cpus=0.1", "rollout.num_cpus_per_engine=0.25"]
+    extra = ["rl.ppo.steps=3", *SMALL]
     cfg = load_config("configs/tiny.yaml", sft_overrides(tmp_path, *extra))
     log = tmp_path / "rl" / "metrics.jsonl"
     step_1_saved = tmp_path / "rl" / "checkpoints" / "client_state.json"  # written once every rank has saved

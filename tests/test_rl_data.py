@@ -11,8 +11,14 @@ from ledex_rl.rl_data import reward_positions, rl_prompts, token_at, token_end_o
 from tests.test_sft import row
 
 PROBLEMS = {
-    t: Problem(task_id=t, source="humaneval", prompt="Write f.", entry_point="f", reference_solution="def f():\n    return 1",
-               tests=(TestCase(kind="assert", source="assert f() == 1"),))
+    t: Problem(
+        task_id=t,
+        source="humaneval",
+        prompt="Write f.",
+        entry_point="f",
+        reference_solution="def f():\n    return 1",
+        tests=(TestCase(kind="assert", source="assert f() == 1"),),
+    )
     for t in ("A", "B")
 }
 WRONG, TEACHER = "def f():\n    return 2", "def f():\n    x = 1\n    return x"

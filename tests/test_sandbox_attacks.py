@@ -74,7 +74,9 @@ def test_infinite_loop_ignoring_the_test_alarm_hits_the_job_deadline(sandbox):
 
 
 def test_fork_bomb(sandbox):
-    result = run(sandbox, "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\ndef add(a, b): return a + b")
+    result = run(
+        sandbox, "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\ndef add(a, b): return a + b"
+    )
     assert result.status in ("timeout", "error", "killed")
 
 
@@ -163,24 +165,28 @@ def test_writing_to_the_host_is_blocked(sandbox):
 def test_nothing_a_job_writes_reaches_the_next_job(sandbox):
     """Whatever a job manages to write, in its directory or beside it in the slot's scratch root
     (refused by file permissions when the slot drops to its own uid), is gone before the next job."""
-    leave = ("import os\ndef add(a, b):\n"
-             "    for path in ('here', '../beside', '../tree/deep/f'):\n"
-             "        try:\n"
-             "            os.makedirs(os.path.dirname(path) or '.', exist_ok=True)\n"
-             "            open(path, 'w').write('x')\n"
-             "        except OSError:\n"
-             "            pass\n"
-             "    return 0")
+    leave = (
+        "import os\ndef add(a, b):\n"
+        "    for path in ('here', '../beside', '../tree/deep/f'):\n"
+        "        try:\n"
+        "            os.makedirs(os.path.dirname(path) or '.', exist_ok=True)\n"
+        "            open(path, 'w').write('x')\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    return 0"
+    )
     left = sandbox.run_one(Job(leave, TESTS, entry_point="add"))
     assert left.status == "failed", left.feedback()
-    look = ("import os\ndef add(a, b):\n"
-            "    return os.listdir('.') + [p for p in ('../beside', '../tree') if os.path.lexists(p)]")
+    look = "import os\ndef add(a, b):\n    return os.listdir('.') + [p for p in ('../beside', '../tree') if os.path.lexists(p)]"
     assert sandbox.run_one(Job(look, (TestCase(kind="call", args=(1, 2), expected=[]),), entry_point="add")).passed
 
 
 def test_killing_the_parent(sandbox):
-    for program in ("import os\ndef add(a, b):\n    os.kill(os.getppid(), 9)", "import os\ndef add(a, b):\n    os.kill(-1, 9)",
-                    "import os, signal\ndef add(a, b):\n    os.kill(1, signal.SIGKILL)"):
+    for program in (
+        "import os\ndef add(a, b):\n    os.kill(os.getppid(), 9)",
+        "import os\ndef add(a, b):\n    os.kill(-1, 9)",
+        "import os, signal\ndef add(a, b):\n    os.kill(1, signal.SIGKILL)",
+    ):
         assert "Operation not permitted" in run(sandbox, program).feedback()
 
 
@@ -199,19 +205,30 @@ def test_daemon_left_behind_is_killed_when_the_job_ends(sandbox):
     assert time.time() - started < 5  # the daemon held the pipes, but was killed when the job ended
 
 
-@pytest.mark.parametrize("program", ["import sys\nsys.exit(0)", "import os\nos._exit(0)", "def add(a, b):\n    import os\n    os._exit(0)",
-                                     "def add(a, b):\n    raise SystemExit(0)"])
+@pytest.mark.parametrize(
+    "program",
+    [
+        "import sys\nsys.exit(0)",
+        "import os\nos._exit(0)",
+        "def add(a, b):\n    import os\n    os._exit(0)",
+        "def add(a, b):\n    raise SystemExit(0)",
+    ],
+)
 def test_early_exit_never_passes(sandbox, program):
     result = run(sandbox, program)
     assert result.status == "error" and result.num_passed == 0
 
 
-@pytest.mark.parametrize("ending", ["os._exit(0)", "os.kill(os.getpid(), signal.SIGKILL)", "signal.signal(signal.SIGALRM, signal.SIG_IGN); time.sleep(60)"])
+@pytest.mark.parametrize(
+    "ending", ["os._exit(0)", "os.kill(os.getpid(), signal.SIGKILL)", "signal.signal(signal.SIGALRM, signal.SIG_IGN); time.sleep(60)"]
+)
 def test_the_verdicts_of_tests_before_a_crash_are_kept(sandbox, ending):
     # Result lines go to a memory file the zygote reads after the job: one written before the
     # process ends abruptly (or is killed at the job deadline) still counts, and only its own test.
-    program = ("import os, signal, time\ncalls = []\ndef add(a, b):\n    calls.append(1)\n"
-               f"    if len(calls) == 2:\n        time.sleep(0.1)\n        {ending}\n    return a + b\n")
+    program = (
+        "import os, signal, time\ncalls = []\ndef add(a, b):\n    calls.append(1)\n"
+        f"    if len(calls) == 2:\n        time.sleep(0.1)\n        {ending}\n    return a + b\n"
+    )
     result = run(sandbox, program, TESTS + TESTS[:1])
     assert [t.status for t in result.tests][:1] == ["passed"] and result.num_passed == 1, result
 
@@ -231,10 +248,10 @@ def test_always_equal_objects_fail(sandbox, program):
 
 def test_forged_results_never_pass(sandbox):
     # Write an "all passed" record straight to the result channel, then leave.
-    forged = "import os\nos.write(3, b'{\"i\": 0, \"ok\": true}\\n{\"i\": 1, \"ok\": true}\\n{\"stage\": \"done\", \"n\": 2}\\n')\nos._exit(0)"
+    forged = 'import os\nos.write(3, b\'{"i": 0, "ok": true}\\n{"i": 1, "ok": true}\\n{"stage": "done", "n": 2}\\n\')\nos._exit(0)'
     assert run(sandbox, forged).num_passed == 0
     # Report test 0 twice: once forged, once for real.
-    twice = "import os\nos.write(3, b'{\"i\": 0, \"values\": [3]}\\n')\ndef add(a, b):\n    return 0"
+    twice = 'import os\nos.write(3, b\'{"i": 0, "values": [3]}\\n\')\ndef add(a, b):\n    return 0'
     assert "reported twice" in run(sandbox, twice).message
     # Patch the harness through frames: replace what the runner will encode.
     patch = "import sys\ndef add(a, b):\n    f = sys._getframe(1)\n    f.f_globals['encode'] = lambda v, d=0: 3\n    return 0"
@@ -247,16 +264,19 @@ def test_segfault_is_an_error(sandbox):
     assert result.status == "killed" and "segmentation fault" in result.message
 
 
-@pytest.mark.parametrize("source, returned", [
-    ("assert add(1, 2) ** 100000 == 5", "2 ** 3999"),
-    ("assert sum(range(add(1, 2))) == 3", "10 ** 12"),
-    ("assert len([0] * add(1, 2)) == 3", "10 ** 12"),
-    ("assert len('ab' * add(1, 2)) == 3", "10 ** 9"),
-    ("assert add(1, 2) << add(1, 2) == 3", "10 ** 9"),
-    ("assert math.factorial(add(1, 2)) == 3", "10 ** 7"),
-    ("assert pow(7, add(1, 2)) == 3", "10 ** 9"),
-    ("assert sum(add(1, 2), []) == [3]", "[[0]] * 200000"),
-])
+@pytest.mark.parametrize(
+    "source, returned",
+    [
+        ("assert add(1, 2) ** 100000 == 5", "2 ** 3999"),
+        ("assert sum(range(add(1, 2))) == 3", "10 ** 12"),
+        ("assert len([0] * add(1, 2)) == 3", "10 ** 12"),
+        ("assert len('ab' * add(1, 2)) == 3", "10 ** 9"),
+        ("assert add(1, 2) << add(1, 2) == 3", "10 ** 9"),
+        ("assert math.factorial(add(1, 2)) == 3", "10 ** 7"),
+        ("assert pow(7, add(1, 2)) == 3", "10 ** 9"),
+        ("assert sum(add(1, 2), []) == [3]", "[[0]] * 200000"),
+    ],
+)
 def test_returned_values_cannot_make_the_parent_work_unbounded(sandbox, source, returned):
     """The part of an assert evaluated outside (on the returned value) checks what each costly
     operation would build before building it: the job fails in well under a second."""
@@ -267,12 +287,15 @@ def test_returned_values_cannot_make_the_parent_work_unbounded(sandbox, source, 
     assert result.status == "failed" and time.time() - started < 5, result.feedback()
 
 
-@pytest.mark.parametrize("record", [
-    b'{"i": 0, "values": [' + b"9" * 5000 + b']}',  # an int past Python's int-to-str limit
-    b'{"i": 0, "values": [' + b"[" * 100000 + b"]" * 100000 + b']}',  # nesting past the JSON parser's recursion
-    b'{"i": 0, "values": [' + b'{"t": "tuple", "v": [' * 300 + b"1" + b"]}" * 300 + b']}',  # past the decoder's depth
-    b'{"i": 0, "values": [{"t": "float", "v": "inf"}], "ms": "not a number"}',
-])
+@pytest.mark.parametrize(
+    "record",
+    [
+        b'{"i": 0, "values": [' + b"9" * 5000 + b"]}",  # an int past Python's int-to-str limit
+        b'{"i": 0, "values": [' + b"[" * 100000 + b"]" * 100000 + b"]}",  # nesting past the JSON parser's recursion
+        b'{"i": 0, "values": [' + b'{"t": "tuple", "v": [' * 300 + b"1" + b"]}" * 300 + b"]}",  # past the decoder's depth
+        b'{"i": 0, "values": [{"t": "float", "v": "inf"}], "ms": "not a number"}',
+    ],
+)
 def test_forged_records_are_errors_never_crashes(sandbox, record):
     """Whatever the child writes to its result channel, the trusted side returns this job's error."""
     program = f"import os\nos.write(3, {record!r} + b'\\n')\nos._exit(0)"
@@ -281,7 +304,11 @@ def test_forged_records_are_errors_never_crashes(sandbox, record):
     assert sandbox.run_one(Job("def add(a, b):\n    return a + b", TESTS, entry_point="add")).passed  # the slot still serves
 
 
-JUDGED = (TestCase(kind="script", source="def check(candidate):\n    for x in range(5):\n        assert candidate(x, 1) == x + 1\n\ncheck(candidate)\n"),)
+JUDGED = (
+    TestCase(
+        kind="script", source="def check(candidate):\n    for x in range(5):\n        assert candidate(x, 1) == x + 1\n\ncheck(candidate)\n"
+    ),
+)
 
 
 def test_judged_tests_pass_and_fail_on_returned_values(sandbox):
@@ -291,15 +318,18 @@ def test_judged_tests_pass_and_fail_on_returned_values(sandbox):
     assert wrong.status == "failed" and "failed" in wrong.feedback()
 
 
-@pytest.mark.parametrize("program", [
-    "import builtins\nbuiltins.range = lambda *a: []\ndef add(a, b):\n    return 0",  # the loop would test nothing
-    "import builtins\nbuiltins.exec = lambda *a, **k: None\ndef add(a, b):\n    return 0",  # the test would not run
-    "import builtins\nclass Quiet(Exception):\n    pass\nbuiltins.AssertionError = Quiet\ndef add(a, b):\n    return 0",
-    "import os\nos.write(3, b'{\"i\": 0, \"ok\": true}\\n{\"stage\": \"done\", \"n\": 1}\\n')\nos._exit(0)",  # a forged verdict
-    "class E:\n    def __eq__(self, other):\n        return True\ndef add(a, b):\n    return E()",
-    "import os\ndef add(a, b):\n    for pid in range(2, 400):\n        try:\n            os.kill(pid, 9)\n        except OSError:\n            pass\n    return 0",
-    "import sys\ndef add(a, b):\n    sys.modules['builtins'].__dict__['AssertionError'] = KeyError\n    return 0",
-])
+@pytest.mark.parametrize(
+    "program",
+    [
+        "import builtins\nbuiltins.range = lambda *a: []\ndef add(a, b):\n    return 0",  # the loop would test nothing
+        "import builtins\nbuiltins.exec = lambda *a, **k: None\ndef add(a, b):\n    return 0",  # the test would not run
+        "import builtins\nclass Quiet(Exception):\n    pass\nbuiltins.AssertionError = Quiet\ndef add(a, b):\n    return 0",
+        'import os\nos.write(3, b\'{"i": 0, "ok": true}\\n{"stage": "done", "n": 1}\\n\')\nos._exit(0)',  # a forged verdict
+        "class E:\n    def __eq__(self, other):\n        return True\ndef add(a, b):\n    return E()",
+        "import os\ndef add(a, b):\n    for pid in range(2, 400):\n        try:\n            os.kill(pid, 9)\n        except OSError:\n            pass\n    return 0",
+        "import sys\ndef add(a, b):\n    sys.modules['builtins'].__dict__['AssertionError'] = KeyError\n    return 0",
+    ],
+)
 def test_judged_tests_cannot_be_forged(sandbox, program):
     """What the candidate does to its own process (builtins, exec, the result pipe, its neighbours)
     cannot reach the judge's verdict."""
@@ -321,8 +351,10 @@ def test_files_and_bytes_in_the_scratch_space_are_bounded(sandbox):
 def test_a_directory_nested_past_any_recursion_limit_is_wiped(sandbox):
     """The scratch wipe neither recurses nor follows links: a 3000-deep tree and a link out of the
     scratch space leave the slot healthy and the host untouched."""
-    deep = ("import os\ndef add(a, b):\n    for _ in range(3000):\n        os.mkdir('d')\n        os.chdir('d')\n"
-            "    os.symlink('/usr', 'out')\n    os.chmod('.', 0)\n    return 0")
+    deep = (
+        "import os\ndef add(a, b):\n    for _ in range(3000):\n        os.mkdir('d')\n        os.chdir('d')\n"
+        "    os.symlink('/usr', 'out')\n    os.chmod('.', 0)\n    return 0"
+    )
     run(sandbox, deep)
     assert os.stat("/usr").st_mode & 0o755 == 0o755
 
@@ -374,8 +406,10 @@ def test_no_earlier_job_can_be_found_in_the_memory_a_job_starts_with(sandbox):
     first = f"def add(a, b):\n    print('{secret}-printed')\n    return '{secret}-returned'  # {secret}-program"
     assert not sandbox.run_one(Job(first, TESTS, entry_point="add")).passed
     marker = os.urandom(12).hex()
-    scan = SCAN + (f"kept = ['{marker[:12]}' + '{marker[12:]}']\n"
-                   f"def add(a, b):\n    return find(b'{marker[:12]}', b'{marker[12:]}', b'{secret[:12]}', b'{secret[12:]}')")
+    scan = SCAN + (
+        f"kept = ['{marker[:12]}' + '{marker[12:]}']\n"
+        f"def add(a, b):\n    return find(b'{marker[:12]}', b'{marker[12:]}', b'{secret[:12]}', b'{secret[12:]}')"
+    )
     result = sandbox.run_one(Job(scan, (TestCase(kind="call", args=(1, 2), expected=[True, False]),), entry_point="add"))
     assert result.passed, result.feedback()
 
@@ -384,8 +418,10 @@ def test_a_job_is_one_process_by_default(sandbox):
     """Memory holds for the whole job: it cannot fork (threads are fine), so RLIMIT_AS bounds it all."""
     forks = "import os\ndef add(a, b):\n    os.fork()\n    return a + b"
     assert "Operation not permitted" in run(sandbox, forks).feedback()
-    threads = ("import threading\ndef add(a, b):\n    out = []\n    t = threading.Thread(target=lambda: out.append(a + b))\n"
-               "    t.start()\n    t.join()\n    return out[0]")
+    threads = (
+        "import threading\ndef add(a, b):\n    out = []\n    t = threading.Thread(target=lambda: out.append(a + b))\n"
+        "    t.start()\n    t.join()\n    return out[0]"
+    )
     assert sandbox.run_one(Job(threads, TESTS, entry_point="add")).passed
 
 
@@ -417,8 +453,10 @@ def test_no_new_namespaces_even_where_jobs_may_fork(sandbox):
         fork = "import os\ndef add(a, b):\n    pid = os.fork()\n    if pid == 0:\n        os._exit(0)\n    os.waitpid(pid, 0)\n    return a + b"
         assert forking.run_one(Job(fork, TESTS, entry_point="add")).passed
         for flags in (0x10000000, 0x20000000, 0x40000000):  # CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET
-            program = (f"import ctypes\ndef add(a, b):\n    libc = ctypes.CDLL(None, use_errno=True)\n"
-                       f"    return [libc.syscall(56, {flags} | 17, 0, 0, 0, 0), ctypes.get_errno()]")
+            program = (
+                f"import ctypes\ndef add(a, b):\n    libc = ctypes.CDLL(None, use_errno=True)\n"
+                f"    return [libc.syscall(56, {flags} | 17, 0, 0, 0, 0), ctypes.get_errno()]"
+            )
             result = forking.run_one(Job(program, (TestCase(kind="call", args=(1, 2), expected=[-1, 1]),), entry_point="add"))
             assert result.passed, result.feedback()  # -1, EPERM
     finally:

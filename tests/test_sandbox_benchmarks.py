@@ -40,12 +40,17 @@ def test_wrong_humaneval_solutions_fail_with_feedback(sandbox, humaneval):
     assert not any(r.passed for r in results)
     first = results[0]
     assert first.status == "failed" and first.num_passed == 0
-    assert "assert candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) == True failed: candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) returned None" in first.feedback()
+    assert (
+        "assert candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) == True failed: candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) returned None"
+        in first.feedback()
+    )
 
 
 def test_seeded_bugs_give_precise_feedback(sandbox, humaneval):
     he0 = humaneval[0]
-    inverted = he0.reference_solution.replace("return True", "return 2").replace("return False", "return True").replace("return 2", "return False")
+    inverted = (
+        he0.reference_solution.replace("return True", "return 2").replace("return False", "return True").replace("return 2", "return False")
+    )
     result = sandbox.run_one(Job.for_problem(he0, inverted))
     assert result.status == "failed" and result.num_passed == 0
     assert "candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) returned False" in result.feedback()
@@ -62,7 +67,12 @@ def test_all_mbpp_reference_solutions_pass(sandbox, shared_data):
     results = sandbox.run([Job.for_problem(p, p.reference_solution) for p in problems])
     failing = {p.task_id: r.feedback()[:200] for p, r in zip(problems, results) if not r.passed}
     assert failing == {}
-    wrong = sandbox.run([Job.for_problem(p, p.reference_solution + "\n" + f"def {p.entry_point}(*args, **kwargs):\n    return None\n") for p in problems[:50]])
+    wrong = sandbox.run(
+        [
+            Job.for_problem(p, p.reference_solution + "\n" + f"def {p.entry_point}(*args, **kwargs):\n    return None\n")
+            for p in problems[:50]
+        ]
+    )
     assert not any(r.passed for r in wrong)
 
 

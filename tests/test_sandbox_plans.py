@@ -31,7 +31,14 @@ def test_split_assert(source, offloaded, residual):
 
 @pytest.mark.parametrize(
     "source",
-    ["assert all(f(x) == x for x in range(3))", "assert (lambda: f(1))() == 1", "print(f(1))", "x = 1", "assert True", "assert (y := f(1)) == 1"],
+    [
+        "assert all(f(x) == x for x in range(3))",
+        "assert (lambda: f(1))() == 1",
+        "print(f(1))",
+        "x = 1",
+        "assert True",
+        "assert (y := f(1)) == 1",
+    ],
 )
 def test_unsplittable_asserts_are_judged(source):
     assert split_assert(source) is None
@@ -48,12 +55,17 @@ def test_expected_values_never_go_on_the_wire():
 
 
 def test_decode_rebuilds_exact_types():
-    wire = {"t": "tuple", "v": [1, {"t": "set", "v": [2]}, {"t": "dict", "v": [[{"t": "tuple", "v": [1]}, "x"]]}, {"t": "float", "v": "nan"}]}
+    wire = {
+        "t": "tuple",
+        "v": [1, {"t": "set", "v": [2]}, {"t": "dict", "v": [[{"t": "tuple", "v": [1]}, "x"]]}, {"t": "float", "v": "nan"}],
+    }
     value = decode(wire)
     assert value[:3] == (1, {2}, {(1,): "x"}) and value[3] != value[3]
 
 
-@pytest.mark.parametrize("bad", [{"t": "evil", "v": 1}, {"t": "set", "v": [[1]]}, {"t": "dict", "v": [[[1], 2]]}, {"x": 1}, {"t": "tuple", "v": 3}])
+@pytest.mark.parametrize(
+    "bad", [{"t": "evil", "v": 1}, {"t": "set", "v": [[1]]}, {"t": "dict", "v": [[[1], 2]]}, {"x": 1}, {"t": "tuple", "v": 3}]
+)
 def test_decode_rejects_malformed(bad):
     with pytest.raises(MalformedValue):
         decode(bad)

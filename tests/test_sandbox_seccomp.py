@@ -7,8 +7,26 @@ import struct
 
 import pytest
 
-from sandbox.zygote import (AND, AUDIT_ARCH_X86_64, DENIED, JEQ, JGE, JSET, LD_W_ABS, RET, RET_ALLOW, RET_KILL, SYS_CLONE,
-                            SYS_CLONE3, SYS_FORK, SYS_KILL, SYS_SOCKETPAIR, SYS_TGKILL, SYS_VFORK, seccomp_program)
+from sandbox.zygote import (
+    AND,
+    AUDIT_ARCH_X86_64,
+    DENIED,
+    JEQ,
+    JGE,
+    JSET,
+    LD_W_ABS,
+    RET,
+    RET_ALLOW,
+    RET_KILL,
+    SYS_CLONE,
+    SYS_CLONE3,
+    SYS_FORK,
+    SYS_KILL,
+    SYS_SOCKETPAIR,
+    SYS_TGKILL,
+    SYS_VFORK,
+    seccomp_program,
+)
 
 OWN_PID = 4242
 EPERM_RET, ENOSYS_RET = 0x00050000 | 1, 0x00050000 | 38

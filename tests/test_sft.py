@@ -21,17 +21,41 @@ from ledex_rl.stages.sft import build_examples
 REPO = Path(__file__).resolve().parents[1]
 
 
+def start_detached(cmd: list[str]) -> subprocess.Popen:
+    """A CLI run in its own session (to be killed with its actors), quiet, importing this checkout."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+
+
 def row(task_id, kind, passed, code, explanation="", wrong_code="", wrong_feedback="", parent=-1, task="Write f."):
     if kind == "first_attempt":
         messages = [{"role": "user", "content": task}]
     else:
         messages = prompts.refinement_conversation(task, wrong_code, wrong_feedback, "explain_refine")
     return {
-        "task_id": task_id, "source": "humaneval", "kind": kind, "mode": "generate" if kind == "first_attempt" else "explain_refine",
-        "sample_index": 0, "parent_index": parent, "messages": json.dumps(messages), "response": "", "explanation": explanation,
-        "code": code, "wrong_code": wrong_code, "wrong_feedback": wrong_feedback, "passed": passed, "pass_rate": 1.0 if passed else 0.0,
-        "num_tests": 1, "status": "passed" if passed else "failed", "feedback": "" if passed else "assert f() == 1: got 2",
-        "test_results": "[]", "model": "m", "temperature": 1.0, "max_tokens": 64, "seed": 1, "duplicates": 1,
+        "task_id": task_id,
+        "source": "humaneval",
+        "kind": kind,
+        "mode": "generate" if kind == "first_attempt" else "explain_refine",
+        "sample_index": 0,
+        "parent_index": parent,
+        "messages": json.dumps(messages),
+        "response": "",
+        "explanation": explanation,
+        "code": code,
+        "wrong_code": wrong_code,
+        "wrong_feedback": wrong_feedback,
+        "passed": passed,
+        "pass_rate": 1.0 if passed else 0.0,
+        "num_tests": 1,
+        "status": "passed" if passed else "failed",
+        "feedback": "" if passed else "assert f() == 1: got 2",
+        "test_results": "[]",
+        "model": "m",
+        "temperature": 1.0,
+        "max_tokens": 64,
+        "seed": 1,
+        "duplicates": 1,
     }
 
 
@@ -103,8 +127,11 @@ def test_collate_pads_right_and_masks_padding():
     a = sft_data.TokenizedExample("generate", "A", (1, 2, 3), (IGNORE, 2, 3))
     b = sft_data.TokenizedExample("generate", "B", (4,), (IGNORE,))
     batch = sft_data.collate([a, b], pad_id=0)
-    assert batch == {"input_ids": [[1, 2, 3], [4, 0, 0]], "attention_mask": [[1, 1, 1], [1, 0, 0]],
-                     "labels": [[IGNORE, 2, 3], [IGNORE, IGNORE, IGNORE]]}
+    assert batch == {
+        "input_ids": [[1, 2, 3], [4, 0, 0]],
+        "attention_mask": [[1, 1, 1], [1, 0, 0]],
+        "labels": [[IGNORE, 2, 3], [IGNORE, IGNORE, IGNORE]],
+    }
 
 
 # --- the stage, end to end on the tiny model -----------------------------------------------------------
@@ -124,8 +151,19 @@ def write_collected(run_dir: Path, n_tasks: int = 8) -> None:
         wrong = p.starter_code.rstrip() + "\n    pass\n"
         feedback = "assert candidate(...) == ...: got None"
         rows.append(row(p.task_id, "first_attempt", False, wrong, task=task))
-        rows.append(row(p.task_id, "refinement", True, p.reference_solution, f"The body of {p.entry_point} is empty; "
-                        "it must compute the result.", wrong, feedback, parent=0, task=task))
+        rows.append(
+            row(
+                p.task_id,
+                "refinement",
+                True,
+                p.reference_solution,
+                f"The body of {p.entry_point} is empty; it must compute the result.",
+                wrong,
+                feedback,
+                parent=0,
+                task=task,
+            )
+        )
         rows.append(row(p.task_id, "first_attempt", True, p.reference_solution, task=task))
     parts = run_dir / "collect" / "parts"
     parts.mkdir(parents=True)
@@ -134,8 +172,17 @@ def write_collected(run_dir: Path, n_tasks: int = 8) -> None:
 
 
 def sft_overrides(run_dir, *extra):
-    return [f"run_dir={run_dir}", f"model.name_or_path={os.environ['LEDEX_TEST_TINY']}", "sft.use_reference_solutions=false",
-            "sft.epochs=3", "sft.lr=1e-3", "sft.eval_fraction=0.25", "trainer.num_cpus_per_rank=0.25", "trainer.cpu_threads=1", *extra]
+    return [
+        f"run_dir={run_dir}",
+        f"model.name_or_path={os.environ['LEDEX_TEST_TINY']}",
+        "sft.use_reference_solutions=false",
+        "sft.epochs=3",
+        "sft.lr=1e-3",
+        "sft.eval_fraction=0.25",
+        "trainer.num_cpus_per_rank=0.25",
+        "trainer.cpu_threads=1",
+        *extra,
+    ]
 
 
 def test_sft_stage_lowers_held_out_loss_and_hands_its_model_on(ray_cluster, tiny_env, tmp_path):
@@ -211,8 +258,7 @@ def test_sft_resumes_after_a_kill(ray_cluster, tiny_env, tmp_path, kill_after):
         write_collected(d)
     extra = ("sft.save_every_steps=1", "sft.keep_checkpoints=true", f"ray.address={address}")
     cmd = [sys.executable, "-m", "ledex_rl.cli", "sft", "--config", "configs/tiny.yaml", *sft_overrides(killed, *extra)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+    proc = start_detached(cmd)
     latest = killed / "sft" / "checkpoints" / "latest"
     deadline = time.time() + 300
     while not (latest.is_file() and latest.read_text().strip() == f"step-{kill_after}") and time.time() < deadline:
@@ -242,8 +288,9 @@ def test_sft_on_the_embedded_smollm2(ray_cluster, tmp_path):
     from ledex_rl.run_dir import policy_for
 
     write_collected(tmp_path, n_tasks=10)
-    cfg = load_config(None, [f"run_dir={tmp_path}", "sft.use_reference_solutions=false", "sft.eval_fraction=0.2",
-                             "trainer.num_cpus_per_rank=0.5"])
+    cfg = load_config(
+        None, [f"run_dir={tmp_path}", "sft.use_reference_solutions=false", "sft.eval_fraction=0.2", "trainer.num_cpus_per_rank=0.5"]
+    )
     assert run_stage("sft", cfg)
     summary = json.loads((tmp_path / "sft" / "summary.json").read_text())
     assert summary["held_out_loss_after"] < summary["held_out_loss_before"]
@@ -253,9 +300,11 @@ def test_sft_on_the_embedded_smollm2(ray_cluster, tmp_path):
 def test_tasks_kept_for_rl_alone_give_sft_nothing(tmp_path):
     """A training source with `stages: [rl]` is collected, but only RL learns from it."""
     config = tmp_path / "split.yaml"
-    config.write_text("data:\n  train:\n    - {name: miniature, split: train, limit: 2}\n"
-                      "    - {name: miniature, split: train, offset: 2, limit: 2, stages: [rl]}\n"
-                      "sft: {use_reference_solutions: false}\n")
+    config.write_text(
+        "data:\n  train:\n    - {name: miniature, split: train, limit: 2}\n"
+        "    - {name: miniature, split: train, offset: 2, limit: 2, stages: [rl]}\n"
+        "sft: {use_reference_solutions: false}\n"
+    )
     cfg = load_config(str(config))
     sft_tasks = [p.task_id for p in stage_problems(cfg.data.train, "sft")]
     rl_tasks = [p.task_id for p in stage_problems(cfg.data.train, "rl")]

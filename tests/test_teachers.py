@@ -26,8 +26,9 @@ def test_answers_n_choices_in_order(problems):
     with TeacherServer(problems) as server:
         teacher = OpenAITeacher(server.url, "fake-teacher")
         answered: list[int] = []
-        answers = teacher.complete([conversation(p) for p in problems], n=2, temperature=0.8, max_tokens=256, seeds=[1, 2, 3],
-                                   on_progress=answered.append)
+        answers = teacher.complete(
+            [conversation(p) for p in problems], n=2, temperature=0.8, max_tokens=256, seeds=[1, 2, 3], on_progress=answered.append
+        )
     assert len(answers) == 3 and all(len(a) == 2 for a in answers)
     assert answered == [1, 2, 3]  # one call per conversation answered, as it is answered
     assert problems[0].entry_point in answers[0][0] and "return None" in answers[0][1]

@@ -13,8 +13,12 @@ def trainer_cfg(*overrides):
 
 
 def sample_batch(tokenizer, n=4):
-    examples = [SFTExample("generate", f"t{i}", ({"role": "user", "content": f"Return {i} plus one."},),
-                           f"```python\ndef f():\n    return {i} + 1\n```") for i in range(n)]
+    examples = [
+        SFTExample(
+            "generate", f"t{i}", ({"role": "user", "content": f"Return {i} plus one."},), f"```python\ndef f():\n    return {i} + 1\n```"
+        )
+        for i in range(n)
+    ]
     return collate([tokenize(ex, tokenizer, "chat", 256) for ex in examples], tokenizer.pad_token_id or 0)
 
 
@@ -53,8 +57,11 @@ def make_group(tiny_model, cfg, lr=1e-3, total_steps=20, batch=4, micro=2):
 
 @pytest.mark.parametrize(
     "overrides",
-    [["trainer.zero_stage=2", "trainer.gradient_checkpointing=true"], ["trainer.zero_stage=3", "trainer.lora_rank=4"],
-     ["trainer.zero_stage=3", "trainer.num_ranks=2"]],
+    [
+        ["trainer.zero_stage=2", "trainer.gradient_checkpointing=true"],
+        ["trainer.zero_stage=3", "trainer.lora_rank=4"],
+        ["trainer.zero_stage=3", "trainer.num_ranks=2"],
+    ],
     ids=["zero2-checkpointing", "zero3-lora", "zero3-two-ranks"],
 )
 def test_training_then_sync_makes_engine_logprobs_equal_trainers(ray_cluster, tiny_model, tokenizer, engine, overrides):
@@ -176,8 +183,9 @@ def test_reference_model_colocated_with_the_trainer_scores_like_the_starting_pol
     optim = OptimSchedule(lr=1e-3, total_steps=5, warmup_steps=0, batch_size=4, micro_batch_size=2)
     extra = {"CPU": cfg.rl.reference.num_cpus}
     group = TrainerGroup(str(tiny_model), cfg.trainer, cfg.model, optim, extra_bundle0=extra, name_prefix="test-coloc")
-    ref = start_reference(str(tiny_model), cfg.model, cfg.rl.reference, "cpu", threads=1,
-                          placement_group=group.placement_group, name="test-reference")
+    ref = start_reference(
+        str(tiny_model), cfg.model, cfg.rl.reference, "cpu", threads=1, placement_group=group.placement_group, name="test-reference"
+    )
     try:
         batch = sample_batch(tokenizer, n=2)
         sequences = sequences_of(batch)

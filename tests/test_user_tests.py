@@ -32,7 +32,7 @@ def parse(text):
     return int(text)
 '''
 
-TESTS = '''import pytest
+TESTS = """import pytest
 from pytest import approx
 
 from helpers import add, evens
@@ -78,14 +78,17 @@ def test_skipped():
 
 if __name__ == "__main__":
     test_add(1, 2, 3)
-'''
+"""
 
 
 def test_pytest_style_tests_are_read_one_test_per_case():
     tests = user_tests.parse_tests(TESTS)
     sources = [t.source for t in tests.tests]
-    assert sources[:3] == ["assert list(evens(5)) == [0, 2, 4]", "assert sorted(evens(5), reverse=True) == [4, 2, 0]",
-                           "assert helpers.mean([1, 2]) == approx(1.5)"]
+    assert sources[:3] == [
+        "assert list(evens(5)) == [0, 2, 4]",
+        "assert sorted(evens(5), reverse=True) == [4, 2, 0]",
+        "assert helpers.mean([1, 2]) == approx(1.5)",
+    ]
     assert [t.kind for t in tests.tests[:3]] == ["assert", "assert", "script"]  # approx: run whole by the judge
     assert sources[3:6] == ["test_add(a=1, b=2, total=3)", "test_add(a=2, b=2, total=4)", "test_add(a=-1, b=1, total=0)"]
     assert sources[6:] == ["test_parse_cases()", "test_parse_rejects_words()", "TestEvens().test_items()", "TestEvens().test_mean()"]
@@ -130,11 +133,14 @@ def test_a_failing_test_function_reports_its_line_and_operands(box):
 def test_an_unparametrized_forgery_still_fails(box):
     """The judge, not the program, runs the test functions: a program that patches pytest's helpers or the
     assert machinery in its own process changes nothing."""
-    forged = PROGRAM + '''
+    forged = (
+        PROGRAM
+        + """
 import pytest, builtins
 pytest.approx = lambda *a, **k: type("Eq", (), {"__eq__": lambda s, o: True})()
 builtins.AssertionError = type("Quiet", (Exception,), {})
-'''
+"""
+    )
     result = run(box, forged, TESTS)
     failing = {t.message.split(":")[0] for t in result.tests if t.status != "passed"}
     assert any("approx" in f for f in failing) and any("test_mean" in f for f in failing), result.feedback()
@@ -169,7 +175,8 @@ def test_helpers_beside_the_program_and_the_tests_are_brought_into_the_sandbox(b
     (tmp_path / "cases.py").write_text("from units import SCALE\n\nCASES = [(1, 1 * SCALE), (2, 2 * SCALE)]\n")
     (tmp_path / "convert.py").write_text("from units import scaled\n\n\ndef convert(x):\n    return scaled(x) + 1\n")
     (tmp_path / "test_convert.py").write_text(
-        "from cases import CASES\nfrom convert import convert\n\n\ndef test_cases():\n    for x, want in CASES:\n        assert convert(x) == want\n")
+        "from cases import CASES\nfrom convert import convert\n\n\ndef test_cases():\n    for x, want in CASES:\n        assert convert(x) == want\n"
+    )
     modules = user_tests.local_modules([tmp_path / "convert.py", tmp_path / "test_convert.py"], exclude="convert")
     assert set(modules) == {"units", "cases"}  # transitively, and never the program itself
     tests = user_tests.read_tests(tmp_path / "test_convert.py")
@@ -180,7 +187,7 @@ def test_helpers_beside_the_program_and_the_tests_are_brought_into_the_sandbox(b
     assert box.run([debugger.job_for(program.replace(" + 1", ""), tests, "convert")])[0].passed
 
 
-GRAPH = '''
+GRAPH = """
 class Node:
     def __init__(self, value=None, successor=None, successors=None):
         self.value, self.successor, self.successors = value, successor, successors or []
@@ -203,9 +210,9 @@ def reachable(start, goal):
             seen.add(id(node))
             todo.extend(node.successors)
     return False
-'''
+"""
 
-GRAPH_TESTS = '''from graph import Node, reverse, reachable
+GRAPH_TESTS = """from graph import Node, reverse, reachable
 
 
 def values(node):
@@ -232,7 +239,7 @@ def test_reachable():
 def test_a_node_is_itself():
     a = Node(1)
     assert reverse(a) is a and reverse(a) == a and a != Node(1) and len({a, a}) == 1
-'''
+"""
 
 
 def test_the_programs_objects_stay_in_its_process_and_the_tests_use_them(box):
@@ -251,11 +258,14 @@ def test_the_programs_objects_stay_in_its_process_and_the_tests_use_them(box):
 ALWAYS_EQUAL_IN_A_TEST_FUNCTION = "def test_add():\n    assert add(1, 2) == 3\n"
 
 
-@pytest.mark.parametrize("forgery", [
-    "",
-    # the candidate's side of the channel rewritten to say the object compares by identity, as an int
-    "import sys\nsys.modules['__main__'].KeptObjects.keep = lambda self, v: {'t': 'ref', 'v': [0, 'int', False]}\n",
-])
+@pytest.mark.parametrize(
+    "forgery",
+    [
+        "",
+        # the candidate's side of the channel rewritten to say the object compares by identity, as an int
+        "import sys\nsys.modules['__main__'].KeptObjects.keep = lambda self, v: {'t': 'ref', 'v': [0, 'int', False]}\n",
+    ],
+)
 def test_an_always_equal_object_held_by_the_judge_is_no_pass(box, forgery):
     program = "class E:\n    def __eq__(self, other):\n        return True\n\n\ndef add(a, b):\n    return E()\n" + forgery
     result = box.run([debugger.job_for(program, user_tests.parse_tests(ALWAYS_EQUAL_IN_A_TEST_FUNCTION), module="adder")])[0]

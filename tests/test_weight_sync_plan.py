@@ -18,8 +18,11 @@ def test_layer_key_groups_a_decoder_layer():
 def test_buckets_respect_the_size_and_never_split_a_layer():
     sizes = [("model.embed_tokens.weight", 40)]
     for i in range(3):
-        sizes += [(f"model.layers.{i}.self_attn.q_proj.weight", 10), (f"model.layers.{i}.self_attn.k_proj.weight", 10),
-                  (f"model.layers.{i}.mlp.up_proj.weight", 20)]
+        sizes += [
+            (f"model.layers.{i}.self_attn.q_proj.weight", 10),
+            (f"model.layers.{i}.self_attn.k_proj.weight", 10),
+            (f"model.layers.{i}.mlp.up_proj.weight", 20),
+        ]
     sizes += [("model.norm.weight", 1), ("lm_head.weight", 40)]
     buckets = plan_buckets(sizes, max_bytes=80)
     assert [n for b in buckets for n in b] == [n for n, _ in sizes]  # everything, in order, once

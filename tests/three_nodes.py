@@ -62,15 +62,20 @@ class Run:
         self.process.wait()
         time.sleep(0.5)  # the reader thread's last lines
         text = "".join(self.lines)
-        return {"returncode": self.process.returncode, "output": text[-4000:],
-                "errors": [line for line in text.splitlines() if line.startswith("error: ")],  # the CLI's one-line stops
-                "tracebacks": text.count("Traceback (most recent call last)")}
+        return {
+            "returncode": self.process.returncode,
+            "output": text[-4000:],
+            "errors": [line for line in text.splitlines() if line.startswith("error: ")],  # the CLI's one-line stops
+            "tracebacks": text.count("Traceback (most recent call last)"),
+        }
 
 
 def main(mode: str, run_dir: str, tiny_model: str) -> None:
     # Small, explicit nodes: a head that hosts nothing, one logical CPU and 256 MB of object store per worker.
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": 256 << 20, "include_dashboard": False,
-                                                             "_system_config": FAST_HEALTH_CHECKS})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "object_store_memory": 256 << 20, "include_dashboard": False, "_system_config": FAST_HEALTH_CHECKS},
+    )
     nodes = [(role, cluster.add_node(num_cpus=1, resources={f"ledex_{role}": 1}, object_store_memory=256 << 20)) for role in WORKERS[mode]]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, namespace="ledex_rl", log_to_driver=False)
@@ -78,8 +83,8 @@ def main(mode: str, run_dir: str, tiny_model: str) -> None:
     overrides = [f"ray.roles.{role}=ledex_{role}" for role in ROLES]
     if mode in VICTIM:  # RL alone, long enough to lose a node in the middle
         overrides += ["rl.ppo.steps=6", "stages=[collect,sft,rl]"]
-    command = [sys.executable, "-m", "ledex_rl.train", "--config", "configs/tiny.yaml", f"run_dir={run_dir}",
-               f"model.name_or_path={tiny_model}", f"ray.address={cluster.address}", *overrides]
+    settings = [f"run_dir={run_dir}", f"model.name_or_path={tiny_model}", f"ray.address={cluster.address}", *overrides]
+    command = [sys.executable, "-m", "ledex_rl.train", "--config", "configs/tiny.yaml", *settings]
     run, killed = Run(command), ""
     metrics = Path(run_dir) / "rl" / "metrics.jsonl"
     while run.process.poll() is None:
@@ -96,8 +101,19 @@ def main(mode: str, run_dir: str, tiny_model: str) -> None:
         runs.append(Run(command).result())
     steps = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
     report = Path(run_dir).parent / f"{mode}-report.json"  # a file: Ray prints its own lines on stdout at exit
-    report.write_text(json.dumps({"nodes": [[role, node.node_id] for role, node in nodes], "killed": killed, "actors": actor_nodes(),
-                                  "runs": runs, "rl_steps": steps, "peak_memory_mb": max(peak), "baseline_memory_mb": peak[0]}))
+    report.write_text(
+        json.dumps(
+            {
+                "nodes": [[role, node.node_id] for role, node in nodes],
+                "killed": killed,
+                "actors": actor_nodes(),
+                "runs": runs,
+                "rl_steps": steps,
+                "peak_memory_mb": max(peak),
+                "baseline_memory_mb": peak[0],
+            }
+        )
+    )
     ray.shutdown()
     cluster.shutdown()
 

@@ -23,9 +23,7 @@ def problem_from_row(row: dict) -> Problem:
             for i, o in zip(inputs, outputs)
         )
     else:
-        tests = tuple(
-            TestCase(kind="io", stdin=_text(i), expected_stdout=_text(o)) for i, o in zip(inputs, outputs)
-        )
+        tests = tuple(TestCase(kind="io", stdin=_text(i), expected_stdout=_text(o)) for i, o in zip(inputs, outputs))
     solutions = _json_field(row, "solutions") if row.get("solutions") else []
     return Problem(
         task_id=f"APPS/{row['problem_id']}",

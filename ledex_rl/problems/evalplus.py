@@ -25,9 +25,7 @@ def problem_from_row(row: dict, source: str) -> Problem:
     if not isinstance(plus_inputs, list) or not all(isinstance(x, list) for x in plus_inputs):
         raise MalformedRow("plus_input must be a list of argument lists")
     atol = float(row.get("atol") or 0.0)
-    plus = tuple(
-        TestCase(kind="call", args=tuple(args), expected=NOT_COMPUTED, atol=atol, group="plus") for args in plus_inputs
-    )
+    plus = tuple(TestCase(kind="call", args=tuple(args), expected=NOT_COMPUTED, atol=atol, group="plus") for args in plus_inputs)
     if source == "humaneval-plus":
         require(row, "test")
         base = humaneval.problem_from_row(row, source)
@@ -35,9 +33,7 @@ def problem_from_row(row: dict, source: str) -> Problem:
     # MBPP+: the prompt is the task text in a docstring; the base tests are MBPP's asserts.
     require(row, "assertion")
     text = row["prompt"].strip().strip("'\"").strip()
-    base_tests = tuple(
-        TestCase(kind="assert", source=line.strip()) for line in row["assertion"].splitlines() if line.strip()
-    )
+    base_tests = tuple(TestCase(kind="assert", source=line.strip()) for line in row["assertion"].splitlines() if line.strip())
     number = int(str(row["task_id"]).split("/")[-1])
     return Problem(
         task_id=str(row["task_id"]),

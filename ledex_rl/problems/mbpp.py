@@ -59,11 +59,7 @@ def _called_function(assert_source: str, defined: set[str]) -> str:
     (task 126 defines its own `sum`), else the first called name that is not a builtin."""
     import builtins
 
-    called = [
-        node.func.id
-        for node in ast.walk(ast.parse(assert_source))
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-    ]
+    called = [node.func.id for node in ast.walk(ast.parse(assert_source)) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)]
     for name in called:
         if name in defined:
             return name

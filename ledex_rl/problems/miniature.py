@@ -31,10 +31,12 @@ SPLIT_SIZES = {"train": 240, "test": 80, "prompt": 6000, "unseen": 80}
 TRAIN_POOL = 2000  # held-out instances differ from the first TRAIN_POOL training instances, whatever `limit` takes
 _SPLIT_SEEDS = {"train": 1, "test": 2, "prompt": 3, "unseen": 4}
 
-_VERBS = ("compute", "get", "find", "make", "calc", "eval", "build", "take", "count", "solve", "check", "apply",
-          "give", "fetch", "derive", "pick", "measure", "score", "produce", "return")
-_NOUNS = ("total", "value", "result", "answer", "amount", "number", "output", "item", "score", "data", "entry",
-          "figure", "level", "metric", "outcome", "quantity", "record", "sample", "target", "unit")
+_VERBS = tuple(
+    "compute get find make calc eval build take count solve check apply give fetch derive pick measure score produce return".split()
+)
+_NOUNS = tuple(
+    "total value result answer amount number output item score data entry figure level metric outcome quantity record sample target unit".split()
+)
 
 
 @dataclass(frozen=True)
@@ -76,11 +78,20 @@ def _def(fn: str, args: str, body: str) -> str:
 
 def _instance(family: str, fn: str, task: str, args: str, body: str, cases, bugs) -> Instance:
     """`bugs`: (buggy body, what is wrong, how to fix it) triples."""
-    return Instance(family, fn, task, _def(fn, args, body), _asserts(fn, cases),
-                    tuple(Bug(_def(fn, args, b), what, fix) for b, what, fix in bugs if b != body))
+    return Instance(
+        family,
+        fn,
+        task,
+        _def(fn, args, body),
+        _asserts(fn, cases),
+        tuple(Bug(_def(fn, args, b), what, fix) for b, what, fix in bugs if b != body),
+    )
 
 
 # --- the families: each draws one instance from an RNG ------------------------------------------------
+# The families are tables of bugs (buggy body, what is wrong, how to fix it), one row per line: the
+# formatter leaves them as written (it would stand each call's arguments one per line).
+# fmt: off
 
 
 def _shift(rng, sign: str):
@@ -289,10 +300,21 @@ def prefix(rng):
         (f"{s}[-{k}:]", f"{fn} returns the last {k} letters instead of the first {k}.", f"use {s}[:{k}]"),
     ])
 
+# fmt: on
 
 TRAIN_FAMILIES: tuple[Callable[[random.Random], Instance], ...] = (
-    add_const, mul_const, sum_range, count_greater, max_plus, repeat_str, is_multiple, nth_from_end, clamp, count_char,
-    keep_multiples, distance,
+    add_const,
+    mul_const,
+    sum_range,
+    count_greater,
+    max_plus,
+    repeat_str,
+    is_multiple,
+    nth_from_end,
+    clamp,
+    count_char,
+    keep_multiples,
+    distance,
 )
 UNSEEN_FAMILIES: tuple[Callable[[random.Random], Instance], ...] = (sub_const, min_minus, count_less, prefix)
 
@@ -316,8 +338,12 @@ def instances(split: str, count: int | None = None, seed: int = 0) -> list[Insta
 def to_problem(instance: Instance, source: str, index: int) -> Problem:
     bugs = [{"code": b.code, "what": b.what, "fix": b.fix} for b in instance.bugs]
     return Problem(
-        task_id=f"{source}/{instance.family}/{index}", source=source, prompt=instance.task, entry_point=instance.fn,
-        reference_solution=instance.solution, tests=tuple(TestCase(kind="assert", source=t) for t in instance.tests),
+        task_id=f"{source}/{instance.family}/{index}",
+        source=source,
+        prompt=instance.task,
+        entry_point=instance.fn,
+        reference_solution=instance.solution,
+        tests=tuple(TestCase(kind="assert", source=t) for t in instance.tests),
         metadata={"examples": [instance.tests[0]], "family": instance.family, "bugs": bugs},
     )
 

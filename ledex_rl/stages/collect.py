@@ -33,6 +33,7 @@ from ledex_rl.problems.base import Problem
 log = logging.getLogger(__name__)
 stage_log = logging.getLogger(STAGE_LOG)  # shown on the console
 
+
 @dataclass
 class Timing:
     generating: float = 0.0
@@ -44,17 +45,31 @@ class Timing:
     def report(self) -> dict:
         wall = time.perf_counter() - self.started
         return {
-            "problems": self.problems, "wall_s": round(wall, 2),
+            "problems": self.problems,
+            "wall_s": round(wall, 2),
             "problems_per_minute": round(self.problems / wall * 60, 2) if wall else 0.0,
-            "generating_s": round(self.generating, 2), "executing_s": round(self.executing, 2), "waiting_s": round(self.waiting, 2),
+            "generating_s": round(self.generating, 2),
+            "executing_s": round(self.executing, 2),
+            "waiting_s": round(self.waiting, 2),
         }
 
 
 class Collector:
     """Runs collection over problems with a policy engine pool, a teacher and an executor pool."""
 
-    def __init__(self, out_dir: Path, policy, tokenizer, style: str, executors, teacher, cfg: CollectConfig,
-                 seed: int, policy_name: str, chunk_size: int = 8):
+    def __init__(
+        self,
+        out_dir: Path,
+        policy,
+        tokenizer,
+        style: str,
+        executors,
+        teacher,
+        cfg: CollectConfig,
+        seed: int,
+        policy_name: str,
+        chunk_size: int = 8,
+    ):
         self.out_dir, self.parts = Path(out_dir), Parts(Path(out_dir) / "parts", SCHEMA)
         self.policy, self.tokenizer, self.style = policy, tokenizer, style
         self.executors, self.teacher, self.cfg = executors, teacher, cfg
@@ -69,7 +84,9 @@ class Collector:
         done = self.parts.finished_tasks()
         todo = [p for p in problems if p.task_id not in done]
         if done:
-            stage_log.info("collect: resuming; %d problems already collected, %d to go", len(done & {p.task_id for p in problems}), len(todo))
+            stage_log.info(
+                "collect: resuming; %d problems already collected, %d to go", len(done & {p.task_id for p in problems}), len(todo)
+            )
         chunks = [todo[i : i + self.chunk_size] for i in range(0, len(todo), self.chunk_size)]
         bar = self.bar = _progress(len(todo), progress)
         next_first = self._first_attempts(chunks[0], f"chunk 1/{len(chunks)}") if chunks else None
@@ -103,13 +120,19 @@ class Collector:
 
         cfg = self.cfg
         requests = [
-            GenerationRequest(prompts.render(prompts.first_attempt_messages(p), self.tokenizer, self.style),
-                              n=cfg.samples_per_problem, temperature=cfg.temperature, max_tokens=cfg.max_new_tokens,
-                              seed=request_seed(self.seed, p.task_id, "first"))
+            GenerationRequest(
+                prompts.render(prompts.first_attempt_messages(p), self.tokenizer, self.style),
+                n=cfg.samples_per_problem,
+                temperature=cfg.temperature,
+                max_tokens=cfg.max_new_tokens,
+                seed=request_seed(self.seed, p.task_id, "first"),
+            )
             for p in chunk
         ]
         started = time.perf_counter()
-        outputs = self.policy.generate(requests, on_progress=lambda k: self._phase(f"{phase}: sampling first attempts ({k}/{len(chunk)} problems)"))
+        outputs = self.policy.generate(
+            requests, on_progress=lambda k: self._phase(f"{phase}: sampling first attempts ({k}/{len(chunk)} problems)")
+        )
         self.timing.generating += time.perf_counter() - started
         attempts = []
         for problem, request, completions in zip(chunk, requests, outputs):
@@ -120,8 +143,13 @@ class Collector:
                 if key in unique:
                     unique[key]["duplicates"] += 1
                     continue
-                unique[key] = {"response": completion.text, "code": parsed.code, "explanation": parsed.explanation,
-                               "seed": request.seed, "duplicates": 1}
+                unique[key] = {
+                    "response": completion.text,
+                    "code": parsed.code,
+                    "explanation": parsed.explanation,
+                    "seed": request.seed,
+                    "duplicates": 1,
+                }
             for attempt in unique.values():
                 attempts.append((problem, attempt, Job.for_problem(problem, attempt["code"])))
         return attempts
@@ -134,9 +162,25 @@ class Collector:
             index = per_task_index.get(problem.task_id, 0)
             per_task_index[problem.task_id] = index + 1
             messages = prompts.first_attempt_messages(problem)
-            rows.append(self._row(problem, "first_attempt", "generate", index, -1, messages, attempt["response"], attempt["code"],
-                                  attempt["explanation"], result, self.policy_name, cfg.temperature, cfg.max_new_tokens,
-                                  attempt["seed"], duplicates=attempt["duplicates"]))
+            rows.append(
+                self._row(
+                    problem,
+                    "first_attempt",
+                    "generate",
+                    index,
+                    -1,
+                    messages,
+                    attempt["response"],
+                    attempt["code"],
+                    attempt["explanation"],
+                    result,
+                    self.policy_name,
+                    cfg.temperature,
+                    cfg.max_new_tokens,
+                    attempt["seed"],
+                    duplicates=attempt["duplicates"],
+                )
+            )
             if not result.passed:
                 wrong.append((problem, index, attempt["code"], result.feedback()))
         if not wrong:
@@ -145,8 +189,14 @@ class Collector:
         seeds = [request_seed(self.seed, p.task_id, "teacher", index) for p, index, _, _ in wrong]
         self._phase(f"the teacher explains and fixes {len(wrong)} wrong attempts")
         started = time.perf_counter()
-        answers = self.teacher.complete(conversations, cfg.teacher_samples, cfg.teacher_temperature, cfg.teacher_max_new_tokens, seeds,
-                                        on_progress=lambda k: self._phase(f"the teacher explains and fixes {len(wrong)} wrong attempts ({k} done)"))
+        answers = self.teacher.complete(
+            conversations,
+            cfg.teacher_samples,
+            cfg.teacher_temperature,
+            cfg.teacher_max_new_tokens,
+            seeds,
+            on_progress=lambda k: self._phase(f"the teacher explains and fixes {len(wrong)} wrong attempts ({k} done)"),
+        )
         self.timing.generating += time.perf_counter() - started
         from sandbox import Job
 
@@ -158,20 +208,72 @@ class Collector:
         self._phase(f"verifying {len(refinements)} fixes")
         results = self._wait(self._submit([Job.for_problem(r[0], r[8].code) for r in refinements]))
         for (problem, index, code, feedback, messages, seed, k, text, parsed), result in zip(refinements, results):
-            rows.append(self._row(problem, "refinement", "explain_refine", k, index, messages, text, parsed.code, parsed.explanation,
-                                  result, self.teacher.name, cfg.teacher_temperature, cfg.teacher_max_new_tokens, seed,
-                                  wrong_code=code, wrong_feedback=feedback))
+            rows.append(
+                self._row(
+                    problem,
+                    "refinement",
+                    "explain_refine",
+                    k,
+                    index,
+                    messages,
+                    text,
+                    parsed.code,
+                    parsed.explanation,
+                    result,
+                    self.teacher.name,
+                    cfg.teacher_temperature,
+                    cfg.teacher_max_new_tokens,
+                    seed,
+                    wrong_code=code,
+                    wrong_feedback=feedback,
+                )
+            )
         return rows
 
-    def _row(self, problem, kind, mode, index, parent, messages, response, code, explanation, result, model, temperature,
-             max_tokens, seed, duplicates=1, wrong_code="", wrong_feedback="") -> dict:
+    def _row(
+        self,
+        problem,
+        kind,
+        mode,
+        index,
+        parent,
+        messages,
+        response,
+        code,
+        explanation,
+        result,
+        model,
+        temperature,
+        max_tokens,
+        seed,
+        duplicates=1,
+        wrong_code="",
+        wrong_feedback="",
+    ) -> dict:
         return {
-            "task_id": problem.task_id, "source": problem.source, "kind": kind, "mode": mode, "sample_index": index,
-            "parent_index": parent, "messages": json.dumps(messages), "response": response, "explanation": explanation,
-            "code": code, "wrong_code": wrong_code, "wrong_feedback": wrong_feedback, "passed": result.passed,
-            "pass_rate": result.pass_rate, "num_tests": len(result.tests), "status": result.status,
-            "feedback": result.feedback(), "test_results": json.dumps([{"status": t.status, "message": t.message} for t in result.tests]),
-            "model": model, "temperature": temperature, "max_tokens": max_tokens, "seed": seed, "duplicates": duplicates,
+            "task_id": problem.task_id,
+            "source": problem.source,
+            "kind": kind,
+            "mode": mode,
+            "sample_index": index,
+            "parent_index": parent,
+            "messages": json.dumps(messages),
+            "response": response,
+            "explanation": explanation,
+            "code": code,
+            "wrong_code": wrong_code,
+            "wrong_feedback": wrong_feedback,
+            "passed": result.passed,
+            "pass_rate": result.pass_rate,
+            "num_tests": len(result.tests),
+            "status": result.status,
+            "feedback": result.feedback(),
+            "test_results": json.dumps([{"status": t.status, "message": t.message} for t in result.tests]),
+            "model": model,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "seed": seed,
+            "duplicates": duplicates,
         }
 
     def _phase(self, text: str) -> None:
@@ -206,8 +308,9 @@ def summarize(rows: list[dict]) -> dict:
     by_source: dict[str, dict] = {}
     refined: dict[tuple, bool] = {}
     for row in rows:
-        s = by_source.setdefault(row["source"], {"problems": set(), "unique": 0, "correct": 0, "wrong": 0,
-                                                 "refinements": 0, "correct_refinements": 0})
+        s = by_source.setdefault(
+            row["source"], {"problems": set(), "unique": 0, "correct": 0, "wrong": 0, "refinements": 0, "correct_refinements": 0}
+        )
         s["problems"].add(row["task_id"])
         if row["kind"] == "first_attempt":
             s["unique"] += 1
@@ -221,9 +324,14 @@ def summarize(rows: list[dict]) -> dict:
     for source, s in sorted(by_source.items()):
         fixed = sum(v for (src, _, _), v in refined.items() if src == source)
         table[source] = {
-            "problems": len(s["problems"]), "unique_solutions": s["unique"], "correct": s["correct"], "wrong": s["wrong"],
-            "wrong_with_correct_refinement": fixed, "refinement_rate": round(fixed / s["wrong"], 4) if s["wrong"] else 0.0,
-            "refinements": s["refinements"], "correct_refinements": s["correct_refinements"],
+            "problems": len(s["problems"]),
+            "unique_solutions": s["unique"],
+            "correct": s["correct"],
+            "wrong": s["wrong"],
+            "wrong_with_correct_refinement": fixed,
+            "refinement_rate": round(fixed / s["wrong"], 4) if s["wrong"] else 0.0,
+            "refinements": s["refinements"],
+            "correct_refinements": s["correct_refinements"],
         }
     return {"table1": table}
 
@@ -234,13 +342,17 @@ def summary_markdown(summary: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for source, s in summary["table1"].items():
-        lines.append(f"| {source} ({s['problems']}) | {s['unique_solutions']} | {s['correct']} | {s['wrong']} | "
-                     f"{s['wrong_with_correct_refinement']} | {s['refinement_rate'] * 100:.2f}% | {s['correct_refinements']} |")
+        lines.append(
+            f"| {source} ({s['problems']}) | {s['unique_solutions']} | {s['correct']} | {s['wrong']} | "
+            f"{s['wrong_with_correct_refinement']} | {s['refinement_rate'] * 100:.2f}% | {s['correct_refinements']} |"
+        )
     t = summary.get("throughput")
     if t:
         lines.append("")
-        lines.append(f"{t['problems']} problems in {t['wall_s']} s ({t['problems_per_minute']} per minute); generating "
-                     f"{t['generating_s']} s, executing {t['executing_s']} s, waiting for execution {t['waiting_s']} s.")
+        lines.append(
+            f"{t['problems']} problems in {t['wall_s']} s ({t['problems_per_minute']} per minute); generating "
+            f"{t['generating_s']} s, executing {t['executing_s']} s, waiting for execution {t['waiting_s']} s."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -277,19 +389,25 @@ def run(cfg: LedexConfig, out: Path) -> None:
 
     executors = ExecutorPool(cfg.sandbox, node_role=cfg.ray.roles.resources("sandbox"))
     problems, dropped = fill_expected_outputs(problems, executors.run)
-    policy = EnginePool(model_path, cfg.rollout, cfg.model, cfg.seed, name_prefix="policy-rollout", node_role=cfg.ray.roles.resources("rollout"))
+    policy = EnginePool(
+        model_path, cfg.rollout, cfg.model, cfg.seed, name_prefix="policy-rollout", node_role=cfg.ray.roles.resources("rollout")
+    )
     teacher_cfg = cfg.collect.teacher
     if teacher_cfg.kind == "policy":
         teacher = EngineTeacher(policy, tokenizer, f"policy:{cfg.model.name_or_path}", style)
     elif teacher_cfg.kind == "vllm":
         teacher_path = resolve_model(teacher_cfg.model, "collect.teacher.model")
-        teacher_engines = EnginePool(teacher_path, cfg.rollout, cfg.model, cfg.seed, name_prefix="teacher-rollout",
-                                     node_role=cfg.ray.roles.resources("rollout"))
+        teacher_engines = EnginePool(
+            teacher_path, cfg.rollout, cfg.model, cfg.seed, name_prefix="teacher-rollout", node_role=cfg.ray.roles.resources("rollout")
+        )
         teacher_tokenizer = AutoTokenizer.from_pretrained(teacher_path)
-        teacher = EngineTeacher(teacher_engines, teacher_tokenizer, f"vllm:{teacher_cfg.model}", "chat" if teacher_tokenizer.chat_template else "base")
+        teacher = EngineTeacher(
+            teacher_engines, teacher_tokenizer, f"vllm:{teacher_cfg.model}", "chat" if teacher_tokenizer.chat_template else "base"
+        )
     else:
         teacher = OpenAITeacher(teacher_cfg.base_url, teacher_cfg.model, teacher_cfg.api_key_env)
-    collector = Collector(out, policy, tokenizer, style, executors, teacher, cfg.collect, cfg.seed, cfg.model.name_or_path,
-                          chunk_size=cfg.collect.chunk_size)
+    collector = Collector(
+        out, policy, tokenizer, style, executors, teacher, cfg.collect, cfg.seed, cfg.model.name_or_path, chunk_size=cfg.collect.chunk_size
+    )
     summary = collector.run(problems)
     print(summary_markdown(summary))

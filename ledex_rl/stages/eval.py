@@ -27,6 +27,7 @@ def eval_targets(cfg: LedexConfig) -> list[tuple[str, str]]:
     """(label, model path) for each entry of eval.models: `final` (the newest trained policy of this
     run, else the base model), `base`, `sft`, `rl`, or a model id / folder."""
     from ledex_rl.models import resolve_model
+
     targets: dict[str, str] = {}
     for spec in cfg.eval.models:
         if spec == "final":
@@ -47,8 +48,12 @@ def eval_targets(cfg: LedexConfig) -> list[tuple[str, str]]:
 
 
 def _spec(cfg: LedexConfig, model_path: str, problems) -> dict:
-    return {"model": model_path, "eval": {k: v for k, v in asdict(cfg.eval).items() if k not in ("models", "judge", "chunk_size")},
-            "seed": cfg.seed, "tasks": [p.task_id for p in problems]}
+    return {
+        "model": model_path,
+        "eval": {k: v for k, v in asdict(cfg.eval).items() if k not in ("models", "judge", "chunk_size")},
+        "seed": cfg.seed,
+        "tasks": [p.task_id for p in problems],
+    }
 
 
 def evaluate_model(cfg: LedexConfig, label: str, model_path: str, problems, executors, out: Path) -> dict:
@@ -64,16 +69,28 @@ def evaluate_model(cfg: LedexConfig, label: str, model_path: str, problems, exec
     spec = _spec(cfg, model_path, problems)
     spec_file = out / "spec.json"
     if spec_file.is_file() and json.loads(spec_file.read_text()) != spec:
-        raise ConfigError(f"{out} holds an evaluation with other settings (model, eval.*, seed or tasks); "
-                          "rerun with --force to replace it, or use another run_dir")
+        raise ConfigError(
+            f"{out} holds an evaluation with other settings (model, eval.*, seed or tasks); "
+            "rerun with --force to replace it, or use another run_dir"
+        )
     out.mkdir(parents=True, exist_ok=True)
     spec_file.write_text(json.dumps(spec, indent=2) + "\n")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    engines = EnginePool(model_path, cfg.rollout, cfg.model, cfg.seed, name_prefix=f"eval-{label}-rollout",
-                         node_role=cfg.ray.roles.resources("rollout"))
+    engines = EnginePool(
+        model_path, cfg.rollout, cfg.model, cfg.seed, name_prefix=f"eval-{label}-rollout", node_role=cfg.ray.roles.resources("rollout")
+    )
     try:
-        evaluator = Evaluator(out, engines, tokenizer, prompts.prompt_style(cfg.model.prompt_style, tokenizer), executors,
-                              cfg.eval, cfg.seed, model_path, label=label)
+        evaluator = Evaluator(
+            out,
+            engines,
+            tokenizer,
+            prompts.prompt_style(cfg.model.prompt_style, tokenizer),
+            executors,
+            cfg.eval,
+            cfg.seed,
+            model_path,
+            label=label,
+        )
         results = evaluator.run(problems)
     finally:
         engines.shutdown()

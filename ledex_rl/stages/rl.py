@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 stage_log = logging.getLogger(STAGE_LOG)  # shown on the console
 
 
-
 @dataclass
 class PhaseTimer:
     seconds: dict = field(default_factory=dict)
@@ -70,8 +69,11 @@ class ActorDied(UserError, RuntimeError):
 
 def _actor_died(step: int, saved: int, exc: Exception) -> ActorDied:
     """The one-line stop for an actor lost during `step`, naming the checkpoint a rerun resumes from."""
-    resume = (f"Rerun the same command to resume after step {saved} from its checkpoint" if saved
-              else "No step was checkpointed yet; rerunning starts the stage again")
+    resume = (
+        f"Rerun the same command to resume after step {saved} from its checkpoint"
+        if saved
+        else "No step was checkpointed yet; rerunning starts the stage again"
+    )
     return ActorDied(f"rl: an actor of step {step} died ({str(exc).splitlines()[0][:160]}); the run stopped. {resume}")
 
 
@@ -88,8 +90,9 @@ class Rollout:
 class PPOStep:
     """One PPO step across the actors. Holds no state besides the KL controller and the data order."""
 
-    def __init__(self, cfg: LedexConfig, items: list[RLPrompt], problems: dict, tokenizer, style: str,
-                 engines, rewards, reference, trainer):
+    def __init__(
+        self, cfg: LedexConfig, items: list[RLPrompt], problems: dict, tokenizer, style: str, engines, rewards, reference, trainer
+    ):
         self.cfg, self.p = cfg, cfg.rl.ppo
         self.items, self.problems, self.tokenizer, self.style = items, problems, tokenizer, style
         self.engines, self.rewards, self.reference, self.trainer = engines, rewards, reference, trainer
@@ -119,22 +122,23 @@ class PPOStep:
             rollouts = self.generate(step)
         with timer.phase("score"):
             scored = self.score(rollouts)
-        exp = Experience.from_samples([r.completion.prompt_token_ids for r in rollouts],
-                                      [r.completion.token_ids for r in rollouts], self.pad_id)
+        exp = Experience.from_samples(
+            [r.completion.prompt_token_ids for r in rollouts], [r.completion.token_ids for r in rollouts], self.pad_id
+        )
         micro = exp.micro_batches(range(len(exp)), self.p.micro_batch_size)
         with timer.phase("reference"):
             exp.ref_logprobs = reference_response_logprobs(self.reference, micro, self.p.temperature) * exp.response_mask
         with timer.phase("values"):
             self.evaluate(exp, micro)
-        self.advantages(exp, [self.placements(r, parts) for r, (parts, _) in zip(rollouts, scored)],
-                        [r.prompt_index for r in rollouts])
+        self.advantages(exp, [self.placements(r, parts) for r, (parts, _) in zip(rollouts, scored)], [r.prompt_index for r in rollouts])
         with timer.phase("train"):
             train_metrics = self.train(exp, step)
         with timer.phase("sync"):
             self._sync()
         self.kl.update(float(exp.kl.sum(1).mean()), self.p.batch_size)
         return self.metrics(rollouts, [parts for parts, _ in scored], exp, train_metrics, timer) | {
-            "time/step_s": time.perf_counter() - started}
+            "time/step_s": time.perf_counter() - started
+        }
 
     # --- the phases ----------------------------------------------------------------------------------
 
@@ -143,8 +147,13 @@ class PPOStep:
         p = self.p
         pairs = self.choose(step)
         requests = [
-            GenerationRequest(prompts.render(self._conversation(item, mode), self.tokenizer, self.style), n=p.samples_per_prompt,
-                              temperature=p.temperature, max_tokens=p.max_new_tokens, seed=request_seed(self.cfg.seed, "rl", step, k))
+            GenerationRequest(
+                prompts.render(self._conversation(item, mode), self.tokenizer, self.style),
+                n=p.samples_per_prompt,
+                temperature=p.temperature,
+                max_tokens=p.max_new_tokens,
+                seed=request_seed(self.cfg.seed, "rl", step, k),
+            )
             for k, (item, mode) in enumerate(pairs)
         ]
         outputs = self.engines.generate(requests)
@@ -152,8 +161,14 @@ class PPOStep:
 
     def score(self, rollouts: list[Rollout]) -> list[tuple[RewardParts, str]]:
         """Tests in the sandbox, CodeBLEU and explanation similarity (reward actors)."""
-        return self.rewards.score([ScoreRequest(self.problems[r.item.task_id], r.completion.text, r.mode, r.item.reference_codes,
-                                                r.item.reference_explanations) for r in rollouts])
+        return self.rewards.score(
+            [
+                ScoreRequest(
+                    self.problems[r.item.task_id], r.completion.text, r.mode, r.item.reference_codes, r.item.reference_explanations
+                )
+                for r in rollouts
+            ]
+        )
 
     def placements(self, rollout: Rollout, parts: RewardParts) -> list[tuple[int, float]]:
         """(response token, reward) pairs: R(e) on the last explanation token, R(r) on the last code token."""
@@ -203,8 +218,7 @@ class PPOStep:
                 raise
             self.trainer.sync_weights(self.engines)
 
-    def metrics(self, rollouts: list[Rollout], parts: list[RewardParts], exp: Experience, train: list[dict],
-                timer: PhaseTimer) -> dict:
+    def metrics(self, rollouts: list[Rollout], parts: list[RewardParts], exp: Experience, train: list[dict], timer: PhaseTimer) -> dict:
         mask = exp.response_mask
         explanation_rewards = [pt.explanation_reward for pt in parts if pt.explanation_reward is not None]
         values = {
@@ -214,13 +228,17 @@ class PPOStep:
             "reward/s_codebleu": _mean(pt.s_cb for pt in parts),
             "reward/s_unit_tests": _mean(pt.s_ut for pt in parts),
             "reward/pass_rate": _mean(float(pt.passed) for pt in parts),
-            "kl/mean_per_response": float(exp.kl.sum(1).mean()), "kl/coef": self.kl.value,
+            "kl/mean_per_response": float(exp.kl.sum(1).mean()),
+            "kl/coef": self.kl.value,
             "critic/explained_variance": ppo.explained_variance(exp.old_values, exp.returns, mask),
             "critic/reward_scale": self.scaler.std,
-            "response/count": len(rollouts), "response/length_mean": float(mask.sum(1).mean()),
+            "response/count": len(rollouts),
+            "response/length_mean": float(mask.sum(1).mean()),
             "response/length_max": float(mask.sum(1).max()),
-            **{f"ppo/{k}": _mean(m[k] for m in train) for k in ("policy_loss", "value_loss", "clip_fraction", "entropy", "approx_kl",
-                                                                 "policy_grad_norm", "critic_grad_norm")},
+            **{
+                f"ppo/{k}": _mean(m[k] for m in train)
+                for k in ("policy_loss", "value_loss", "clip_fraction", "entropy", "approx_kl", "policy_grad_norm", "critic_grad_norm")
+            },
             **{f"time/{k}_s": v for k, v in timer.seconds.items()},
             "time/execute_s": self.rewards.last_timing["execute_s"],  # inside score: tests in the sandbox
             "time/rewards_s": self.rewards.last_timing["score_s"],  # inside score: CodeBLEU and embeddings
@@ -239,11 +257,17 @@ class PPOStep:
         pairs = [(item, mode) for mode in self.cfg.rl.modes for item in (first_of_task if mode == "generate" else items)]
         values = {}
         for label, temperature in (("greedy", 0.0), ("sampled", self.p.temperature)):
-            requests = [GenerationRequest(prompts.render(self._conversation(item, mode), self.tokenizer, self.style),
-                                          temperature=temperature, max_tokens=self.p.max_new_tokens,
-                                          seed=request_seed(self.cfg.seed, "rl-validation", k)) for k, (item, mode) in enumerate(pairs)]
+            requests = [
+                GenerationRequest(
+                    prompts.render(self._conversation(item, mode), self.tokenizer, self.style),
+                    temperature=temperature,
+                    max_tokens=self.p.max_new_tokens,
+                    seed=request_seed(self.cfg.seed, "rl-validation", k),
+                )
+                for k, (item, mode) in enumerate(pairs)
+            ]
             rollouts = [Rollout(k, item, mode, cs[0]) for k, ((item, mode), cs) in enumerate(zip(pairs, self.engines.generate(requests)))]
-            for (r, (parts, _)) in zip(rollouts, self.score(rollouts)):
+            for r, (parts, _) in zip(rollouts, self.score(rollouts)):
                 values.setdefault(f"validation/pass_rate/{r.mode}/{label}", []).append(float(parts.passed))
                 values.setdefault(f"validation/code_reward/{r.mode}/{label}", []).append(parts.code_reward)
         return {key: _mean(v) for key, v in values.items()}
@@ -286,16 +310,22 @@ def run(cfg: LedexConfig, out: Path) -> None:
     problems = {pr.task_id: pr for pr in problem_list}
     items = rl_prompts(rows, problems, cfg.rl.use_reference_solutions)
     if not items:
-        raise NoTrainingData("rl: no wrong first attempt has a verified refinement to compare with; collect more data "
-                             "or set rl.use_reference_solutions=true")
+        raise NoTrainingData(
+            "rl: no wrong first attempt has a verified refinement to compare with; collect more data or set rl.use_reference_solutions=true"
+        )
     held = held_out_tasks({row["task_id"] for row in rows}, cfg.rl.validation_fraction, cfg.seed)  # as SFT holds out
     validation = [item for item in items if item.task_id in held]
     items = [item for item in items if item.task_id not in held]
     if cfg.rl.max_prompts and len(items) > cfg.rl.max_prompts:
         items = random.Random(f"{cfg.seed}:rl-prompts").sample(items, cfg.rl.max_prompts)
     policy_path = policy_for(cfg, "rl")
-    log.info("rl: %d prompts (wrong first attempts) of %d tasks, %d held out for validation; starting from %s", len(items),
-             len({item.task_id for item in items}), len(validation), policy_path)
+    log.info(
+        "rl: %d prompts (wrong first attempts) of %d tasks, %d held out for validation; starting from %s",
+        len(items),
+        len({item.task_id for item in items}),
+        len(validation),
+        policy_path,
+    )
     tokenizer = AutoTokenizer.from_pretrained(policy_path)
     style = prompts.prompt_style(cfg.model.prompt_style, tokenizer)
 
@@ -303,14 +333,31 @@ def run(cfg: LedexConfig, out: Path) -> None:
     rewards = RewardPool(cfg.rl.rewards, executors, name_prefix="rl-reward", node_role=roles.resources("sandbox"))
     ref_cfg = cfg.rl.reference
     extra = {"CPU": ref_cfg.num_cpus, **({"GPU": ref_cfg.num_gpus} if ref_cfg.num_gpus else {})} if ref_cfg.colocate else None
-    optim = OptimSchedule(lr=p.lr, total_steps=p.steps, warmup_steps=0, batch_size=p.mini_batch_size,
-                          micro_batch_size=p.micro_batch_size, schedule="constant")
+    optim = OptimSchedule(
+        lr=p.lr, total_steps=p.steps, warmup_steps=0, batch_size=p.mini_batch_size, micro_batch_size=p.micro_batch_size, schedule="constant"
+    )
     critic = replace(optim, lr=p.critic_lr) if cfg.rl.advantage == "gae" else None  # GRPO needs no value model
-    trainer = TrainerGroup(policy_path, cfg.trainer, cfg.model, optim, cfg.seed, critic=critic, extra_bundle0=extra,
-                           name_prefix="rl-trainer", node_role=roles.resources("trainer"))
-    reference = start_reference(policy_path, cfg.model, ref_cfg, cfg.trainer.device, cfg.trainer.cpu_threads,
-                                placement_group=trainer.placement_group if ref_cfg.colocate else None, name="rl-reference",
-                                node_role=roles.resources("trainer"))
+    trainer = TrainerGroup(
+        policy_path,
+        cfg.trainer,
+        cfg.model,
+        optim,
+        cfg.seed,
+        critic=critic,
+        extra_bundle0=extra,
+        name_prefix="rl-trainer",
+        node_role=roles.resources("trainer"),
+    )
+    reference = start_reference(
+        policy_path,
+        cfg.model,
+        ref_cfg,
+        cfg.trainer.device,
+        cfg.trainer.cpu_threads,
+        placement_group=trainer.placement_group if ref_cfg.colocate else None,
+        name="rl-reference",
+        node_role=roles.resources("trainer"),
+    )
     engines.on_replace = trainer.push_weights  # a replaced engine gets the current policy, not the start
     stepper = PPOStep(cfg, items, problems, tokenizer, style, engines, rewards, reference, trainer)
     eval_problems = load_eval_problems(cfg, executors.run, limit=cfg.rl.eval_tasks) if cfg.rl.eval_every_steps else []
@@ -338,8 +385,9 @@ def run(cfg: LedexConfig, out: Path) -> None:
                     values.update(during_training(cfg, done, engines, tokenizer, style, executors, eval_problems, out / "evals"))
                 metrics.log(done, values)  # before the checkpoint: a step a rerun resumes after has its line
                 if done % p.save_every_steps == 0 or done == p.steps:
-                    trainer.save_checkpoint(checkpoints, {"step": done, "kl_coef": stepper.kl.value,
-                                                          "reward_scaler": asdict(stepper.scaler)})
+                    trainer.save_checkpoint(
+                        checkpoints, {"step": done, "kl_coef": stepper.kl.value, "reward_scaler": asdict(stepper.scaler)}
+                    )
                     saved = done
             except ray.exceptions.RayActorError as exc:
                 raise _actor_died(step + 1, saved, exc) from None
@@ -357,9 +405,15 @@ def run(cfg: LedexConfig, out: Path) -> None:
         for group in (trainer, engines, rewards, executors):
             group.shutdown()
     history = [m for m in metrics.read() if "reward/total" in m]  # step 0 holds only the first validation
-    summary = {"steps": p.steps, "prompts": len(items), "model": str(out / "model"), "engine_weights_versions": engine_versions,
-               "engine_replacements": replacements,
-               "reward_first": history[0]["reward/total"] if history else None, "reward_last": history[-1]["reward/total"] if history else None}
+    summary = {
+        "steps": p.steps,
+        "prompts": len(items),
+        "model": str(out / "model"),
+        "engine_weights_versions": engine_versions,
+        "engine_replacements": replacements,
+        "reward_first": history[0]["reward/total"] if history else None,
+        "reward_last": history[-1]["reward/total"] if history else None,
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if not p.keep_checkpoints:
         shutil.rmtree(checkpoints, ignore_errors=True)

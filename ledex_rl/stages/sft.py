@@ -70,14 +70,27 @@ def run(cfg: LedexConfig, out: Path) -> None:
     schedule = sft_data.step_schedule(len(train), s.batch_size, s.epochs, cfg.seed)[: s.max_steps or None]
     lengths = [len(t.input_ids) for t in train]
     held_batches = [sft_data.collate(held[i : i + s.micro_batch_size], pad_id) for i in range(0, len(held), s.micro_batch_size)]
-    log.info("sft: %d training and %d held-out examples (%s), %d too long; %d steps", len(train), len(held),
-             _kinds(train_ex + held_ex), dropped, len(schedule))
+    log.info(
+        "sft: %d training and %d held-out examples (%s), %d too long; %d steps",
+        len(train),
+        len(held),
+        _kinds(train_ex + held_ex),
+        dropped,
+        len(schedule),
+    )
 
     connect(cfg.ray)
-    optim = OptimSchedule(lr=s.lr, total_steps=len(schedule), warmup_steps=s.warmup_steps, batch_size=s.batch_size,
-                          micro_batch_size=s.micro_batch_size, weight_decay=s.weight_decay)
-    group = TrainerGroup(model_path, cfg.trainer, cfg.model, optim, cfg.seed, name_prefix="sft-trainer",
-                         node_role=cfg.ray.roles.resources("trainer"))
+    optim = OptimSchedule(
+        lr=s.lr,
+        total_steps=len(schedule),
+        warmup_steps=s.warmup_steps,
+        batch_size=s.batch_size,
+        micro_batch_size=s.micro_batch_size,
+        weight_decay=s.weight_decay,
+    )
+    group = TrainerGroup(
+        model_path, cfg.trainer, cfg.model, optim, cfg.seed, name_prefix="sft-trainer", node_role=cfg.ray.roles.resources("trainer")
+    )
     checkpoints = out / "checkpoints"
     metrics = MetricsLogger(cfg.run_dir, "sft", cfg.logging)
     try:
@@ -91,8 +104,12 @@ def run(cfg: LedexConfig, out: Path) -> None:
         for step in range(start, len(schedule)):
             groups = sft_data.micro_batches(schedule[step], lengths, s.micro_batch_size)
             result = group.train_step([sft_data.collate([train[i] for i in g], pad_id) for g in groups])
-            values = {"train/loss": result["loss"], "train/lr": result["lr"], "train/grad_norm": result["grad_norm"],
-                      "train/answer_tokens_per_s": result["tokens"] / max(result["seconds"], 1e-9)}
+            values = {
+                "train/loss": result["loss"],
+                "train/lr": result["lr"],
+                "train/grad_norm": result["grad_norm"],
+                "train/answer_tokens_per_s": result["tokens"] / max(result["seconds"], 1e-9),
+            }
             done = step + 1
             checkpoint = done % s.save_every_steps == 0 or done == len(schedule)
             if checkpoint and held_batches:
@@ -111,10 +128,16 @@ def run(cfg: LedexConfig, out: Path) -> None:
     train_losses = [m["train/loss"] for m in history if "train/loss" in m]
     eval_losses = [m["eval/loss"] for m in history if "eval/loss" in m]
     summary = {
-        "examples": _kinds(train_ex + held_ex), "train_examples": len(train), "held_out_examples": len(held),
-        "too_long": dropped, "steps": len(schedule), "model": str(out / "model"),
-        "train_loss_first": train_losses[0] if train_losses else None, "train_loss_last": train_losses[-1] if train_losses else None,
-        "held_out_loss_before": eval_losses[0] if eval_losses else None, "held_out_loss_after": eval_losses[-1] if eval_losses else None,
+        "examples": _kinds(train_ex + held_ex),
+        "train_examples": len(train),
+        "held_out_examples": len(held),
+        "too_long": dropped,
+        "steps": len(schedule),
+        "model": str(out / "model"),
+        "train_loss_first": train_losses[0] if train_losses else None,
+        "train_loss_last": train_losses[-1] if train_losses else None,
+        "held_out_loss_before": eval_losses[0] if eval_losses else None,
+        "held_out_loss_after": eval_losses[-1] if eval_losses else None,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if not s.keep_checkpoints:
