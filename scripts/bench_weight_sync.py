@@ -8,6 +8,11 @@ tensor to another in one process (the physical floor on this machine). Two sende
   bucket code (all three, including a 1B-parameter Llama that a CPU trainer could not hold here).
 The engine for the 1B state starts with random weights (`rollout.load_format=dummy`).
 
+A CPU engine cannot use new weights as they arrive: vLLM's CPU build hands each linear layer's weight
+to oneDNN, which packs it into its own blocked layout (and frees the original). `pack_s` is what
+packing the same matrices with vLLM's own op takes in one process: the floor for any in-place load
+into a CPU engine, whatever the transport. The figures go to docs/bench/weight_sync.json.
+
     .venv/bin/python scripts/bench_weight_sync.py [--models tiny,smollm2,1b] [--repeats 3]
 """
 
@@ -30,6 +35,7 @@ import torch  # noqa: E402
 from actors.rollout_engine import EnginePool  # noqa: E402
 from actors.trainer import OptimSchedule, TrainerGroup  # noqa: E402
 from ledex_rl.config import load_config  # noqa: E402
+from ledex_rl.hardware import cpu_threads  # noqa: E402
 from ledex_rl.models import build_tiny_model, resolve_model  # noqa: E402
 
 
@@ -49,6 +55,22 @@ class StateSender:
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for _, t in self.state)
+
+    def pack_seconds(self, repeats: int) -> float:
+        """Best of `repeats`: every matrix of the state packed for oneDNN as the CPU engine packs its
+        linear layers after a load (the embedding table is a lookup and is not packed; an untied
+        lm_head is)."""
+        from vllm import _custom_ops as ops
+
+        matrices = [t for name, t in self.state if t.ndim == 2 and "embed_tokens" not in name]
+        torch.set_num_threads(cpu_threads())  # the engine's threads (rollout.cpu_threads: every core)
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            for matrix in matrices:
+                ops.create_onednn_mm(matrix.t(), 32)
+            best = min(best, time.perf_counter() - started)
+        return best
 
     def send(self, engines, bucket_mb: int, version: int) -> dict:
         from actors.weight_sync import plan_buckets, send_buckets
@@ -139,12 +161,14 @@ def main() -> None:
                 stats["engine_load_s"] = sum(i["update_seconds"] for i in engines.info()) - before
                 times.append(stats["seconds"])
             floor = memcpy_seconds(stats["bytes"], args.repeats)
+            pack = ray.get(state.pack_seconds.remote(args.repeats))
             sync = statistics.median(times)
             rows.append(
                 {
                     "model": name,
                     "sender": sender_name,
                     "params_m": round(nbytes / 4 / 1e6, 1),
+                    "bytes": stats["bytes"],
                     "bytes_mb": round(stats["bytes"] / 2**20),
                     "buckets": stats["buckets"],
                     "sync_s": round(sync, 3),
@@ -152,19 +176,25 @@ def main() -> None:
                     "gb_per_s": round(stats["bytes"] / sync / 1e9, 2),
                     "memcpy_s": round(floor, 4),
                     "x_memcpy": round(sync / floor, 1),
+                    "pack_s": round(pack, 3),
+                    "pack_x_memcpy": round(pack / floor, 1),
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
         for sender in senders.values():
             sender.shutdown() if hasattr(sender, "shutdown") else ray.kill(sender)
         engines.shutdown()
+    out = Path(__file__).resolve().parents[1] / "docs" / "bench" / "weight_sync.json"
+    out.write_text(json.dumps({"bucket_mb": args.bucket_mb, "repeats": args.repeats, "rows": rows}, indent=2) + "\n")
     print()
-    print("| model | sender | params (M) | MB | buckets | sync s | engine load s | GB/s | memcpy s | sync / memcpy |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| model | sender | params (M) | MB | buckets | sync s | engine load s | GB/s | memcpy s | sync / memcpy | oneDNN pack s | pack / memcpy |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['model']} | {r['sender']} | {r['params_m']} | {r['bytes_mb']} | {r['buckets']} | {r['sync_s']} | "
-            f"{r['engine_load_s']} | {r['gb_per_s']} | {r['memcpy_s']} | {r['x_memcpy']}x |"
+            f"{r['engine_load_s']} | {r['gb_per_s']} | {r['memcpy_s']} | {r['x_memcpy']}x | {r['pack_s']} | {r['pack_x_memcpy']}x |"
         )
 
 
