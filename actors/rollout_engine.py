@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 import ray
 from tqdm import tqdm
 
+from actors.engine_weights import load_in_place
 from ledex_rl.config import ModelConfig, RolloutConfig
 from ledex_rl.hardware import cpu_threads
 
@@ -90,7 +91,11 @@ class RolloutEngine:
         self.tokenizer = self.llm.get_tokenizer()
         self.startup_s = time.perf_counter() - started
         self.weights_version = 0
-        self.stats = {"requests": 0, "generated_tokens": 0, "prompt_tokens": 0, "seconds": 0.0, "weight_updates": 0, "update_seconds": 0.0}
+        counts = ("requests", "generated_tokens", "prompt_tokens", "weight_updates", "buckets_in_place", "buckets_reloaded")
+        self.stats = dict.fromkeys(counts, 0) | {"seconds": 0.0, "update_seconds": 0.0}
+        # CPU engines on one process take new weights straight into place (actors/engine_weights.py);
+        # CUDA engines keep vLLM's reload path, the one tested there.
+        self.in_place = rollout.device == "cpu" and rollout.tensor_parallel_size == 1
 
     def generate(self, requests: list[GenerationRequest], counter=None, call_id: int = 0) -> list[list[Completion]]:
         """Each request's completions, in order. With a `RequestCounter`, each finished prompt is added to
@@ -138,14 +143,26 @@ class RolloutEngine:
         return elapsed + self.finish_weight_update(version)
 
     def load_weight_bucket(self, named_tensors: list) -> float:
-        """Load some weights in place with vLLM's reload path. A bucket must hold whole decoder
-        layers (see actors/weight_sync.py): vLLM processes a layer once all its weights arrived.
-        Takes (name, tensor) pairs or a bucket packed by `actors.weight_sync.pack`."""
+        """Load some weights in place. A bucket must hold whole decoder layers (see
+        actors/weight_sync.py): fused q/k/v and gate/up are built from all their shards. On a CPU
+        engine each weight goes straight to its place (`actors.engine_weights`); elsewhere, or for a
+        weight it cannot place, vLLM's reload path loads the bucket. Takes (name, tensor) pairs or a
+        bucket packed by `actors.weight_sync.pack`."""
         from actors.weight_sync import unpack
 
         started = time.perf_counter()
         if named_tensors and len(named_tensors[0]) == 3:
             named_tensors = unpack(named_tensors)
+        if self.in_place and all(self.llm.collective_rpc(load_in_place, args=(list(named_tensors),))):
+            self.stats["buckets_in_place"] += 1
+        else:
+            self._reload(named_tensors)
+            self.stats["buckets_reloaded"] += 1
+        elapsed = time.perf_counter() - started
+        self.stats["update_seconds"] += elapsed
+        return elapsed
+
+    def _reload(self, named_tensors: list) -> None:
         quiet = logging.getLogger("vllm.model_executor.model_loader")  # a partial load warns per missing layer
         level = quiet.level
         quiet.setLevel(logging.ERROR)
@@ -153,9 +170,6 @@ class RolloutEngine:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(named_tensors)})
         finally:
             quiet.setLevel(level)
-        elapsed = time.perf_counter() - started
-        self.stats["update_seconds"] += elapsed
-        return elapsed
 
     def finish_weight_update(self, version: int | None = None) -> float:
         """After the last bucket: drop the prefix cache (keys and values of the old weights)."""

@@ -162,6 +162,7 @@ def main() -> None:
                 times.append(stats["seconds"])
             floor = memcpy_seconds(stats["bytes"], args.repeats)
             pack = ray.get(state.pack_seconds.remote(args.repeats))
+            loads = engines.info()[0]  # how the engine took the buckets so far: in place, or through vLLM's reload
             sync = statistics.median(times)
             rows.append(
                 {
@@ -178,6 +179,8 @@ def main() -> None:
                     "x_memcpy": round(sync / floor, 1),
                     "pack_s": round(pack, 3),
                     "pack_x_memcpy": round(pack / floor, 1),
+                    "buckets_in_place": loads["buckets_in_place"],
+                    "buckets_reloaded": loads["buckets_reloaded"],
                 }
             )
             print(json.dumps(rows[-1]), flush=True)

@@ -55,6 +55,16 @@ def make_group(tiny_model, cfg, lr=1e-3, total_steps=20, batch=4, micro=2):
     return TrainerGroup(str(tiny_model), cfg.trainer, cfg.model, optim, seed=0, name_prefix="test-trainer")
 
 
+def synced_in_place(group, engine) -> dict:
+    """Sync, and check that the CPU engine placed every bucket itself (not through vLLM's reload)."""
+    before = engine.info()[0]
+    stats = group.sync_weights(engine)
+    after = engine.info()[0]
+    assert after["buckets_in_place"] - before["buckets_in_place"] == stats["buckets"]
+    assert after["buckets_reloaded"] == before["buckets_reloaded"]
+    return stats
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -79,7 +89,7 @@ def test_training_then_sync_makes_engine_logprobs_equal_trainers(ray_cluster, ti
 
         sequences = sequences_of(batch)
         stale = engine.score(sequences)
-        stats = group.sync_weights(engine)
+        stats = synced_in_place(group, engine)
         assert stats["buckets"] >= 1 and stats["bytes"] > 0
         synced = engine.score(sequences)
         trained = group.token_logprobs(micro)
@@ -100,7 +110,7 @@ def test_small_buckets_still_sync_whole_model(ray_cluster, tiny_model, tokenizer
         batch = sample_batch(tokenizer)
         micro = two_micro_batches(batch)
         group.train_step(micro)
-        stats = group.sync_weights(engine)
+        stats = synced_in_place(group, engine)
         assert stats["buckets"] > 2
         sequences = sequences_of(batch)
         for e, t in zip(engine.score(sequences), group.token_logprobs(micro)):

@@ -4,6 +4,7 @@ import torch
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
+from actors.engine_weights import plan_placements
 from actors.weight_sync import layer_key, plan_buckets
 from ledex_rl.lora import ADAPTER, adapter_names, apply_lora, export_names, export_value
 
@@ -64,3 +65,46 @@ def test_lora_export_merges_under_the_original_names():
     assert torch.allclose(x @ merged.t(), layer(x), atol=1e-6)  # the merged weight computes what LoRA computes
     assert torch.allclose(merged, original + 2.0 * b @ a)
     assert set(adapter_names(model)) == {"base_model.model.0.q_proj.lora_A.weight", "base_model.model.0.q_proj.lora_B.weight"}
+
+
+class PackedLinear(nn.Module):
+    """As a CPU engine holds a linear layer once oneDNN has packed it: its sizes, its weight freed."""
+
+    def __init__(self, out_features: int, in_features: int):
+        super().__init__()
+        self.output_size_per_partition, self.input_size_per_partition = out_features, in_features
+        self.weight = nn.Parameter(torch.empty(0), requires_grad=False)
+
+
+def engine_shaped_model() -> nn.Module:
+    """The module tree of a vLLM Llama: q/k/v fused into qkv_proj, as `packed_modules_mapping` says."""
+    model = nn.Module()
+    model.packed_modules_mapping = {"qkv_proj": ["q_proj", "k_proj", "v_proj"]}
+    model.model = nn.Module()
+    attention = nn.Module()
+    attention.qkv_proj, attention.o_proj = PackedLinear(12, 4), PackedLinear(4, 4)
+    layer = nn.Module()
+    layer.self_attn, layer.input_layernorm = attention, nn.LayerNorm(4)
+    model.model.layers = nn.ModuleList([layer])
+    return model
+
+
+def test_fused_shards_are_placed_in_the_order_the_engine_fuses_them():
+    model = engine_shaped_model()
+    prefix = "model.layers.0.self_attn."
+    shards = [(prefix + f"{name}.weight", torch.full((4, 4), float(i))) for i, name in enumerate(("q_proj", "k_proj", "v_proj"))]
+    bucket = [shards[2], shards[0], (prefix + "o_proj.weight", torch.ones(4, 4)), shards[1]]
+    bucket.append(("model.layers.0.input_layernorm.weight", torch.ones(4)))
+    by_module = {id(p.module): p for p in plan_placements(model, bucket)}
+    qkv = by_module[id(model.model.layers[0].self_attn.qkv_proj)].value
+    assert [float(qkv[row, 0]) for row in (0, 4, 8)] == [0.0, 1.0, 2.0]  # q, then k, then v
+    assert id(model.model.layers[0].input_layernorm) in by_module and len(by_module) == 3
+
+
+def test_a_weight_without_its_place_leaves_the_bucket_to_vllms_reload():
+    prefix = "model.layers.0.self_attn."
+    q, k, v = ((prefix + f"{name}.weight", torch.zeros(4, 4)) for name in ("q_proj", "k_proj", "v_proj"))
+    assert plan_placements(engine_shaped_model(), [q, k]) is None  # v missing: the fused layer is incomplete
+    assert plan_placements(engine_shaped_model(), [(prefix + "o_proj.weight", torch.zeros(4, 5))]) is None  # another shape
+    assert plan_placements(engine_shaped_model(), [(prefix + "rotary.weight", torch.zeros(4))]) is None  # no such module
+    assert plan_placements(engine_shaped_model(), [q, k, v]) is not None
