@@ -53,6 +53,7 @@ class ExecutorActor:
             "host": self.host,
             "pid": os.getpid(),
             "executed": self.executed,
+            "resources": ray.get_runtime_context().get_assigned_resources(),  # what Ray gave it (CPU share, role)
         }
 
 
@@ -63,9 +64,7 @@ class ExecutorPool:
         self.actors = [
             remote.options(
                 name=f"{name_prefix}-{i}",  # the dashboard's actor view reads as the architecture does
-                num_cpus=cfg.executor_num_cpus,
-                num_gpus=0,
-                resources=self.node_role,
+                **cfg.executor_resources().ray_options(self.node_role),
                 max_restarts=-1,
                 max_task_retries=0,  # retried here, once, so a job that kills its actor cannot loop
             ).remote(cfg)

@@ -75,12 +75,11 @@ def start_reference(
 ):
     """The actor handle, placed in bundle 0 of `placement_group` when given (colocated), else on a node
     with `node_role` (NodeRolesConfig.resources("trainer"))."""
-    options: dict = {"name": name, "num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus, "max_restarts": 1}
-    if placement_group is None:
-        options["resources"] = node_role or {}
-    else:
+    options: dict = {"name": name, **cfg.resources().ray_options(node_role), "max_restarts": 1}
+    if placement_group is not None:  # the bundle already steers it to the trainer's node
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+        options["resources"] = {}
         options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(placement_group, placement_group_bundle_index=0)
     env_threads = str(cpu_threads(threads))
     options["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": env_threads}} if device == "cpu" else {}

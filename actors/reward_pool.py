@@ -105,9 +105,8 @@ class RewardPool:
         self.actors = [
             remote.options(
                 name=f"{name_prefix}-{i}",
-                num_cpus=cfg.reward_actor_num_cpus,
+                **cfg.actor_resources().ray_options(self.node_role),
                 max_restarts=-1,
-                resources=self.node_role,
                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
             ).remote(cfg.embedding_model, executors)
             for i in range(cfg.num_reward_actors)

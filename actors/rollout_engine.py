@@ -256,15 +256,12 @@ class EnginePool:
 
     def _spawn(self, index: int, name: str):
         rollout = self.rollout
-        options = {"num_gpus": rollout.tensor_parallel_size} if rollout.device == "cuda" else {"num_gpus": 0}
+        options = rollout.engine_resources().ray_options(self.node_role)
         if rollout.device == "cpu":
             threads = str(cpu_threads(rollout.cpu_threads))
             options["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}}
-        return (
-            ray.remote(RolloutEngine)
-            .options(name=name, num_cpus=rollout.num_cpus_per_engine, max_restarts=0, resources=self.node_role, **options)
-            .remote(self.model_path, rollout, self.model, self.seed + index)
-        )
+        remote = ray.remote(RolloutEngine).options(name=name, max_restarts=0, **options)
+        return remote.remote(self.model_path, rollout, self.model, self.seed + index)
 
     def replace(self, index: int) -> None:
         """Start a new engine in place of a dead one and give it the current weights."""

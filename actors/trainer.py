@@ -24,7 +24,7 @@ import ray
 import torch
 from torch import nn
 
-from ledex_rl.config import ModelConfig, PPOConfig, TrainerConfig
+from ledex_rl.config import ActorResources, ModelConfig, PPOConfig, TrainerConfig
 from ledex_rl.experience import MicroBatch, ResponseScores
 from ledex_rl.hardware import cpu_threads
 
@@ -458,7 +458,7 @@ class TrainerGroup:
         optim: OptimSchedule,
         seed: int = 0,
         critic: OptimSchedule | None = None,
-        extra_bundle0: dict | None = None,
+        extra_bundle0: ActorResources | None = None,
         name_prefix: str = "trainer",
         node_role: dict[str, float] | None = None,
     ):
@@ -473,12 +473,8 @@ class TrainerGroup:
         self.cfg, self.version = cfg, 0
         # node_role (NodeRolesConfig.resources("trainer")) goes in every bundle: the bundles steer the ranks,
         # and the colocated reference model, to the trainer's node type.
-        bundles = [
-            {"CPU": cfg.num_cpus_per_rank, **({"GPU": cfg.num_gpus_per_rank} if cfg.num_gpus_per_rank else {}), **(node_role or {})}
-            for _ in range(cfg.num_ranks)
-        ]
-        for key, amount in (extra_bundle0 or {}).items():
-            bundles[0][key] = bundles[0].get(key, 0) + amount
+        rank = cfg.rank_resources()
+        bundles = [(rank + extra_bundle0 if i == 0 and extra_bundle0 else rank).bundle(node_role) for i in range(cfg.num_ranks)]
         self.placement_group = placement_group(bundles, strategy="PACK")
         try:
             try:
@@ -509,8 +505,8 @@ class TrainerGroup:
         self.ranks = [
             remote.options(
                 name=f"{name_prefix}-rank{r}",
-                num_cpus=cfg.num_cpus_per_rank,
-                num_gpus=cfg.num_gpus_per_rank,
+                num_cpus=rank.cpu,
+                num_gpus=rank.gpu,
                 scheduling_strategy=in_bundle(r),
                 runtime_env={"env_vars": env},
                 max_restarts=0,

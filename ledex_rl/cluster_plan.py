@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from ledex_rl.errors import UserError
-from ledex_rl.config import LedexConfig
+from ledex_rl.config import ActorResources, LedexConfig
 
 
 class ClusterSpecError(UserError, ValueError):
@@ -33,6 +33,10 @@ class Demand:
     cpu: float
     gpu: float
     role: str = ""  # the custom resource its node must declare (ray.roles), "" for any node
+
+    @classmethod
+    def of(cls, group: str, count: int, resources: ActorResources, role: str) -> "Demand":
+        return cls(group, count, resources.cpu, resources.gpu, role)
 
 
 @dataclass(frozen=True)
@@ -56,28 +60,21 @@ class Cluster:
 
 
 def stage_demands(cfg: LedexConfig) -> dict[str, list[Demand]]:
-    """What each stage asks Ray for at once (the actor options in actors/*.py, from the config)."""
-    r, t, s, roles = cfg.rollout, cfg.trainer, cfg.sandbox, cfg.ray.roles
-    engine_gpus = float(r.tensor_parallel_size) if r.device == "cuda" else 0.0
-    engines = Demand("rollout engine", r.num_engines, r.num_cpus_per_engine, engine_gpus, roles.rollout)
-    executors = Demand("sandbox executor", s.num_executors, s.executor_num_cpus, 0.0, roles.sandbox)
-    rank = Demand("trainer rank", t.num_ranks, t.num_cpus_per_rank, t.num_gpus_per_rank, roles.trainer)
-    ref = cfg.rl.reference
-    rewards = Demand("reward actor", cfg.rl.rewards.num_reward_actors, cfg.rl.rewards.reward_actor_num_cpus, 0.0, roles.sandbox)
+    """What each stage asks Ray for at once: each role's resources as its actor group asks for them
+    (the config sections' `*_resources`), times how many it starts."""
+    r, t, s, roles, ref = cfg.rollout, cfg.trainer, cfg.sandbox, cfg.ray.roles, cfg.rl.reference
+    engines = Demand.of("rollout engine", r.num_engines, r.engine_resources(), roles.rollout)
+    executors = Demand.of("sandbox executor", s.num_executors, s.executor_resources(), roles.sandbox)
+    rank = Demand.of("trainer rank", t.num_ranks, t.rank_resources(), roles.trainer)
+    rewards = Demand.of("reward actor", cfg.rl.rewards.num_reward_actors, cfg.rl.rewards.actor_resources(), roles.sandbox)
     if ref.colocate:  # rank 0's bundle also holds the reference model
-        rl_trainer = [
-            Demand(
-                "trainer rank 0 + reference model", 1, t.num_cpus_per_rank + ref.num_cpus, t.num_gpus_per_rank + ref.num_gpus, roles.trainer
-            )
-        ]
+        rl_trainer = [Demand.of("trainer rank 0 + reference model", 1, t.rank_resources() + ref.resources(), roles.trainer)]
         if t.num_ranks > 1:
-            rl_trainer.append(Demand("trainer rank", t.num_ranks - 1, t.num_cpus_per_rank, t.num_gpus_per_rank, roles.trainer))
+            rl_trainer.append(Demand.of("trainer rank", t.num_ranks - 1, t.rank_resources(), roles.trainer))
     else:
-        rl_trainer = [rank, Demand("reference model", 1, ref.num_cpus, ref.num_gpus, roles.trainer)]
+        rl_trainer = [rank, Demand.of("reference model", 1, ref.resources(), roles.trainer)]
     teacher = (
-        [Demand("teacher engine", r.num_engines, r.num_cpus_per_engine, engine_gpus, roles.rollout)]
-        if cfg.collect.teacher.kind == "vllm"
-        else []
+        [Demand.of("teacher engine", r.num_engines, r.engine_resources(), roles.rollout)] if cfg.collect.teacher.kind == "vllm" else []
     )
     return {
         "collect": [executors, engines, *teacher],

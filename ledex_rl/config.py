@@ -91,6 +91,26 @@ ROLE_SHARE = 0.001  # of a node's role resource, asked by each actor of that rol
 
 
 @dataclass(frozen=True)
+class ActorResources:
+    """What one actor asks Ray for. Each role's numbers are read from its config section in one place
+    (`engine_resources`, `executor_resources`, ...), by the actor groups and by `cluster-check` alike."""
+
+    cpu: float
+    gpu: float = 0.0
+
+    def __add__(self, other: "ActorResources") -> "ActorResources":
+        return ActorResources(self.cpu + other.cpu, self.gpu + other.gpu)
+
+    def ray_options(self, node_role: dict[str, float] | None = None) -> dict:
+        """An actor's `.options(...)` for these resources on a node of `node_role` (NodeRolesConfig.resources)."""
+        return {"num_cpus": self.cpu, "num_gpus": self.gpu, "resources": node_role or {}}
+
+    def bundle(self, node_role: dict[str, float] | None = None) -> dict[str, float]:
+        """A placement-group bundle of these resources on a node of `node_role`."""
+        return {"CPU": self.cpu, **({"GPU": self.gpu} if self.gpu else {}), **(node_role or {})}
+
+
+@dataclass(frozen=True)
 class NodeRolesConfig:
     """Which node type each kind of actor goes on, by a custom resource that node type declares
     (`resources: {ledex_rollout: 1}` in a launcher file, `rayStartParams.resources` in KubeRay,
@@ -157,6 +177,9 @@ class SandboxConfig:
             self.isolation != "none" or self.allow_unsafe,
             "sandbox.isolation: 'none' runs model code unconfined; also set sandbox.allow_unsafe=true",
         )
+
+    def executor_resources(self) -> ActorResources:
+        return ActorResources(self.executor_num_cpus)
 
     def limits(self):
         from sandbox import Limits
@@ -238,6 +261,9 @@ class TrainerConfig:
         _check(self.sync_timeout_s > 0, "trainer.sync_timeout_s: must be > 0")
         _check(self.device == "cuda" or self.num_gpus_per_rank == 0, "trainer.num_gpus_per_rank: set trainer.device=cuda to use GPUs")
         _check(not (self.bf16 and self.device == "cpu"), "trainer.bf16: the CPU path trains in float32; set trainer.bf16=false")
+
+    def rank_resources(self) -> ActorResources:
+        return ActorResources(self.num_cpus_per_rank, self.num_gpus_per_rank)
 
 
 @dataclass(frozen=True)
@@ -334,6 +360,9 @@ class RewardConfig:
     def __post_init__(self) -> None:
         _check(self.timeout_s > 0, "rl.rewards.timeout_s: must be > 0")
 
+    def actor_resources(self) -> ActorResources:
+        return ActorResources(self.reward_actor_num_cpus)
+
 
 @dataclass(frozen=True)
 class ReferenceConfig:
@@ -343,6 +372,9 @@ class ReferenceConfig:
     colocate: bool = True
     num_cpus: float = 0.25
     num_gpus: float = 0.0
+
+    def resources(self) -> ActorResources:
+        return ActorResources(self.num_cpus, self.num_gpus)
 
 
 @dataclass(frozen=True)
@@ -450,6 +482,10 @@ class RolloutConfig:
 
     def __post_init__(self) -> None:
         _check(self.num_engines >= 1, "rollout.num_engines: must be >= 1")
+
+    def engine_resources(self) -> ActorResources:
+        """An engine's CPUs, and on CUDA one GPU per tensor-parallel rank."""
+        return ActorResources(self.num_cpus_per_engine, float(self.tensor_parallel_size) if self.device == "cuda" else 0.0)
 
 
 @dataclass(frozen=True)

@@ -209,3 +209,18 @@ def test_the_rayjob_runs_the_image_the_shipped_dockerfile_builds():
     copied = [line.split()[1:-1] for line in dockerfile.splitlines() if line.startswith("COPY ")]
     assert all((CLUSTER.parents[1] / path).exists() for paths in copied for path in paths)
     assert "LEDEX_VLLM=gpu bash scripts/setup.sh" in dockerfile
+
+
+def test_the_executors_ask_ray_for_what_cluster_check_counts(ray_cluster):
+    """One place for each role's resources: the actors Ray starts hold what `stage_demands` plans."""
+    from actors.executor_pool import ExecutorPool
+
+    cfg = load_config("configs/tiny.yaml", ["sandbox.executor_num_cpus=0.15", "sandbox.num_executors=2"])
+    (planned,) = [d for d in stage_demands(cfg)["collect"] if d.group == "sandbox executor"]
+    pool = ExecutorPool(cfg.sandbox, name_prefix="test-demand-executor")
+    try:
+        given = [info["resources"] for info in pool.info()]
+    finally:
+        pool.shutdown()
+    assert len(given) == planned.count == 2
+    assert all(r.get("CPU") == planned.cpu == 0.15 and "GPU" not in r for r in given), given

@@ -191,7 +191,7 @@ def test_reference_model_colocated_with_the_trainer_scores_like_the_starting_pol
 
     cfg = trainer_cfg()
     optim = OptimSchedule(lr=1e-3, total_steps=5, warmup_steps=0, batch_size=4, micro_batch_size=2)
-    extra = {"CPU": cfg.rl.reference.num_cpus}
+    extra = cfg.rl.reference.resources()
     group = TrainerGroup(str(tiny_model), cfg.trainer, cfg.model, optim, extra_bundle0=extra, name_prefix="test-coloc")
     ref = start_reference(
         str(tiny_model), cfg.model, cfg.rl.reference, "cpu", threads=1, placement_group=group.placement_group, name="test-reference"

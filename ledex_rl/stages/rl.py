@@ -332,7 +332,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
     engines = EnginePool(policy_path, cfg.rollout, cfg.model, cfg.seed, name_prefix="rl-rollout", node_role=roles.resources("rollout"))
     rewards = RewardPool(cfg.rl.rewards, executors, name_prefix="rl-reward", node_role=roles.resources("sandbox"))
     ref_cfg = cfg.rl.reference
-    extra = {"CPU": ref_cfg.num_cpus, **({"GPU": ref_cfg.num_gpus} if ref_cfg.num_gpus else {})} if ref_cfg.colocate else None
+    extra = ref_cfg.resources() if ref_cfg.colocate else None  # rank 0's bundle also holds the reference
     optim = OptimSchedule(
         lr=p.lr, total_steps=p.steps, warmup_steps=0, batch_size=p.mini_batch_size, micro_batch_size=p.micro_batch_size, schedule="constant"
     )
