@@ -1,15 +1,21 @@
-"""RL step time and its phases, next to TRL's trainer on the same model, batch and lengths.
+"""RL step time against TRL's trainer on the same model, prompts, reward and lengths, by wall clock.
 
 TRL 1.x no longer ships a PPO trainer (it was removed after 0.2x, and the last releases with it need
 transformers 4). The peer is therefore TRL's GRPOTrainer, and ledex_rl runs with
-`rl.advantage=grpo` for the comparison: same model, prompts (explain-then-refine and refine-only
-prompts for collected wrong attempts), answers per step, answers per prompt, maximum new tokens,
-temperature, one optimizer step per batch, a KL term to a reference model, and the same LeDex code
-reward (unit tests in the sandbox + CodeBLEU). TRL generates with transformers `generate` in the
-training process; ledex_rl generates on a vLLM engine actor and scores on reward actors.
+`rl.advantage=grpo` for the comparison: same model, prompts (refine-only prompts for the same
+collected wrong attempts, so that both sides earn the same reward: the LeDex code reward, unit tests
+in the sandbox + CodeBLEU, and no explanation reward), answers per step, answers per prompt, maximum
+new tokens, temperature, one optimizer step per batch and a KL term to a reference model. TRL
+generates with transformers `generate` in the training process; ledex_rl generates on a vLLM engine
+actor and scores on reward actors.
+
+Both sides are timed the same way: wall clock around each whole step (ledex_rl's `time/step_s`, from
+the start of sampling to the end of the weight sync; TRL's from its step-begin to its step-end
+callback), the first step of each run left out as warm-up. `--rounds` runs alternate which side goes
+first; each run starts fresh. Medians and the spread (min-max) go to docs/bench/rl_step.json.
 
     .venv/bin/pip install trl==1.16.0     # only for this benchmark
-    .venv/bin/python scripts/bench_rl_step.py --model tiny|smollm2 [--steps 3] [--max-new-tokens 64]
+    .venv/bin/python scripts/bench_rl_step.py --model tiny|smollm2 [--steps 10] [--rounds 2] [--max-new-tokens 64]
 """
 
 from __future__ import annotations
@@ -68,12 +74,19 @@ def humaneval_rows(n: int) -> list[dict]:
     return rows
 
 
-def ledex_steps(cfg, steps: int) -> list[dict]:
+def ledex_steps(cfg) -> list[float]:
+    """Seconds per ledex_rl RL step (wall clock around the whole step), after a warm-up step."""
+    import ray
+
     from ledex_rl.pipeline import run_stage
 
-    run_stage("rl", cfg)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        run_stage("rl", cfg)
+    finally:
+        ray.shutdown()  # TRL runs next with the machine to itself
     history = [json.loads(line) for line in (Path(cfg.run_dir) / "rl" / "metrics.jsonl").read_text().splitlines()]
-    return history[1:] if len(history) > 1 else history  # the first step warms caches up
+    return [m["time/step_s"] for m in history if "time/step_s" in m][1:]
 
 
 def trl_steps(model_path: str, rows: list[dict], batch: int, per_prompt: int, max_new_tokens: int, steps: int, lr: float) -> list[float]:
@@ -92,7 +105,7 @@ def trl_steps(model_path: str, rows: list[dict], batch: int, per_prompt: int, ma
     wrong = [r for r in rows if r["kind"] == "first_attempt"]
     data = []
     for i, r in enumerate(wrong):
-        mode = ("explain_refine", "refine")[i % 2]
+        mode = "refine"  # as ledex_rl's rl.modes=[refine]: the code reward alone on both sides
         conv = prompts.refinement_messages(problems[r["task_id"]], r["code"], r["feedback"], mode)
         data.append({"prompt": conv, "task_id": r["task_id"]})
     sandbox = Sandbox(slots=1)
@@ -146,10 +159,15 @@ def trl_steps(model_path: str, rows: list[dict], batch: int, per_prompt: int, ma
     return times[1:]
 
 
+def spread(times: list[float]) -> dict:
+    return {"median": statistics.median(times), "min": min(times), "max": max(times)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="tiny")
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per run, after one warm-up step")
+    parser.add_argument("--rounds", type=int, default=2, help="runs per side; odd rounds start with TRL")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--per-prompt", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=64)
@@ -158,24 +176,68 @@ def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import pyarrow as pa
     import pyarrow.parquet as pq
-    import ray
 
     from ledex_rl.collected import SCHEMA
 
     work = Path(tempfile.mkdtemp(prefix="bench-rl-step-"))
     model_path = str(build_tiny_model(target=work / "tiny")) if args.model == "tiny" else resolve_model("smollm2-135m-instruct")
     rows = humaneval_rows(16)
-    parts = work / "run" / "collect" / "parts"
-    parts.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), parts / "part-00000.parquet")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    cfg = load_config(
+
+    def ledex_run(r: int) -> list[float]:
+        parts = work / f"run{r}" / "collect" / "parts"  # a fresh run directory: nothing to resume
+        parts.mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), parts / "part-00000.parquet")
+        return ledex_steps(ledex_config(work / f"run{r}", model_path, args))
+
+    lr = ledex_config(work / "run", model_path, args).rl.ppo.lr
+    times: dict[str, list[float]] = {"ledex_rl": [], "trl": []}
+    for r in range(args.rounds):
+        for side in ("ledex_rl", "trl") if r % 2 == 0 else ("trl", "ledex_rl"):
+            if side == "ledex_rl":
+                run = ledex_run(r)
+            else:
+                run = trl_steps(model_path, rows, args.batch, args.per_prompt, args.max_new_tokens, args.steps, lr)
+            times[side] += run
+            print(f"round {r + 1}, {side}: " + " ".join(f"{t:.2f}" for t in run), flush=True)
+    ours, theirs = spread(times["ledex_rl"]), spread(times["trl"])
+    row = {
+        "model": args.model,
+        "ledex_step_s": round(ours["median"], 3),
+        "trl_step_s": round(theirs["median"], 3),
+        "ledex_spread_s": [round(ours["min"], 3), round(ours["max"], 3)],
+        "trl_spread_s": [round(theirs["min"], 3), round(theirs["max"], 3)],
+        "steps": len(times["ledex_rl"]),
+        "trl_steps": len(times["trl"]),
+        "rounds": args.rounds,
+        "batch": args.batch,
+        "per_prompt": args.per_prompt,
+        "max_new_tokens": args.max_new_tokens,
+        "trl_over_ledex": round(theirs["median"] / ours["median"], 2),
+    }
+    out = Path(__file__).resolve().parents[1] / "docs" / "bench" / "rl_step.json"
+    previous = json.loads(out.read_text())["rows"] if out.is_file() else []
+    out.write_text(json.dumps({"rows": [r for r in previous if r["model"] != args.model] + [row]}, indent=2) + "\n")
+    print(f"\nmodel {args.model}: {args.batch} answers per step ({args.per_prompt} per prompt), up to {args.max_new_tokens} new tokens")
+    print("| system | step s (median) | min | max | timed steps |")
+    print("|---|---|---|---|---|")
+    for name, t in (("ledex_rl (Ray actors, vLLM)", ours), ("TRL GRPOTrainer", theirs)):
+        print(
+            f"| {name} | {t['median']:.2f} | {t['min']:.2f} | {t['max']:.2f} | {len(times['ledex_rl' if name.startswith('ledex') else 'trl'])} |"
+        )
+    print(f"ratio TRL / ledex_rl: {row['trl_over_ledex']:.2f}x")
+
+
+def ledex_config(run_dir: Path, model_path: str, args):
+    return load_config(
         None,
         [
-            f"run_dir={work / 'run'}",
+            f"run_dir={run_dir}",
             f"model.name_or_path={model_path}",
             "rl.advantage=grpo",
+            "rl.modes=[refine]",
             "rl.use_reference_solutions=true",
+            "rl.validation_fraction=0",
+            "rl.eval_every_steps=0",
             f"rl.ppo.steps={args.steps + 1}",
             f"rl.ppo.batch_size={args.batch}",
             f"rl.ppo.mini_batch_size={args.batch}",
@@ -190,24 +252,6 @@ def main() -> None:
             "model.max_model_len=1024",
         ],
     )
-    ours = ledex_steps(cfg, args.steps)
-    ray.shutdown()
-    theirs = trl_steps(model_path, rows, args.batch, args.per_prompt, args.max_new_tokens, args.steps, cfg.rl.ppo.lr)
-    phases = ("generate", "score", "reference", "values", "train", "sync")
-    step_s = [sum(m[f"time/{p}_s"] for p in phases) for m in ours]
-    print(
-        f"\nmodel {args.model}: {args.batch} answers per step ({args.per_prompt} per prompt), up to {args.max_new_tokens} new tokens, "
-        f"{len(ours)} timed steps each"
-    )
-    print("| system | step s (median) | " + " | ".join(phases) + " |")
-    print("|---|---|" + "---|" * len(phases))
-    print(
-        f"| ledex_rl (Ray actors, vLLM) | {statistics.median(step_s):.2f} | "
-        + " | ".join(f"{statistics.median(m[f'time/{p}_s'] for m in ours):.2f}" for p in phases)
-        + " |"
-    )
-    print(f"| TRL GRPOTrainer | {statistics.median(theirs):.2f} | " + " | ".join("-" for _ in phases) + " |")
-    print(f"ratio TRL / ledex_rl: {statistics.median(theirs) / statistics.median(step_s):.2f}x")
 
 
 if __name__ == "__main__":
