@@ -19,6 +19,7 @@ from typing import Iterator, Sequence
 
 import ray
 
+from actors.group import ActorGroup, ActorSpec
 from ledex_rl.config import SandboxConfig
 from sandbox import ExecutionResult, Job, Sandbox
 
@@ -59,21 +60,17 @@ class ExecutorActor:
 
 class ExecutorPool:
     def __init__(self, cfg: SandboxConfig, name_prefix: str = "executor", node_role: dict[str, float] | None = None):
-        self.cfg, self.name_prefix, self.node_role = cfg, name_prefix, node_role or {}  # NodeRolesConfig.resources("sandbox")
-        remote = ray.remote(ExecutorActor)
-        self.actors = [
-            remote.options(
-                name=f"{name_prefix}-{i}",  # the dashboard's actor view reads as the architecture does
-                **cfg.executor_resources().ray_options(self.node_role),
-                max_restarts=-1,
-                max_task_retries=0,  # retried here, once, so a job that kills its actor cannot loop
-            ).remote(cfg)
-            for i in range(cfg.num_executors)
-        ]
+        self.cfg, self.name_prefix = cfg, name_prefix
+        # max_task_retries=0: a chunk is retried here, once, so a job that kills its actor cannot loop.
+        spec = ActorSpec(
+            cfg.executor_resources(), node_role or {}, max_restarts=-1, max_task_retries=0
+        )  # NodeRolesConfig.resources("sandbox")
+        self.group = ActorGroup(ExecutorActor, name_prefix, spec, [(cfg,)] * cfg.num_executors, wait=False)
+        self.actors = self.group.actors
         self.stats = {"jobs": 0, "retried_chunks": 0, "failed_chunks": 0, "seconds": 0.0}
 
     def info(self) -> list[dict]:
-        return ray.get([a.info.remote() for a in self.actors])
+        return self.group.info()
 
     def run(self, jobs: Sequence[Job]) -> list[ExecutionResult]:
         results: list[ExecutionResult | None] = [None] * len(jobs)
@@ -125,5 +122,4 @@ class ExecutorPool:
         self.stats["seconds"] += time.perf_counter() - started
 
     def shutdown(self) -> None:
-        for actor in self.actors:
-            ray.kill(actor)
+        self.group.shutdown()

@@ -12,9 +12,10 @@ from typing import Sequence
 import ray
 import torch
 
+from actors.group import ActorGroup, ActorSpec
 from ledex_rl.config import ModelConfig, ReferenceConfig
 from ledex_rl.experience import MicroBatch
-from ledex_rl.hardware import cpu_threads
+from ledex_rl.hardware import cpu_threads, thread_env
 
 
 class ReferenceModel:
@@ -75,17 +76,9 @@ def start_reference(
 ):
     """The actor handle, placed in bundle 0 of `placement_group` when given (colocated), else on a node
     with `node_role` (NodeRolesConfig.resources("trainer"))."""
-    options: dict = {"name": name, **cfg.resources().ray_options(node_role), "max_restarts": 1}
-    if placement_group is not None:  # the bundle already steers it to the trainer's node
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-        options["resources"] = {}
-        options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(placement_group, placement_group_bundle_index=0)
-    env_threads = str(cpu_threads(threads))
-    options["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": env_threads}} if device == "cpu" else {}
-    actor = ray.remote(ReferenceModel).options(**options).remote(model_path, model_cfg, device, threads)
-    ray.get(actor.info.remote())
-    return actor
+    env = thread_env(threads) if device == "cpu" else {}
+    spec = ActorSpec(cfg.resources(), node_role or {}, env=env, max_restarts=1, placement_group=placement_group, naming="{prefix}")
+    return ActorGroup(ReferenceModel, name, spec, [(model_path, model_cfg, device, threads)]).actors[0]
 
 
 def reference_logprobs(actor, micro_batches: Sequence[dict]) -> list[list[float]]:

@@ -19,7 +19,9 @@ from typing import Sequence
 
 import ray
 
+from actors.group import ActorGroup, ActorSpec
 from ledex_rl.errors import UserError
+from ledex_rl.hardware import thread_env
 from ledex_rl.config import RewardConfig
 from ledex_rl.modes import AnswerMode
 from ledex_rl.problems.base import Problem
@@ -100,18 +102,11 @@ class RewardError(UserError, RuntimeError):
 
 class RewardPool:
     def __init__(self, cfg: RewardConfig, executors, name_prefix: str = "reward", node_role: dict[str, float] | None = None):
-        remote = ray.remote(RewardActor)
-        self.cfg, self.name_prefix, self.node_role = cfg, name_prefix, node_role or {}  # NodeRolesConfig.resources("sandbox")
-        self.actors = [
-            remote.options(
-                name=f"{name_prefix}-{i}",
-                **cfg.actor_resources().ray_options(self.node_role),
-                max_restarts=-1,
-                runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
-            ).remote(cfg.embedding_model, executors)
-            for i in range(cfg.num_reward_actors)
-        ]
-        ray.get([a.info.remote() for a in self.actors])
+        self.cfg, self.name_prefix = cfg, name_prefix
+        # node_role: NodeRolesConfig.resources("sandbox"); max_restarts=-1: `_get_or_retry` restarts a stuck actor
+        spec = ActorSpec(cfg.actor_resources(), node_role or {}, env=thread_env(1), max_restarts=-1)
+        self.group = ActorGroup(RewardActor, name_prefix, spec, [(cfg.embedding_model, executors)] * cfg.num_reward_actors)
+        self.actors = self.group.actors
         self.retries = 0
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[tuple[RewardParts, str]]:
@@ -146,26 +141,12 @@ class RewardPool:
                     ) from None
                 log.warning("reward actor %s-%d %s; restarting it and retrying its %d answers", self.name_prefix, k, what, len(shard))
                 self.retries += 1
-                self._restart(k)
+                if not self.group.restart(k):
+                    raise RewardError(
+                        f"rl: reward actor {self.name_prefix}-{k} did not restart within 300 s; check the cluster's resources in the Ray dashboard"
+                    ) from None
                 ref = self.actors[k].score.remote(shard)
         raise AssertionError("unreachable")
 
-    def _restart(self, k: int, wait_s: float = 300.0) -> None:
-        """Kill actor k and wait until Ray has restarted it (max_restarts=-1)."""
-        ray.kill(self.actors[k], no_restart=False)
-        deadline = time.time() + wait_s
-        while True:
-            try:
-                ray.get(self.actors[k].info.remote(), timeout=30)
-                return
-            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-                if time.time() > deadline:
-                    raise RewardError(
-                        f"rl: reward actor {self.name_prefix}-{k} did not restart within {wait_s:g} s; "
-                        "check the cluster's resources in the Ray dashboard"
-                    ) from None
-                time.sleep(0.5)
-
     def shutdown(self) -> None:
-        for actor in self.actors:
-            ray.kill(actor)
+        self.group.shutdown()

@@ -26,8 +26,9 @@ import ray
 from tqdm import tqdm
 
 from actors.engine_weights import load_in_place
+from actors.group import ActorGroup, ActorSpec
 from ledex_rl.config import ModelConfig, RolloutConfig
-from ledex_rl.hardware import cpu_threads
+from ledex_rl.hardware import thread_env
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,10 @@ class RolloutEngine:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(rollout.kv_cache_gb))
             # Do not pin OpenMP threads to cores: on a small machine the executors and the trainer share them.
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+            # vllm-cpu 0.32's AOT compile artifacts fail to load ("'function' object has no attribute
+            # 'finalize_loading'"), so every compiled start compiled again (64 s for SmolLM2 here);
+            # its inductor cache (~/.cache/vllm, VLLM_CACHE_ROOT) loads: 19-25 s after the first start.
+            os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
         from vllm import LLM
 
         started = time.perf_counter()
@@ -243,43 +248,33 @@ class EnginePool:
         name_prefix: str = "rollout",
         node_role: dict[str, float] | None = None,
     ):
-        self.name_prefix, self.node_role = name_prefix, node_role or {}  # NodeRolesConfig.resources("rollout")
-        self.model_path, self.rollout, self.model, self.seed = model_path, rollout, model, seed
-        self.engines = [self._spawn(i, f"{name_prefix}-{i}") for i in range(rollout.num_engines)]
-        ray.get([e.info.remote() for e in self.engines])  # wait until every engine is up
+        self.name_prefix, self.model_path = name_prefix, model_path
+        env = thread_env(rollout.cpu_threads) if rollout.device == "cpu" else {}
+        spec = ActorSpec(rollout.engine_resources(), node_role or {}, env=env)  # node_role: NodeRolesConfig.resources("rollout")
+        self.group = ActorGroup(
+            RolloutEngine, name_prefix, spec, [(model_path, rollout, model, seed + i) for i in range(rollout.num_engines)]
+        )
+        self.engines = self.group.actors
         # Called with [new engine] after a dead engine is replaced, to give it the current weights
         # (the RL stage sets it to the trainer's `push_weights`).
         self.on_replace: Callable[[list], object] | None = None
-        self.replacements = 0
         self.counter = None  # a RequestCounter actor, started by the first generate that reports progress
         self.calls = itertools.count()
 
-    def _spawn(self, index: int, name: str):
-        rollout = self.rollout
-        options = rollout.engine_resources().ray_options(self.node_role)
-        if rollout.device == "cpu":
-            threads = str(cpu_threads(rollout.cpu_threads))
-            options["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}}
-        remote = ray.remote(RolloutEngine).options(name=name, max_restarts=0, **options)
-        return remote.remote(self.model_path, rollout, self.model, self.seed + index)
+    @property
+    def replacements(self) -> int:
+        return self.group.replacements
 
     def replace(self, index: int) -> None:
         """Start a new engine in place of a dead one and give it the current weights."""
-        self.replacements += 1
         log.warning("rollout engine %s-%d died; starting a replacement", self.name_prefix, index)
-        self.engines[index] = self._spawn(index, f"{self.name_prefix}-{index}-r{self.replacements}")
-        ray.get(self.engines[index].info.remote())
+        engine = self.group.replace(index)
         if self.on_replace is not None:
-            self.on_replace([self.engines[index]])
+            self.on_replace([engine])
 
     def replace_dead(self) -> int:
         """Replace every engine that no longer answers; returns how many were replaced."""
-        dead = []
-        for i, engine in enumerate(self.engines):
-            try:
-                ray.get(engine.info.remote(), timeout=60)
-            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-                dead.append(i)
+        dead = self.group.unresponsive()
         for i in dead:
             self.replace(i)
         return len(dead)
@@ -332,11 +327,12 @@ class EnginePool:
         return ray.get(self.engines[0].score.remote(list(sequences)))
 
     def info(self) -> list[dict]:
-        return ray.get([e.info.remote() for e in self.engines])
+        return self.group.info()
 
     def shutdown(self) -> None:
-        for actor in self.engines + [self.counter] * (self.counter is not None):
-            ray.kill(actor)
+        self.group.shutdown()
+        if self.counter is not None:
+            ray.kill(self.counter)
 
 
 def _report_until_done(refs: list, counter, call_id: int, total: int, on_progress: Callable[[int], object], interval_s: float) -> None:

@@ -24,9 +24,10 @@ import ray
 import torch
 from torch import nn
 
+from actors.group import ActorGroup, ActorSpec
 from ledex_rl.config import ActorResources, ModelConfig, PPOConfig, TrainerConfig
 from ledex_rl.experience import MicroBatch, ResponseScores
-from ledex_rl.hardware import cpu_threads
+from ledex_rl.hardware import cpu_threads, thread_env
 
 log = logging.getLogger(__name__)
 
@@ -97,17 +98,11 @@ class PolicyTrainer:
 
     def train_step(self, micro_batches: list[dict]) -> dict:
         """One optimizer step over this rank's micro-batches (their number is the accumulation count)."""
-        from ledex_rl.losses import masked_nll
-
         self.engine.train()
         nll_total, tokens, grad_norm = 0.0, 0, None
         started = time.perf_counter()
         for mb in micro_batches:
-            t = self._tensors(mb)
-            logits = self.engine(
-                input_ids=t["input_ids"], attention_mask=t["attention_mask"], logits_to_keep=_loss_tail(t["labels"])
-            ).logits
-            nll, n = masked_nll(logits, t["labels"])
+            nll, n = self._nll(mb)
             self.engine.backward(nll / n.clamp_min(1))
             grad_norm = self._step(self.engine) or grad_norm
             nll_total += float(nll.detach())
@@ -120,6 +115,14 @@ class PolicyTrainer:
             "seconds": time.perf_counter() - started,
             "global_step": self.engine.global_steps,
         }
+
+    def _nll(self, micro_batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed NLL over the micro-batch's loss tokens, their count), through the DeepSpeed engine."""
+        from ledex_rl.losses import masked_nll
+
+        t = self._tensors(micro_batch)
+        logits = self.engine(input_ids=t["input_ids"], attention_mask=t["attention_mask"], logits_to_keep=_loss_tail(t["labels"])).logits
+        return masked_nll(logits, t["labels"])
 
     def _step(self, engine) -> float | None:
         """`engine.step()`; at the end of an accumulation cycle, returns the gradient norm before
@@ -137,17 +140,11 @@ class PolicyTrainer:
 
     def eval_nll(self, micro_batches: list[dict]) -> tuple[float, int]:
         """(sum of NLL over loss tokens, number of loss tokens), without gradients."""
-        from ledex_rl.losses import masked_nll
-
         self.engine.eval()
         total, count = 0.0, 0
         with torch.no_grad():
             for mb in micro_batches:
-                t = self._tensors(mb)
-                logits = self.engine(
-                    input_ids=t["input_ids"], attention_mask=t["attention_mask"], logits_to_keep=_loss_tail(t["labels"])
-                ).logits
-                nll, n = masked_nll(logits, t["labels"])
+                nll, n = self._nll(mb)
                 total, count = total + float(nll), count + int(n)
         return total, count
 
@@ -494,26 +491,15 @@ class TrainerGroup:
                 f"{cfg.start_timeout_s:.0f} s; lower trainer.num_cpus_per_rank / num_gpus_per_rank or add nodes"
             ) from None
 
-        def in_bundle(i):
-            return PlacementGroupSchedulingStrategy(self.placement_group, placement_group_bundle_index=i)
-
-        addr, port = ray.get(ray.remote(_free_port).options(num_cpus=0, scheduling_strategy=in_bundle(0)).remote())
-        threads = str(cpu_threads(cfg.cpu_threads))
-        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} if cfg.device == "cpu" else {}
-        remote = ray.remote(PolicyTrainer)
+        in_bundle0 = PlacementGroupSchedulingStrategy(self.placement_group, placement_group_bundle_index=0)
+        addr, port = ray.get(ray.remote(_free_port).options(num_cpus=0, scheduling_strategy=in_bundle0).remote())
+        env = thread_env(cfg.cpu_threads) if cfg.device == "cpu" else {}
         spec = TrainerSpec(model_path, cfg, model_cfg, optim, seed, critic)
-        self.ranks = [
-            remote.options(
-                name=f"{name_prefix}-rank{r}",
-                num_cpus=rank.cpu,
-                num_gpus=rank.gpu,
-                scheduling_strategy=in_bundle(r),
-                runtime_env={"env_vars": env},
-                max_restarts=0,
-            ).remote(spec, Rendezvous(r, cfg.num_ranks, addr, port))
-            for r in range(cfg.num_ranks)
-        ]
-        ray.get([rank.info.remote() for rank in self.ranks])
+        placed = ActorSpec(rank, env=env, placement_group=self.placement_group, naming="{prefix}-rank{i}")
+        self.group = ActorGroup(
+            PolicyTrainer, name_prefix, placed, [(spec, Rendezvous(r, cfg.num_ranks, addr, port)) for r in range(cfg.num_ranks)]
+        )
+        self.ranks = self.group.actors
 
     def _all(self, method: str, per_rank_args: Sequence[tuple] | None = None, *args):
         calls = [getattr(rank, method).remote(*(per_rank_args[i] if per_rank_args else args)) for i, rank in enumerate(self.ranks)]
@@ -595,12 +581,16 @@ class TrainerGroup:
     def load_checkpoint(self, directory: str | Path) -> dict | None:
         return self._all("load_checkpoint", None, str(directory))[0]
 
+    def resume(self, checkpoints: Path) -> tuple[dict | None, int]:
+        """(what the newest checkpoint under `checkpoints` saved, the step to start from): (None, 0) without one."""
+        resumed = self.load_checkpoint(checkpoints) if checkpoints.is_dir() else None
+        return resumed, resumed["step"] if resumed else 0
+
     def info(self) -> list[dict]:
-        return self._all("info")
+        return self.group.info()
 
     def shutdown(self) -> None:
         from ray.util.placement_group import remove_placement_group
 
-        for rank in self.ranks:
-            ray.kill(rank)
+        self.group.shutdown()
         remove_placement_group(self.placement_group)

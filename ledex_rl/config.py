@@ -469,7 +469,9 @@ class RolloutConfig:
     device: Literal["cpu", "cuda"] = "cpu"
     num_engines: int = 1
     tensor_parallel_size: int = 1
-    enforce_eager: bool = True  # CPU start-up is 3x faster without graph compilation
+    # vLLM's default, compiled (and CUDA graphs on GPUs). On a CPU it generates 1.4x faster (SmolLM2: ~200
+    # against ~140 tokens/s); the first start compiles (~65 s), later ones load the cache (~20-25 s, eager ~5 s).
+    enforce_eager: bool = False
     gpu_memory_utilization: float = 0.5
     num_cpus_per_engine: float = 0.5  # Ray's logical CPUs; the threads it uses are `cpu_threads`
     kv_cache_gb: int = 1  # CPU only: VLLM_CPU_KVCACHE_SPACE (1 GB holds ~20k SmolLM2 tokens)

@@ -11,7 +11,7 @@ from typing import Any
 
 # One definition, shared with the sandbox side (the zygote is standard library only, and decodes the
 # arguments a judged test passes to the candidate).
-from sandbox.zygote import MalformedValue, decode  # noqa: F401
+from sandbox.zygote import MalformedValue, decode, encode  # noqa: F401
 
 
 def contains_float(value: Any) -> bool:

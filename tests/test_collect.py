@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ledex_rl.config import ProblemSourceConfig
+from ledex_rl import problem_set
+from ledex_rl.config import ProblemSourceConfig, load_config
 from ledex_rl.problems import load_problems
 
 from .teacher_server import TeacherServer
@@ -104,6 +105,10 @@ def test_collect_resumes_after_a_kill_with_identical_results(tmp_path, tiny_mode
     assert refinement["explanation"] == "The code does not implement the task." and refinement["mode"] == "explain_refine"
     assert refinement["wrong_feedback"] and json.loads(refinement["messages"])[1]["role"] == "assistant"
     assert f"| humaneval ({PROBLEMS}) |" in (whole / "collect" / "summary.md").read_text()
+    # The problem set is saved once, for SFT and RL to read back.
+    sources = load_config("configs/tiny.yaml", [f"data.train.0.limit={PROBLEMS}"]).data.train
+    saved = problem_set.load(whole / "collect", sources, "rl")
+    assert saved == load_problems(sources[0])[0]
 
 
 @pytest.mark.slow

@@ -119,6 +119,32 @@ def test_small_buckets_still_sync_whole_model(ray_cluster, tiny_model, tokenizer
         group.shutdown()
 
 
+@pytest.mark.slow
+def test_a_compiled_engine_takes_weights_in_place_too(ray_cluster, tiny_model, tokenizer):
+    """The default engine is compiled (rollout.enforce_eager=false): weights placed in its parameters
+    must reach the compiled graph, so its log-probs equal the trainer's after a sync."""
+    import numpy as np
+
+    from actors.rollout_engine import EnginePool
+
+    cfg = load_config("configs/tiny.yaml", ["rollout.num_cpus_per_engine=0.25", "rollout.enforce_eager=false"])
+    engine = EnginePool(str(tiny_model), cfg.rollout, cfg.model, seed=0, name_prefix="test-compiled-rollout")
+    group = make_group(tiny_model, trainer_cfg())
+    try:
+        batch = sample_batch(tokenizer)
+        micro = two_micro_batches(batch)
+        for _ in range(3):
+            group.train_step(micro)
+        stale = engine.score(sequences_of(batch))
+        synced_in_place(group, engine)
+        for s, e, t in zip(stale, engine.score(sequences_of(batch)), group.token_logprobs(micro)):
+            np.testing.assert_allclose(e, t, atol=2e-3)
+            assert np.abs(np.array(s) - np.array(t)).max() > 0.05
+    finally:
+        group.shutdown()
+        engine.shutdown()
+
+
 def test_checkpoint_restores_step_weights_and_optimizer(ray_cluster, tiny_model, tokenizer, tmp_path):
     """Train 2 steps, checkpoint, train 2 more; a fresh group that loads the checkpoint and trains the
     same 2 steps ends with the same loss (weights, AdamW moments and the schedule were restored)."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ledex_rl import prompts
+from ledex_rl import problem_set, prompts
 from ledex_rl.collected import SCHEMA
 from ledex_rl.config import CollectConfig, LedexConfig
 from ledex_rl.console import STAGE_LOG
@@ -379,9 +379,11 @@ def run(cfg: LedexConfig, out: Path) -> None:
 
     connect(cfg.ray)
     problems: list[Problem] = []
+    stages: list[Sequence[str]] = []  # the stages each problem's source feeds
     for source in cfg.data.train:
         loaded, report = load_problems(source)
         problems += loaded
+        stages += [source.stages] * len(loaded)
         log.info("collect: %s [%s]: %d problems, %d rows skipped", source.name, source.split, len(loaded), len(report.skipped))
     model_path = resolve_model(cfg.model.name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -389,6 +391,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
 
     executors = ExecutorPool(cfg.sandbox, node_role=cfg.ray.roles.resources("sandbox"))
     problems, dropped = fill_expected_outputs(problems, executors.run)
+    problem_set.save(out, cfg.data.train, problems, stages)  # SFT and RL read these back
     policy = EnginePool(
         model_path, cfg.rollout, cfg.model, cfg.seed, name_prefix="policy-rollout", node_role=cfg.ray.roles.resources("rollout")
     )

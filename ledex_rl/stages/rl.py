@@ -38,7 +38,7 @@ from actors.reward_pool import RewardPool, ScoreRequest
 from actors.rollout_engine import Completion, EnginePool, GenerationRequest
 from actors.trainer import OptimSchedule, TrainerGroup
 from actors.weight_sync import WeightSyncError
-from ledex_rl import ppo, prompts
+from ledex_rl import ppo, problem_set, prompts
 from ledex_rl.config import LedexConfig
 from ledex_rl.console import STAGE_LOG
 from ledex_rl.experience import Experience
@@ -291,10 +291,8 @@ def run(cfg: LedexConfig, out: Path) -> None:
     from transformers import AutoTokenizer
 
     from ledex_rl.cluster import connect
-    from ledex_rl.expected_outputs import fill_expected_outputs
     from ledex_rl.metrics import MetricsLogger
     from ledex_rl.run_dir import policy_for
-    from ledex_rl.problems import stage_problems
     from ledex_rl.collected import NoTrainingData, read_collected
     from ledex_rl.evaluation import during_training, load_eval_problems
 
@@ -305,8 +303,8 @@ def run(cfg: LedexConfig, out: Path) -> None:
     connect(cfg.ray)
     roles = cfg.ray.roles
     executors = ExecutorPool(cfg.sandbox, name_prefix="rl-executor", node_role=roles.resources("sandbox"))
-    problem_list = stage_problems(cfg.data.train, "rl")  # tasks of sources kept for SFT alone give no prompts
-    problem_list, _ = fill_expected_outputs(problem_list, executors.run)
+    # Tasks of sources kept for SFT alone give no prompts; the expected outputs are collection's.
+    problem_list = problem_set.for_stage(Path(cfg.run_dir) / "collect", cfg.data.train, "rl", executors.run)
     problems = {pr.task_id: pr for pr in problem_list}
     items = rl_prompts(rows, problems, cfg.rl.use_reference_solutions)
     if not items:
@@ -364,8 +362,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
     checkpoints = out / "checkpoints"
     metrics = MetricsLogger(cfg.run_dir, "rl", cfg.logging)
     try:
-        resumed = trainer.load_checkpoint(checkpoints) if checkpoints.is_dir() else None
-        start = resumed["step"] if resumed else 0
+        resumed, start = trainer.resume(checkpoints)
         if resumed:
             stepper.kl.value = resumed["kl_coef"]
             stepper.scaler = ppo.RewardScaler(**resumed.get("reward_scaler", {}))

@@ -16,11 +16,10 @@ import logging
 import shutil
 from pathlib import Path
 
-from ledex_rl import prompts, sft_data
+from ledex_rl import problem_set, prompts, sft_data
 from ledex_rl.collected import NoTrainingData, read_collected
 from ledex_rl.config import LedexConfig
 from ledex_rl.console import STAGE_LOG
-from ledex_rl.problems import stage_problems
 
 log = logging.getLogger(__name__)
 stage_log = logging.getLogger(STAGE_LOG)  # shown on the console
@@ -29,13 +28,13 @@ stage_log = logging.getLogger(STAGE_LOG)  # shown on the console
 def build_examples(cfg: LedexConfig, rows: list[dict]) -> list[sft_data.SFTExample]:
     """The paper's SFT examples from the collected rows of the tasks SFT learns from (not those of
     sources kept for RL alone), plus the datasets' solutions with `sft.use_reference_solutions`."""
-    sources = cfg.data.train
-    if not all("sft" in source.stages for source in sources):
-        kept = {p.task_id for p in stage_problems(sources, "sft")}
+    problems = problem_set.for_stage(Path(cfg.run_dir) / "collect", cfg.data.train, "sft")
+    if not all("sft" in source.stages for source in cfg.data.train):
+        kept = {p.task_id for p in problems}
         rows = [row for row in rows if row["task_id"] in kept]
     examples = sft_data.examples_from_rows(rows)
     if cfg.sft.use_reference_solutions:
-        examples += sft_data.reference_examples(stage_problems(sources, "sft"), rows)
+        examples += sft_data.reference_examples(problems, rows)
     if not examples:
         raise NoTrainingData(
             "sft: the collected data has no correct first attempt and no verified refinement; sample more "
@@ -94,8 +93,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
     checkpoints = out / "checkpoints"
     metrics = MetricsLogger(cfg.run_dir, "sft", cfg.logging)
     try:
-        resumed = group.load_checkpoint(checkpoints) if checkpoints.is_dir() else None
-        start = resumed["step"] if resumed else 0
+        resumed, start = group.resume(checkpoints)
         if resumed:
             stage_log.info("sft: resuming from step %d of %d", start, len(schedule))
         elif held_batches:
