@@ -15,6 +15,7 @@ node type from `ray.roles`; with a placement group, actor i goes in bundle i, wh
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ class ActorGroup:
     unless `wait=False` (a pool larger than the cluster then waits for the autoscaler at its first call)."""
 
     def __init__(self, cls: type, name_prefix: str, spec: ActorSpec, args: Sequence[tuple], wait: bool = True):
-        self.remote, self.name_prefix, self.spec, self.args = ray.remote(cls), name_prefix, spec, list(args)
+        self.cls, self.name_prefix, self.spec, self.args = cls, name_prefix, spec, list(args)
         self.replacements = 0
         self.actors = [self._start(i, spec.naming.format(prefix=name_prefix, i=i)) for i in range(len(self.args))]
         if wait:
@@ -67,7 +68,7 @@ class ActorGroup:
         return len(self.actors)
 
     def _start(self, index: int, name: str):
-        return self.remote.options(**self.spec.options(name, index)).remote(*self.args[index])
+        return remote_class(self.cls).options(**self.spec.options(name, index)).remote(*self.args[index])
 
     def call(self, method: str, *args) -> list:
         """`method(*args)` on every actor; the answers in actor order."""
@@ -121,6 +122,13 @@ class ActorGroup:
     def shutdown(self) -> None:
         for actor in self.actors:
             ray.kill(actor)
+
+
+@functools.cache
+def remote_class(cls: type):
+    """`ray.remote(cls)`, made once per class: a group holds only `cls`, so that a pool handed to another
+    actor (the executors, to each reward actor) pickles small."""
+    return ray.remote(cls)
 
 
 def _own_pid(_actor) -> int:

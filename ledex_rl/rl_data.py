@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from ledex_rl import prompts
+from ledex_rl.collected import CollectedRow
 from ledex_rl.rewards import RewardParts
 
 
@@ -20,28 +21,28 @@ class RLPrompt:
     reference_explanations: tuple[str, ...]  # E_c
 
 
-def rl_prompts(rows: Iterable[dict], problems: Mapping, use_reference_solutions: bool) -> list[RLPrompt]:
+def rl_prompts(rows: Iterable[CollectedRow], problems: Mapping, use_reference_solutions: bool) -> list[RLPrompt]:
     """One prompt per wrong first attempt that has at least one correct refinement to compare with:
     its verified teacher refinements (the paper), or, only when it has none and with
     `use_reference_solutions`, the dataset's solution (not in the paper; it gives S_cb a reference
     but no explanations)."""
     rows = list(rows)
-    verified: dict[tuple, list[dict]] = {}
+    verified: dict[tuple, list[CollectedRow]] = {}
     for row in rows:
-        if row["kind"] == "refinement" and row["passed"] and row["code"].strip():
-            verified.setdefault((row["task_id"], row["parent_index"]), []).append(row)
+        if row.kind == "refinement" and row.passed and row.code.strip():
+            verified.setdefault((row.task_id, row.parent_index), []).append(row)
     out = []
     for row in rows:
-        if row["kind"] != "first_attempt" or row["passed"] or row["task_id"] not in problems:
+        if row.kind != "first_attempt" or row.passed or row.task_id not in problems:
             continue
-        refs = verified.get((row["task_id"], row["sample_index"]), [])
-        codes = list(dict.fromkeys(r["code"] for r in refs))
-        explanations = tuple(dict.fromkeys(r["explanation"] for r in refs if r["explanation"].strip()))
-        reference = problems[row["task_id"]].reference_solution
+        refs = verified.get((row.task_id, row.sample_index), [])
+        codes = list(dict.fromkeys(r.code for r in refs))
+        explanations = tuple(dict.fromkeys(r.explanation for r in refs if r.explanation.strip()))
+        reference = problems[row.task_id].reference_solution
         if use_reference_solutions and not codes and reference.strip():
             codes.append(reference)
         if codes:
-            out.append(RLPrompt(row["task_id"], row["code"], row["feedback"], tuple(codes), explanations))
+            out.append(RLPrompt(row.task_id, row.code, row.feedback, tuple(codes), explanations))
     return out
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from ledex_rl import prompts
+from ledex_rl.collected import CollectedRow
 from ledex_rl.losses import IGNORE  # label of a token that carries no loss
 from ledex_rl.modes import MODES, AnswerMode
 from ledex_rl.seeds import held_out_tasks
@@ -43,25 +44,25 @@ class TokenizedExample:
         return sum(label != IGNORE for label in self.labels)
 
 
-def examples_from_rows(rows: Iterable[dict]) -> list[SFTExample]:
-    """The paper's SFT items from collected rows (see `ledex_rl.collected.SCHEMA`), deduplicated."""
+def examples_from_rows(rows: Iterable[CollectedRow]) -> list[SFTExample]:
+    """The paper's SFT items from collected rows, deduplicated."""
     examples: dict[tuple, SFTExample] = {}
     for row in rows:
-        if not row["passed"] or not row["code"].strip():
+        if not row.passed or not row.code.strip():
             continue
-        messages = json.loads(row["messages"])
-        if row["kind"] == "first_attempt":
-            ex = SFTExample("generate", row["task_id"], tuple(messages), prompts.answer_text(row["code"]))
+        messages = json.loads(row.messages)
+        if row.kind == "first_attempt":
+            ex = SFTExample("generate", row.task_id, tuple(messages), prompts.answer_text(row.code))
             examples.setdefault((ex.task_id, ex.kind, ex.prompt[0]["content"], ex.answer), ex)
             continue
         task = messages[0]["content"]
         for mode in MODES:
-            explanation = row["explanation"] if mode == "explain_refine" else ""
+            explanation = row.explanation if mode == "explain_refine" else ""
             if mode == "explain_refine" and not explanation.strip():
                 continue  # an answer that is only code teaches nothing about explaining
-            prompt = prompts.refinement_conversation(task, row["wrong_code"], row["wrong_feedback"], mode)
-            ex = SFTExample(mode, row["task_id"], tuple(prompt), prompts.answer_text(row["code"], explanation))
-            examples.setdefault((ex.task_id, ex.kind, row["wrong_code"], ex.answer), ex)
+            prompt = prompts.refinement_conversation(task, row.wrong_code, row.wrong_feedback, mode)
+            ex = SFTExample(mode, row.task_id, tuple(prompt), prompts.answer_text(row.code, explanation))
+            examples.setdefault((ex.task_id, ex.kind, row.wrong_code, ex.answer), ex)
     return list(examples.values())
 
 
@@ -135,7 +136,7 @@ def collate(examples: Sequence[TokenizedExample], pad_id: int) -> dict:
     return batch
 
 
-def reference_examples(problems: Sequence, rows: Iterable[dict], refinements_per_task: int = 1) -> list[SFTExample]:
+def reference_examples(problems: Sequence, rows: Iterable[CollectedRow], refinements_per_task: int = 1) -> list[SFTExample]:
     """Fallback data from the datasets' own solutions (`sft.use_reference_solutions`), for models too
     weak to produce verified data themselves: each reference solution as code-generation data, and as
     the refine-only answer to up to `refinements_per_task` of that task's wrong first attempts. Not in
@@ -148,12 +149,12 @@ def reference_examples(problems: Sequence, rows: Iterable[dict], refinements_per
         )
         examples[(ex.task_id, "generate")] = ex
     for row in rows:
-        problem = by_task.get(row["task_id"])
-        if problem is None or row["kind"] != "first_attempt" or row["passed"]:
+        problem = by_task.get(row.task_id)
+        if problem is None or row.kind != "first_attempt" or row.passed:
             continue
         if sum(key[:2] == (problem.task_id, "refine") for key in examples) >= refinements_per_task:
             continue
-        prompt = prompts.refinement_messages(problem, row["code"], row["feedback"], "refine")
+        prompt = prompts.refinement_messages(problem, row.code, row.feedback, "refine")
         ex = SFTExample("refine", problem.task_id, tuple(prompt), prompts.answer_text(problem.reference_solution))
-        examples.setdefault((ex.task_id, "refine", row["code"]), ex)
+        examples.setdefault((ex.task_id, "refine", row.code), ex)
     return list(examples.values())

@@ -33,11 +33,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ledex_rl import prompts  # noqa: E402
+from ledex_rl.collected import CollectedRow, write_rows  # noqa: E402
 from ledex_rl.config import load_config  # noqa: E402
 from ledex_rl.models import build_tiny_model, resolve_model  # noqa: E402
 
 
-def humaneval_rows(n: int) -> list[dict]:
+def humaneval_rows(n: int) -> list[CollectedRow]:
     """A collected dataset: for each of n HumanEval tasks, a wrong first attempt (an empty body)."""
     from ledex_rl.config import ProblemSourceConfig
     from ledex_rl.problems import load_problems
@@ -45,31 +46,31 @@ def humaneval_rows(n: int) -> list[dict]:
     rows = []
     for p in load_problems(ProblemSourceConfig(name="humaneval", limit=n))[0]:
         rows.append(
-            {
-                "task_id": p.task_id,
-                "source": p.source,
-                "kind": "first_attempt",
-                "mode": "generate",
-                "sample_index": 0,
-                "parent_index": -1,
-                "messages": json.dumps(prompts.first_attempt_messages(p)),
-                "response": "",
-                "explanation": "",
-                "code": p.starter_code.rstrip() + "\n    pass\n",
-                "wrong_code": "",
-                "wrong_feedback": "",
-                "passed": False,
-                "pass_rate": 0.0,
-                "num_tests": len(p.tests),
-                "status": "failed",
-                "feedback": "every test failed: the function returns None",
-                "test_results": "[]",
-                "model": "synthetic",
-                "temperature": 1.0,
-                "max_tokens": 64,
-                "seed": 0,
-                "duplicates": 1,
-            }
+            CollectedRow(
+                task_id=p.task_id,
+                source=p.source,
+                kind="first_attempt",
+                mode="generate",
+                sample_index=0,
+                parent_index=-1,
+                messages=json.dumps(prompts.first_attempt_messages(p)),
+                response="",
+                explanation="",
+                code=p.starter_code.rstrip() + "\n    pass\n",
+                wrong_code="",
+                wrong_feedback="",
+                passed=False,
+                pass_rate=0.0,
+                num_tests=len(p.tests),
+                status="failed",
+                feedback="every test failed: the function returns None",
+                test_results="[]",
+                model="synthetic",
+                temperature=1.0,
+                max_tokens=64,
+                seed=0,
+                duplicates=1,
+            )
         )
     return rows
 
@@ -174,10 +175,6 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from ledex_rl.collected import SCHEMA
 
     work = Path(tempfile.mkdtemp(prefix="bench-rl-step-"))
     model_path = str(build_tiny_model(target=work / "tiny")) if args.model == "tiny" else resolve_model("smollm2-135m-instruct")
@@ -186,7 +183,7 @@ def main() -> None:
     def ledex_run(r: int) -> list[float]:
         parts = work / f"run{r}" / "collect" / "parts"  # a fresh run directory: nothing to resume
         parts.mkdir(parents=True)
-        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), parts / "part-00000.parquet")
+        write_rows(parts / "part-00000.parquet", rows)
         return ledex_steps(ledex_config(work / f"run{r}", model_path, args))
 
     lr = ledex_config(work / "run", model_path, args).rl.ppo.lr

@@ -8,11 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from ledex_rl import prompts, sft_data
+from ledex_rl.collected import CollectedRow, write_rows
 from ledex_rl.config import load_config
 from ledex_rl.losses import IGNORE
 from ledex_rl.problems import stage_problems
@@ -32,31 +31,31 @@ def row(task_id, kind, passed, code, explanation="", wrong_code="", wrong_feedba
         messages = [{"role": "user", "content": task}]
     else:
         messages = prompts.refinement_conversation(task, wrong_code, wrong_feedback, "explain_refine")
-    return {
-        "task_id": task_id,
-        "source": "humaneval",
-        "kind": kind,
-        "mode": "generate" if kind == "first_attempt" else "explain_refine",
-        "sample_index": 0,
-        "parent_index": parent,
-        "messages": json.dumps(messages),
-        "response": "",
-        "explanation": explanation,
-        "code": code,
-        "wrong_code": wrong_code,
-        "wrong_feedback": wrong_feedback,
-        "passed": passed,
-        "pass_rate": 1.0 if passed else 0.0,
-        "num_tests": 1,
-        "status": "passed" if passed else "failed",
-        "feedback": "" if passed else "assert f() == 1: got 2",
-        "test_results": "[]",
-        "model": "m",
-        "temperature": 1.0,
-        "max_tokens": 64,
-        "seed": 1,
-        "duplicates": 1,
-    }
+    return CollectedRow(
+        task_id=task_id,
+        source="humaneval",
+        kind=kind,
+        mode="generate" if kind == "first_attempt" else "explain_refine",
+        sample_index=0,
+        parent_index=parent,
+        messages=json.dumps(messages),
+        response="",
+        explanation=explanation,
+        code=code,
+        wrong_code=wrong_code,
+        wrong_feedback=wrong_feedback,
+        passed=passed,
+        pass_rate=1.0 if passed else 0.0,
+        num_tests=1,
+        status="passed" if passed else "failed",
+        feedback="" if passed else "assert f() == 1: got 2",
+        test_results="[]",
+        model="m",
+        temperature=1.0,
+        max_tokens=64,
+        seed=1,
+        duplicates=1,
+    )
 
 
 WRONG = "def f():\n    return 2"
@@ -142,7 +141,6 @@ def write_collected(run_dir: Path, n_tasks: int = 8) -> None:
     a verified explain+refine answer (the reference solution) and a correct first attempt."""
     from ledex_rl.config import ProblemSourceConfig
     from ledex_rl.problems import load_problems
-    from ledex_rl.collected import SCHEMA
 
     problems, _ = load_problems(ProblemSourceConfig(name="humaneval", limit=n_tasks))
     rows = []
@@ -167,7 +165,7 @@ def write_collected(run_dir: Path, n_tasks: int = 8) -> None:
         rows.append(row(p.task_id, "first_attempt", True, p.reference_solution, task=task))
     parts = run_dir / "collect" / "parts"
     parts.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), parts / "part-00000.parquet")
+    write_rows(parts / "part-00000.parquet", rows)
     (run_dir / "collect" / "DONE").write_text("{}\n")
 
 

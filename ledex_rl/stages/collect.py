@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ledex_rl import problem_set, prompts
-from ledex_rl.collected import SCHEMA
+from ledex_rl.collected import SCHEMA, CollectedRow, records_of, rows_of
 from ledex_rl.config import CollectConfig, LedexConfig
 from ledex_rl.console import STAGE_LOG
 from ledex_rl.parts import Parts
@@ -99,12 +99,12 @@ class Collector:
                 next_first = self._first_attempts(chunks[i + 1], f"chunk {i + 1}/{len(chunks)}: executing first attempts; chunk {i + 2}")
             first_results = self._wait(executing)
             rows = self._refine_and_label(chunk, first, first_results)
-            self.parts.write(rows)
+            self.parts.write(records_of(rows))
             self.timing.problems += len(chunk)
             bar.update(len(chunk))
             bar.set_postfix(self._postfix())
         bar.close()
-        summary = summarize(self.parts.read_rows())
+        summary = summarize(rows_of(self.parts.read_rows()))
         summary["throughput"] = self.timing.report()
         (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         (self.out_dir / "summary.md").write_text(summary_markdown(summary))
@@ -154,7 +154,7 @@ class Collector:
                 attempts.append((problem, attempt, Job.for_problem(problem, attempt["code"])))
         return attempts
 
-    def _refine_and_label(self, chunk, first, first_results) -> list[dict]:
+    def _refine_and_label(self, chunk, first, first_results) -> list[CollectedRow]:
         cfg = self.cfg
         rows, wrong = [], []
         per_task_index: dict[str, int] = {}
@@ -249,32 +249,32 @@ class Collector:
         duplicates=1,
         wrong_code="",
         wrong_feedback="",
-    ) -> dict:
-        return {
-            "task_id": problem.task_id,
-            "source": problem.source,
-            "kind": kind,
-            "mode": mode,
-            "sample_index": index,
-            "parent_index": parent,
-            "messages": json.dumps(messages),
-            "response": response,
-            "explanation": explanation,
-            "code": code,
-            "wrong_code": wrong_code,
-            "wrong_feedback": wrong_feedback,
-            "passed": result.passed,
-            "pass_rate": result.pass_rate,
-            "num_tests": len(result.tests),
-            "status": result.status,
-            "feedback": result.feedback(),
-            "test_results": json.dumps([{"status": t.status, "message": t.message} for t in result.tests]),
-            "model": model,
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-            "seed": seed,
-            "duplicates": duplicates,
-        }
+    ) -> CollectedRow:
+        return CollectedRow(
+            task_id=problem.task_id,
+            source=problem.source,
+            kind=kind,
+            mode=mode,
+            sample_index=index,
+            parent_index=parent,
+            messages=json.dumps(messages),
+            response=response,
+            explanation=explanation,
+            code=code,
+            wrong_code=wrong_code,
+            wrong_feedback=wrong_feedback,
+            passed=result.passed,
+            pass_rate=result.pass_rate,
+            num_tests=len(result.tests),
+            status=result.status,
+            feedback=result.feedback(),
+            test_results=json.dumps([{"status": t.status, "message": t.message} for t in result.tests]),
+            model=model,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            seed=seed,
+            duplicates=duplicates,
+        )
 
     def _phase(self, text: str) -> None:
         """What the stage is doing now, on its progress bar (a chunk of problems takes minutes on a CPU)."""
@@ -304,22 +304,22 @@ class Collector:
 # --- summary (the paper's Table 1) ----------------------------------------------------------------------
 
 
-def summarize(rows: list[dict]) -> dict:
+def summarize(rows: list[CollectedRow]) -> dict:
     by_source: dict[str, dict] = {}
     refined: dict[tuple, bool] = {}
     for row in rows:
         s = by_source.setdefault(
-            row["source"], {"problems": set(), "unique": 0, "correct": 0, "wrong": 0, "refinements": 0, "correct_refinements": 0}
+            row.source, {"problems": set(), "unique": 0, "correct": 0, "wrong": 0, "refinements": 0, "correct_refinements": 0}
         )
-        s["problems"].add(row["task_id"])
-        if row["kind"] == "first_attempt":
+        s["problems"].add(row.task_id)
+        if row.kind == "first_attempt":
             s["unique"] += 1
-            s["correct" if row["passed"] else "wrong"] += 1
+            s["correct" if row.passed else "wrong"] += 1
         else:
             s["refinements"] += 1
-            s["correct_refinements"] += bool(row["passed"])
-            key = (row["source"], row["task_id"], row["parent_index"])
-            refined[key] = refined.get(key, False) or bool(row["passed"])
+            s["correct_refinements"] += bool(row.passed)
+            key = (row.source, row.task_id, row.parent_index)
+            refined[key] = refined.get(key, False) or bool(row.passed)
     table = {}
     for source, s in sorted(by_source.items()):
         fixed = sum(v for (src, _, _), v in refined.items() if src == source)

@@ -311,7 +311,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
         raise NoTrainingData(
             "rl: no wrong first attempt has a verified refinement to compare with; collect more data or set rl.use_reference_solutions=true"
         )
-    held = held_out_tasks({row["task_id"] for row in rows}, cfg.rl.validation_fraction, cfg.seed)  # as SFT holds out
+    held = held_out_tasks({row.task_id for row in rows}, cfg.rl.validation_fraction, cfg.seed)  # as SFT holds out
     validation = [item for item in items if item.task_id in held]
     items = [item for item in items if item.task_id not in held]
     if cfg.rl.max_prompts and len(items) > cfg.rl.max_prompts:

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from ledex_rl import problem_set, prompts, sft_data
-from ledex_rl.collected import NoTrainingData, read_collected
+from ledex_rl.collected import CollectedRow, NoTrainingData, read_collected
 from ledex_rl.config import LedexConfig
 from ledex_rl.console import STAGE_LOG
 
@@ -25,13 +25,13 @@ log = logging.getLogger(__name__)
 stage_log = logging.getLogger(STAGE_LOG)  # shown on the console
 
 
-def build_examples(cfg: LedexConfig, rows: list[dict]) -> list[sft_data.SFTExample]:
+def build_examples(cfg: LedexConfig, rows: list[CollectedRow]) -> list[sft_data.SFTExample]:
     """The paper's SFT examples from the collected rows of the tasks SFT learns from (not those of
     sources kept for RL alone), plus the datasets' solutions with `sft.use_reference_solutions`."""
     problems = problem_set.for_stage(Path(cfg.run_dir) / "collect", cfg.data.train, "sft")
     if not all("sft" in source.stages for source in cfg.data.train):
         kept = {p.task_id for p in problems}
-        rows = [row for row in rows if row["task_id"] in kept]
+        rows = [row for row in rows if row.task_id in kept]
     examples = sft_data.examples_from_rows(rows)
     if cfg.sft.use_reference_solutions:
         examples += sft_data.reference_examples(problems, rows)
@@ -56,7 +56,7 @@ def run(cfg: LedexConfig, out: Path) -> None:
     s = cfg.sft
     rows = read_collected(Path(cfg.run_dir) / "collect")
     examples = build_examples(cfg, rows)
-    train_ex, held_ex = sft_data.split_held_out(examples, s.eval_fraction, cfg.seed, tasks={row["task_id"] for row in rows})
+    train_ex, held_ex = sft_data.split_held_out(examples, s.eval_fraction, cfg.seed, tasks={row.task_id for row in rows})
     model_path = resolve_model(cfg.model.name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     style = prompts.prompt_style(cfg.model.prompt_style, tokenizer)
