@@ -77,7 +77,7 @@ class RolloutEngine:
             model=model_path,
             dtype=model.dtype,
             max_model_len=model.max_model_len,
-            enforce_eager=rollout.enforce_eager,
+            enforce_eager=rollout.eager(),
             tensor_parallel_size=rollout.tensor_parallel_size,
             seed=seed,
             load_format=rollout.load_format,

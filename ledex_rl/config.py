@@ -469,9 +469,10 @@ class RolloutConfig:
     device: Literal["cpu", "cuda"] = "cpu"
     num_engines: int = 1
     tensor_parallel_size: int = 1
-    # vLLM's default, compiled (and CUDA graphs on GPUs). On a CPU it generates 1.4x faster (SmolLM2: ~200
-    # against ~140 tokens/s); the first start compiles (~65 s), later ones load the cache (~20-25 s, eager ~5 s).
-    enforce_eager: bool = False
+    # None: eager on CPU engines, compiled on GPUs (vLLM's default there: CUDA graphs). On this CPU compiling
+    # gained 2% in the engine actor (SmolLM2: 214 against 211 tokens/s) and cost 19 s a start (31 s against
+    # 12 s with the compile cache warm, 88 s the first time): docs/bench/rollout.json.
+    enforce_eager: bool | None = None
     gpu_memory_utilization: float = 0.5
     num_cpus_per_engine: float = 0.5  # Ray's logical CPUs; the threads it uses are `cpu_threads`
     kv_cache_gb: int = 1  # CPU only: VLLM_CPU_KVCACHE_SPACE (1 GB holds ~20k SmolLM2 tokens)
@@ -484,6 +485,10 @@ class RolloutConfig:
 
     def __post_init__(self) -> None:
         _check(self.num_engines >= 1, "rollout.num_engines: must be >= 1")
+
+    def eager(self) -> bool:
+        """Whether the engines skip vLLM's compilation (`enforce_eager`, or None: on a CPU)."""
+        return self.device == "cpu" if self.enforce_eager is None else self.enforce_eager
 
     def engine_resources(self) -> ActorResources:
         """An engine's CPUs, and on CUDA one GPU per tensor-parallel rank."""

@@ -8,14 +8,16 @@ attempts) at temperature 0.8, `--repeats` times after a warm-up: the engines wit
 per-token log-probs RL needs, transformers with `min_new_tokens` in this process with the same number of
 torch threads. Rows:
 
-- the engine actor as configured by default (compiled): started first with an empty compile cache
-  (`engine_startup_s`), then again with the cache that start left (`engine_startup_cached_s`), and timed;
-- the engine actor in eager mode (`rollout.enforce_eager=true`, the tests' setting);
-- a bare vLLM engine in this process with the actor's settings, no Ray: what the actor costs;
+- the engine actor as configured by default (eager on a CPU): started first with empty caches
+  (`engine_startup_s`), then again (`engine_startup_cached_s`), and timed;
+- the engine actor compiled (`rollout.enforce_eager=false`, the default on GPUs), the same way;
+- a bare vLLM engine in this process with the default settings, no Ray: what the actor costs;
 - transformers `generate`, batched and left-padded.
 
 Start-up is wall clock around the pool's construction (Ray actor, imports, weights, compilation).
 Run it alone on the machine: the figures are CPU-bound and another process's threads slow them down.
+It measures the installed `ledex_rl` (the driver and the Ray workers import it): to measure another
+checkout, run it with PYTHONPATH=<that checkout>.
 """
 
 from __future__ import annotations
@@ -140,42 +142,56 @@ def main() -> None:
     problems = load_problems(ProblemSourceConfig(name="humaneval", limit=args.prompts))[0]
     texts = [prompts.render(prompts.first_attempt_messages(p), tokenizer) for p in problems]
     settings = [f"model.name_or_path={path}", "model.dtype=float32", "rollout.num_cpus_per_engine=1"]
-    compiled, eager = load_config(None, settings), load_config(None, [*settings, "rollout.enforce_eager=true"])
+    default, compiled = load_config(None, settings), load_config(None, [*settings, "rollout.enforce_eager=false"])
+    mode = "eager" if default.rollout.eager() else "compiled"
 
     hf = transformers_generate(path, texts, args.tokens, args.repeats, args.threads)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    first = engine_actor("engine actor, first start", path, compiled, texts, args.tokens, 0)
-    actor = engine_actor("vLLM engine actor (Ray), compiled: the default", path, compiled, texts, args.tokens, args.repeats)
-    eager_actor = engine_actor("vLLM engine actor (Ray), eager", path, eager, texts, args.tokens, args.repeats)
+    first = engine_actor("engine actor, first start", path, default, texts, args.tokens, 0)
+    actor = engine_actor(f"vLLM engine actor (Ray), {mode}: the default", path, default, texts, args.tokens, args.repeats)
+    compiled_first = engine_actor("compiled engine actor, first start", path, compiled, texts, args.tokens, 0)
+    compiled_actor = engine_actor("vLLM engine actor (Ray), compiled", path, compiled, texts, args.tokens, args.repeats)
     ray.shutdown()
-    bare = bare_engine(path, compiled, texts, args.tokens, args.repeats)
+    bare = bare_engine(path, default, texts, args.tokens, args.repeats)
 
     print(
         f"\nmodel: {args.model} ({path}); {len(texts)} prompts x {args.tokens} new tokens, T=0.8, fp32, CPU, {args.repeats} timed runs each\n"
     )
     print("| generator | tokens/s (median) | min-max | start-up s | vs transformers |")
     print("|---|---|---|---|---|")
-    for row in (actor, eager_actor, bare, hf):
+    for row in (actor, compiled_actor, bare, hf):
         startup = f"{row.startup_s:.1f}" if row.startup_s else ""
         print(f"| {row.name} | {row.median:.1f} | {row.spread()} | {startup} | {row.median / hf.median:.2f}x |")
-    print(f"\nengine start-up: {first.startup_s:.1f} s with an empty compile cache, {actor.startup_s:.1f} s with the cache it left")
+    print(f"\nengine start-up with empty caches, then again: {first.startup_s:.1f} s, {actor.startup_s:.1f} s ({mode});", end=" ")
+    print(f"{compiled_first.startup_s:.1f} s, {compiled_actor.startup_s:.1f} s (compiled)")
     if args.out:
-        write_row(Path(args.out), args, first, actor, eager_actor, bare, hf)
+        write_row(Path(args.out), args, Starts(first, actor), Starts(compiled_first, compiled_actor), bare, hf)
 
 
-def write_row(out: Path, args, first: Timed, actor: Timed, eager: Timed, bare: Timed, hf: Timed) -> None:
+@dataclass(frozen=True)
+class Starts:
+    """An engine configuration's first start (empty caches) and its timed second start."""
+
+    first: Timed
+    timed: Timed
+
+
+def write_row(out: Path, args, default: Starts, compiled: Starts, bare: Timed, hf: Timed) -> None:
     """Replace this model's row in the JSON file (keeping other models' rows)."""
     rows = json.loads(out.read_text())["rows"] if out.exists() else []
     row = {
         "model": args.model,
-        "engine_tokens_per_s": round(actor.median, 1),
+        "engine_tokens_per_s": round(default.timed.median, 1),
         "transformers_tokens_per_s": round(hf.median, 1),
-        "engine_startup_s": round(first.startup_s, 1),
-        "engine_startup_cached_s": round(actor.startup_s, 1),
-        "engine_spread_tokens_per_s": actor.spread(),
+        "engine_startup_s": round(default.first.startup_s, 1),
+        "engine_startup_cached_s": round(default.timed.startup_s, 1),
+        "engine_spread_tokens_per_s": default.timed.spread(),
         "transformers_spread_tokens_per_s": hf.spread(),
-        "eager_engine_tokens_per_s": round(eager.median, 1),
-        "eager_engine_startup_s": round(eager.startup_s, 1),
+        "engine_mode": default.timed.name,
+        "compiled_engine_tokens_per_s": round(compiled.timed.median, 1),
+        "compiled_engine_spread_tokens_per_s": compiled.timed.spread(),
+        "compiled_engine_startup_s": round(compiled.first.startup_s, 1),
+        "compiled_engine_startup_cached_s": round(compiled.timed.startup_s, 1),
         "bare_engine_tokens_per_s": round(bare.median, 1),
         "bare_engine_startup_s": round(bare.startup_s, 1),
         "prompts": args.prompts,

@@ -97,3 +97,10 @@ def test_round_trip_through_yaml(tmp_path):
 def test_pass_at_k_above_the_sample_count_is_refused():
     with pytest.raises(ConfigError, match=r"pass@5 needs eval.samples_per_task >= 5 \(it is 2\)"):
         load_config(CONFIGS / "tiny.yaml", ["eval.ks=[1, 5]"])
+
+
+def test_engines_are_eager_on_a_cpu_and_compiled_on_gpus_unless_told():
+    assert load_config(None).rollout.eager()
+    assert not load_config(None, ["rollout.device=cuda"]).rollout.eager()
+    assert not load_config(None, ["rollout.enforce_eager=false"]).rollout.eager()
+    assert load_config(None, ["rollout.device=cuda", "rollout.enforce_eager=true"]).rollout.eager()

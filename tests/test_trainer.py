@@ -121,8 +121,8 @@ def test_small_buckets_still_sync_whole_model(ray_cluster, tiny_model, tokenizer
 
 @pytest.mark.slow
 def test_a_compiled_engine_takes_weights_in_place_too(ray_cluster, tiny_model, tokenizer):
-    """The default engine is compiled (rollout.enforce_eager=false): weights placed in its parameters
-    must reach the compiled graph, so its log-probs equal the trainer's after a sync."""
+    """A compiled engine (rollout.enforce_eager=false; the default on GPUs): weights placed in its
+    parameters must reach the compiled graph, so its log-probs equal the trainer's after a sync."""
     import numpy as np
 
     from actors.rollout_engine import EnginePool
