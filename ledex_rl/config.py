@@ -470,8 +470,8 @@ class RolloutConfig:
     num_engines: int = 1
     tensor_parallel_size: int = 1
     # None: eager on CPU engines, compiled on GPUs (vLLM's default there: CUDA graphs). On this CPU compiling
-    # gained 2% in the engine actor (SmolLM2: 214 against 211 tokens/s) and cost 19 s a start (31 s against
-    # 12 s with the compile cache warm, 88 s the first time): docs/bench/rollout.json.
+    # gained SmolLM2's engine actor 2-16% in two runs and cost ~17-19 s a start (29-31 s against 12 s with the
+    # compile cache warm, 72-88 s the first time): README "Rollout speed", docs/bench/rollout.json.
     enforce_eager: bool | None = None
     gpu_memory_utilization: float = 0.5
     num_cpus_per_engine: float = 0.5  # Ray's logical CPUs; the threads it uses are `cpu_threads`
