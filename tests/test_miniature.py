@@ -1,6 +1,8 @@
 """The miniature domain: generated tasks whose references pass and whose catalogued bugs fail (in the real
 sandbox), held-out splits that cannot be memorised, and the scripted teacher over real HTTP."""
 
+import hashlib
+
 import pytest
 
 from ledex_rl import prompts
@@ -23,6 +25,19 @@ def test_splits_are_deterministic_and_held_out_instances_are_new():
     # names and constants vary: few held-out instances share a function name with any training one
     names = {i.fn for i in train}
     assert sum(i.fn in names for i in test) < len(test)
+
+
+def test_the_generated_instances_stay_the_same():
+    """The families' text lives in miniature_families.toml and their draws in code; the instances of
+    every split (the learning check's data and the base model's corpus) must not move when either is
+    reshaped. The digest is of the instances this domain has generated since the learning check began."""
+    digest = hashlib.sha256()
+    for split in ("train", "test", "prompt", "unseen"):
+        for instance in miniature.instances(split, miniature.TRAIN_POOL if split == "train" else None):
+            digest.update(repr(instance).encode())
+    assert digest.hexdigest()[:16] == "406163bdfaf206be"
+    families = {f.__name__ for f in miniature.TRAIN_FAMILIES + miniature.UNSEEN_FAMILIES}
+    assert families == set(miniature.TEMPLATES), "every family has one table entry, and every entry a family"
 
 
 def test_sources_load_through_the_config():
