@@ -197,21 +197,31 @@ class PolicyTrainer:
                 out.append(ResponseScores(logprobs.cpu(), values.cpu()))
         return out
 
-    def ppo_step(self, micro_batches: list[MicroBatch], settings: PPOConfig) -> dict:
+    def ppo_step(self, micro_batches: list[MicroBatch], settings: PPOConfig, kl_coef: float = 0.0) -> dict:
         """One optimizer step of the clipped policy objective, and one of the critic's clipped value
         regression, over this rank's micro-batches. Separate optimizers and separate gradient
-        clipping: the value loss, whose returns span +-5 and more, never scales the policy's step."""
+        clipping: the value loss, whose returns span +-5 and more, never scales the policy's step.
+        `kl_coef` > 0 adds GRPO's KL term (the micro-batches then carry the reference's log-probs).
+        Micro-batches without `old_logprobs` are the step's only update: the policy has not moved
+        since sampling, so this forward's own log-probs are the old ones (the ratio is 1)."""
         from ledex_rl import ppo
 
         self.engine.train()
-        totals = dict.fromkeys(("policy_loss", "value_loss", "clip_fraction", "entropy", "approx_kl"), 0.0)
+        totals = dict.fromkeys(("policy_loss", "kl_loss", "value_loss", "clip_fraction", "entropy", "approx_kl", "kl_per_response"), 0.0)
         norms = {"policy_grad_norm": None, "critic_grad_norm": None}
         for mb in micro_batches:
             mask = mb.response_mask.to(self.device)
-            old_logprobs = mb.old_logprobs.to(self.device)
             logits, logprobs = self._policy_forward(mb, settings.temperature)
+            old_logprobs = mb.old_logprobs.to(self.device) if mb.old_logprobs is not None else logprobs.detach()
             policy_loss, clip_fraction = ppo.policy_loss(logprobs, old_logprobs, mb.advantages.to(self.device), mask, settings.clip_range)
-            self.engine.backward(policy_loss)
+            loss = policy_loss
+            if mb.ref_logprobs is not None:
+                ref_logprobs = mb.ref_logprobs.to(self.device)
+                kl_loss = ppo.kl_loss(logprobs, ref_logprobs, mask)
+                loss = policy_loss + kl_coef * kl_loss
+                totals["kl_loss"] += float(kl_loss.detach())
+                totals["kl_per_response"] += float(((old_logprobs - ref_logprobs) * mask).sum(1).mean())
+            self.engine.backward(loss)
             norms["policy_grad_norm"] = self._step(self.engine) or norms["policy_grad_norm"]
             if self.critic is not None:
                 self.critic.train()
@@ -387,7 +397,9 @@ def _deepspeed_engine(module: nn.Module, optim: OptimSchedule, cfg: TrainerConfi
     from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
     params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    # Fused: one kernel over all parameters (CPU and CUDA; transformers' default optimizer too). Measured
+    # on this CPU for SmolLM2-135M's shapes: 0.05 s a step against 0.2-0.9 s for torch's per-tensor loop.
+    optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay, fused=True)
     if optim.schedule == "constant":
         scheduler = get_constant_schedule_with_warmup(optimizer, optim.warmup_steps)
     else:
@@ -553,9 +565,10 @@ class TrainerGroup:
         per_rank = self._all("ppo_evaluate", [(mbs, temperature) for (mbs,) in self.shard(micro_batches)])
         return [per_rank[i % k][i // k] for i in range(len(micro_batches))]
 
-    def ppo_step(self, micro_batches: Sequence[MicroBatch], settings: PPOConfig) -> dict:
-        """One optimizer step of the policy and one of the critic over a mini-batch of micro-batches."""
-        results = self._all("ppo_step", [(mbs, settings) for (mbs,) in self.shard(micro_batches)])
+    def ppo_step(self, micro_batches: Sequence[MicroBatch], settings: PPOConfig, kl_coef: float = 0.0) -> dict:
+        """One optimizer step of the policy and one of the critic over a mini-batch of micro-batches
+        (with `kl_coef`, GRPO's KL term in the policy's loss)."""
+        results = self._all("ppo_step", [(mbs, settings, kl_coef) for (mbs,) in self.shard(micro_batches)])
         return {k: sum(r[k] for r in results) / len(results) for k in results[0]}
 
     def sync_weights(self, engines) -> dict:

@@ -23,10 +23,11 @@ class MicroBatch:
     attention_mask: torch.Tensor  # [b, L] long
     response_start: torch.Tensor  # [b] long
     response_mask: torch.Tensor  # [b, T] float: 1 on real response tokens
-    old_logprobs: torch.Tensor | None = None  # [b, T] the sampling policy's log-probs
+    old_logprobs: torch.Tensor | None = None  # [b, T] the sampling policy's; None: the update's own forward (its only one)
     old_values: torch.Tensor | None = None  # [b, T] the critic's values before the update
     advantages: torch.Tensor | None = None  # [b, T]
     returns: torch.Tensor | None = None  # [b, T] value targets
+    ref_logprobs: torch.Tensor | None = None  # [b, T] the reference's log-probs (GRPO's KL term)
 
     @property
     def width(self) -> int:
@@ -76,7 +77,7 @@ class Experience:
 
     def micro_batches(self, indices: Sequence[int], size: int, with_targets: bool = False) -> list[MicroBatch]:
         """Rows `indices` in micro-batches of `size`, each padded to its own longest row; with
-        `with_targets`, the PPO fields ride along (they must be filled in by then)."""
+        `with_targets`, the PPO fields that are filled in ride along."""
         out = []
         indices = list(indices)
         for i in range(0, len(indices), size):
@@ -89,7 +90,8 @@ class Experience:
                 attention[row, : len(self.sequences[j])] = 1
             targets = {}
             if with_targets:
-                targets = {name: getattr(self, name)[chunk] for name in ("old_logprobs", "old_values", "advantages", "returns")}
+                names = ("old_logprobs", "old_values", "advantages", "returns", "ref_logprobs")
+                targets = {name: getattr(self, name)[chunk] for name in names if getattr(self, name) is not None}
             out.append(
                 MicroBatch(ids, attention, torch.tensor([self.response_start[j] for j in chunk]), self.response_mask[chunk], **targets)
             )

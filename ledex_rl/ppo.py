@@ -7,6 +7,11 @@ Positions index response tokens (0 .. T-1); `mask` is 1 on real response tokens.
     delta_t = r_t + gamma V_{t+1} - V_t ;  A_t = sum_k (gamma lambda)^k delta_{t+k}   (GAE)
     L_policy = -mean(min(ratio A, clip(ratio) A))        ratio = pi(y_t) / pi_old(y_t), at the sampling temperature
     L_critic = mean(max((V - G)^2, (clip(V) - G)^2)) / 2  G = A + V (returns); the critic's own model and optimizer
+
+With `rl.advantage=grpo` the advantage is the group-normalised total score on every token, and the KL
+to the reference is a term of the loss instead of the reward (DeepSeekMath's GRPO, as TRL's `beta`):
+
+    L = L_policy + beta * mean(exp(log pi_ref - log pi) - (log pi_ref - log pi) - 1)
 """
 
 from __future__ import annotations
@@ -76,6 +81,13 @@ def policy_loss(
     loss = masked_mean(torch.maximum(unclipped, clipped), mask)
     clip_fraction = masked_mean((clipped > unclipped).float(), mask)
     return loss, clip_fraction
+
+
+def kl_loss(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """GRPO's KL term: the k3 estimator of KL(pi || pi_ref) per response token, exp(d) - d - 1 with
+    d = log pi_ref - log pi (>= 0, and 0 where the two agree), its masked mean. [b, T] -> scalar."""
+    d = ref_logprobs - logprobs
+    return masked_mean(torch.exp(d) - d - 1, mask)
 
 
 def value_loss(

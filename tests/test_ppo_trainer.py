@@ -123,3 +123,55 @@ def test_ppo_steps_raise_the_rewarded_answer_and_lower_the_punished_one(actors, 
     assert (rewarded > 0.02).all(), change
     assert (punished < -0.02).all(), change
     assert all(m["policy_grad_norm"] > 0 and m["critic_grad_norm"] > 0 for m in metrics)
+
+
+def test_grpo_without_advantages_moves_the_policy_back_toward_the_reference(ray_cluster, tiny_model, actors, tokenizer):
+    """GRPO's KL term is in the loss: with equal rewards in every group the advantages are 0, so only
+    that term moves the policy, and it moves it toward the reference. The step's only update takes
+    the sampling policy's log-probs from its own forward (no separate pass). Dropping the term, or
+    negating it, makes this fail."""
+    from actors.reference_model import reference_response_logprobs
+    from actors.trainer import OptimSchedule, TrainerGroup
+    from ledex_rl import ppo
+    from ledex_rl.stages.rl import PPOStep
+
+    _, reference = actors
+    cfg = ppo_cfg(
+        "rl.advantage=grpo",
+        "rl.ppo.batch_size=4",
+        "rl.ppo.mini_batch_size=4",
+        "rl.ppo.micro_batch_size=2",
+        "rl.ppo.ppo_epochs=1",
+        "rl.ppo.samples_per_prompt=2",
+        "rl.ppo.kl_coef=1.0",
+        "rl.ppo.adaptive_kl=false",
+    )
+    optim = OptimSchedule(lr=1e-3, total_steps=10, warmup_steps=0, batch_size=4, micro_batch_size=2, schedule="constant")
+    group = TrainerGroup(str(tiny_model), cfg.trainer, cfg.model, optim, name_prefix="test-grpo-trainer")  # GRPO: no critic
+    try:
+        stepper = PPOStep(cfg, [], {}, tokenizer, "chat", engines=None, rewards=None, reference=reference, trainer=group)
+        assert stepper.single_update
+        prompt_ids, answer_ids, rewards = _answers(tokenizer)
+
+        def grpo_step(step, scores):
+            exp = Experience.from_samples(prompt_ids, answer_ids, tokenizer.pad_token_id)
+            exp.ref_logprobs = reference_response_logprobs(reference, exp.micro_batches(range(len(exp)), 2), TEMPERATURE)
+            stepper.advantages(exp, [[(len(ids) - 1, s)] for ids, s in zip(answer_ids, scores)], [0, 0, 1, 1])
+            return stepper.train(exp, step)[0]
+
+        def kl_to_reference():
+            exp = Experience.from_samples(prompt_ids, answer_ids, tokenizer.pad_token_id)
+            micro = exp.micro_batches(range(len(exp)), 2)
+            stepper.evaluate(exp, micro)
+            return float(ppo.kl_loss(exp.old_logprobs, reference_response_logprobs(reference, micro, TEMPERATURE), exp.response_mask))
+
+        for step in range(2):  # rewarded answers up, punished ones down: away from the reference
+            grpo_step(step, rewards)
+        drifted = kl_to_reference()
+        assert drifted > 1e-3
+        for step in range(2, 5):
+            metrics = grpo_step(step, [1.0] * len(rewards))
+            assert metrics["kl_loss"] > 0 and metrics["policy_grad_norm"] > 0
+        assert kl_to_reference() < 0.8 * drifted
+    finally:
+        group.shutdown()

@@ -28,8 +28,8 @@ def test_two_ppo_steps_through_every_actor(ray_cluster, tiny_env, tmp_path, adva
 
     write_collected(tmp_path, n_tasks=4)
     extra = ["trainer.zero_stage=2", f"rl.advantage={advantage}", *SMALL]
-    if advantage == "grpo":
-        extra.append("rl.ppo.samples_per_prompt=2")
+    if advantage == "grpo":  # one update per step: it takes the sampling policy's log-probs from its own forward
+        extra += ["rl.ppo.samples_per_prompt=2", "rl.ppo.mini_batch_size=4"]
     else:  # evaluation during RL after step 2 only; validation on held-out tasks before step 1 and after each step
         extra += [
             "rl.eval_every_steps=2",
@@ -81,6 +81,8 @@ def test_two_ppo_steps_through_every_actor(ray_cluster, tiny_env, tmp_path, adva
         assert (tmp_path / "rl" / "evals" / "step-00002" / "results.json").is_file()
     # Step 2 sampled from the updated policy, which has drifted from the reference: KL is no longer ~0.
     assert abs(metrics[1]["kl/mean_per_response"]) > 1e-4
+    if advantage == "grpo":  # its KL term is in the loss, and no separate pass scored the old policy
+        assert metrics[1]["ppo/kl_loss"] > 0 and all(m["time/values_s"] < 0.01 for m in metrics)
     assert policy_for(cfg, "eval") == str(tmp_path / "rl" / "model")
     before = AutoModelForCausalLM.from_pretrained(start).state_dict()
     after = AutoModelForCausalLM.from_pretrained(tmp_path / "rl" / "model").state_dict()

@@ -169,3 +169,14 @@ def test_default_advantage_carries_the_code_reward_to_the_first_token():
     rewards_[0, -1] = 1.0
     adv, _ = ppo.gae(rewards_, torch.zeros(1, 50), torch.ones(1, 50), p.gamma, p.lam)
     assert adv[0, 0].item() == pytest.approx(p.gamma**49)
+
+
+def test_grpo_kl_term_is_k3_and_zero_only_where_policy_and_reference_agree():
+    logprobs = torch.tensor([[-1.0, -2.0, -0.5], [-1.0, -1.0, -9.0]])
+    ref = torch.tensor([[-1.0, -1.5, -0.7], [-1.0, -1.0, -1.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    d = ref - logprobs
+    by_hand = ((d.exp() - d - 1) * mask).sum() / mask.sum()
+    assert torch.isclose(ppo.kl_loss(logprobs, ref, mask), by_hand)
+    assert ppo.kl_loss(logprobs, ref, mask) > 0 and float(ppo.kl_loss(ref, ref, mask)) == 0.0
+    assert float(ppo.kl_loss(logprobs[1:], ref[1:], mask[1:])) == 0.0  # the masked token does not count

@@ -100,6 +100,13 @@ class PPOStep:
         self.scaler = ppo.RewardScaler()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
 
+    @property
+    def single_update(self) -> bool:
+        """GRPO with one optimizer step per PPO step: the update's own forward gives the sampling
+        policy's log-probs (TRL's GRPOTrainer skips the same pass), so no separate pass computes them."""
+        p = self.p
+        return self.cfg.rl.advantage == "grpo" and p.ppo_epochs == 1 and p.mini_batch_size >= p.batch_size
+
     def choose(self, step: int) -> list[tuple[RLPrompt, AnswerMode]]:
         """The step's (prompt, mode) pairs: a seeded pass over the data per epoch, modes alternating (a
         `generate` pair asks for a first attempt at the prompt's task)."""
@@ -129,14 +136,16 @@ class PPOStep:
         with timer.phase("reference"):
             exp.ref_logprobs = reference_response_logprobs(self.reference, micro, self.p.temperature) * exp.response_mask
         with timer.phase("values"):
-            self.evaluate(exp, micro)
+            if not self.single_update:
+                self.evaluate(exp, micro)
         self.advantages(exp, [self.placements(r, parts) for r, (parts, _) in zip(rollouts, scored)], [r.prompt_index for r in rollouts])
         with timer.phase("train"):
             train_metrics = self.train(exp, step)
         with timer.phase("sync"):
             self._sync()
-        self.kl.update(float(exp.kl.sum(1).mean()), self.p.batch_size)
-        return self.metrics(rollouts, [parts for parts, _ in scored], exp, train_metrics, timer) | {
+        kl = float(exp.kl.sum(1).mean()) if exp.kl is not None else _mean(m["kl_per_response"] for m in train_metrics)
+        self.kl.update(kl, self.p.batch_size)
+        return self.metrics(rollouts, [parts for parts, _ in scored], exp, train_metrics, timer, kl) | {
             "time/step_s": time.perf_counter() - started
         }
 
@@ -184,29 +193,31 @@ class PPOStep:
 
     def advantages(self, exp: Experience, placements: list[list[tuple[int, float]]], groups: list[int]) -> None:
         """Per-token rewards (scores at their tokens minus the KL penalty), then GAE advantages
-        (whitened) and returns, or GRPO's group-normalised totals."""
+        (whitened) and returns; or GRPO's group-normalised totals, whose KL term is in the loss."""
+        exp.extras["totals"] = [sum(v for _, v in placed) for placed in placements]
+        if self.cfg.rl.advantage == "grpo":
+            if exp.old_logprobs is not None:  # the KL per token, for the metrics and the KL controller
+                exp.kl = (exp.old_logprobs - exp.ref_logprobs) * exp.response_mask
+            exp.advantages = ppo.grpo_advantages(torch.tensor(exp.extras["totals"]), groups, exp.response_mask)
+            return
         exp.rewards, exp.kl = ppo.token_rewards(exp.old_logprobs, exp.ref_logprobs, exp.response_mask, self.kl.value, placements)
         if self.p.scale_rewards:
             self.scaler.update(exp.rewards.sum(1))
             exp.rewards = self.scaler.scale(exp.rewards)
-        if self.cfg.rl.advantage == "grpo":
-            totals = torch.tensor([sum(v for _, v in placed) for placed in placements])
-            exp.advantages, exp.returns = ppo.grpo_advantages(totals, groups, exp.response_mask), exp.old_values
-        else:
-            advantages, exp.returns = ppo.gae(exp.rewards, exp.old_values, exp.response_mask, self.p.gamma, self.p.lam)
-            exp.advantages = ppo.masked_whiten(advantages, exp.response_mask)
-        exp.extras["totals"] = [sum(v for _, v in placed) for placed in placements]
+        advantages, exp.returns = ppo.gae(exp.rewards, exp.old_values, exp.response_mask, self.p.gamma, self.p.lam)
+        exp.advantages = ppo.masked_whiten(advantages, exp.response_mask)
 
     def train(self, exp: Experience, step: int) -> list[dict]:
         """`ppo_epochs` passes over the batch in shuffled mini-batches, one optimizer step each (trainer)."""
         generator = random.Random(f"{self.cfg.seed}:ppo:{step}")
+        kl_coef = self.kl.value if self.cfg.rl.advantage == "grpo" else 0.0  # PPO's KL penalty is in its rewards
         results = []
         for _ in range(self.p.ppo_epochs):
             order = list(range(len(exp)))
             generator.shuffle(order)
             for start in range(0, len(order), self.p.mini_batch_size):
                 batch = exp.micro_batches(order[start : start + self.p.mini_batch_size], self.p.micro_batch_size, with_targets=True)
-                results.append(self.trainer.ppo_step(batch, self.p))
+                results.append(self.trainer.ppo_step(batch, self.p, kl_coef))
         return results
 
     def _sync(self) -> None:
@@ -218,7 +229,9 @@ class PPOStep:
                 raise
             self.trainer.sync_weights(self.engines)
 
-    def metrics(self, rollouts: list[Rollout], parts: list[RewardParts], exp: Experience, train: list[dict], timer: PhaseTimer) -> dict:
+    def metrics(
+        self, rollouts: list[Rollout], parts: list[RewardParts], exp: Experience, train: list[dict], timer: PhaseTimer, kl: float
+    ) -> dict:
         mask = exp.response_mask
         explanation_rewards = [pt.explanation_reward for pt in parts if pt.explanation_reward is not None]
         values = {
@@ -228,16 +241,25 @@ class PPOStep:
             "reward/s_codebleu": _mean(pt.s_cb for pt in parts),
             "reward/s_unit_tests": _mean(pt.s_ut for pt in parts),
             "reward/pass_rate": _mean(float(pt.passed) for pt in parts),
-            "kl/mean_per_response": float(exp.kl.sum(1).mean()),
+            "kl/mean_per_response": kl,
             "kl/coef": self.kl.value,
-            "critic/explained_variance": ppo.explained_variance(exp.old_values, exp.returns, mask),
+            "critic/explained_variance": ppo.explained_variance(exp.old_values, exp.returns, mask) if exp.returns is not None else 0.0,
             "critic/reward_scale": self.scaler.std,
             "response/count": len(rollouts),
             "response/length_mean": float(mask.sum(1).mean()),
             "response/length_max": float(mask.sum(1).max()),
             **{
                 f"ppo/{k}": _mean(m[k] for m in train)
-                for k in ("policy_loss", "value_loss", "clip_fraction", "entropy", "approx_kl", "policy_grad_norm", "critic_grad_norm")
+                for k in (
+                    "policy_loss",
+                    "kl_loss",
+                    "value_loss",
+                    "clip_fraction",
+                    "entropy",
+                    "approx_kl",
+                    "policy_grad_norm",
+                    "critic_grad_norm",
+                )
             },
             **{f"time/{k}_s": v for k, v in timer.seconds.items()},
             "time/execute_s": self.rewards.last_timing["execute_s"],  # inside score: tests in the sandbox
