@@ -103,12 +103,12 @@ def trl_steps(model_path: str, rows: list[dict], batch: int, per_prompt: int, ma
 
     problems = {p.task_id: p for p in load_problems(ProblemSourceConfig(name="humaneval", limit=64))[0]}
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    wrong = [r for r in rows if r["kind"] == "first_attempt"]
+    wrong = [r for r in rows if r.kind == "first_attempt"]
     data = []
     for i, r in enumerate(wrong):
         mode = "refine"  # as ledex_rl's rl.modes=[refine]: the code reward alone on both sides
-        conv = prompts.refinement_messages(problems[r["task_id"]], r["code"], r["feedback"], mode)
-        data.append({"prompt": conv, "task_id": r["task_id"]})
+        conv = prompts.refinement_messages(problems[r.task_id], r.code, r.feedback, mode)
+        data.append({"prompt": conv, "task_id": r.task_id})
     sandbox = Sandbox(slots=1)
 
     def ledex_code_reward(completions, task_id, **_):
