@@ -2,6 +2,7 @@
 
     pool = ExecutorPool(cfg.sandbox)
     results = pool.run(jobs)            # in order; or pool.run_iter(jobs) in completion order
+    ExecutorClient.attach(pool.address())   # in another actor: the same executors, found by name
 
 Jobs go out in chunks (`jobs_per_call`) so that Ray's per-call cost stays small next to ~4 ms per
 execution, with at most two chunks in flight per actor (backpressure: a huge batch does not pile up
@@ -13,8 +14,11 @@ Actors request only CPUs, so a pool larger than the cluster waits for the autosc
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import ray
@@ -32,8 +36,6 @@ class ExecutorActor:
     """One node's share of execution: a Sandbox whose zygotes live as long as the actor."""
 
     def __init__(self, cfg: SandboxConfig):
-        import socket
-
         self.sandbox = Sandbox(
             slots=cfg.slots_per_executor, isolation_tier=cfg.isolation, allow_unsafe=cfg.allow_unsafe, limits=cfg.limits()
         )
@@ -46,8 +48,6 @@ class ExecutorActor:
         return results
 
     def info(self) -> dict:
-        import os
-
         return {
             "tier": self.sandbox.tier,
             "slots": len(self.sandbox._slots),
@@ -58,19 +58,28 @@ class ExecutorActor:
         }
 
 
-class ExecutorPool:
-    def __init__(self, cfg: SandboxConfig, name_prefix: str = "executor", node_role: dict[str, float] | None = None):
-        self.cfg, self.name_prefix = cfg, name_prefix
-        # max_task_retries=0: a chunk is retried here, once, so a job that kills its actor cannot loop.
-        spec = ActorSpec(
-            cfg.executor_resources(), node_role or {}, max_restarts=-1, max_task_retries=0
-        )  # NodeRolesConfig.resources("sandbox")
-        self.group = ActorGroup(ExecutorActor, name_prefix, spec, [(cfg,)] * cfg.num_executors, wait=False)
-        self.actors = self.group.actors
+@dataclass(frozen=True)
+class PoolAddress:
+    """Where a running pool's executors are, for another actor to use them (`ExecutorClient.attach`). An
+    actor is given this, not the pool: Ray keeps actor handles passed to a constructor in the object
+    store, logs an error for each restartable actor given one, and cannot promise them to a restart
+    (ray#53727). The executors restart in place, so their names hold for the pool's life."""
+
+    cfg: SandboxConfig
+    name_prefix: str
+    names: tuple[str, ...]
+
+
+class ExecutorClient:
+    """Runs jobs on running executor actors; starts, restarts and stops none of them."""
+
+    def __init__(self, cfg: SandboxConfig, actors: list, name_prefix: str):
+        self.cfg, self.actors, self.name_prefix = cfg, actors, name_prefix
         self.stats = {"jobs": 0, "retried_chunks": 0, "failed_chunks": 0, "seconds": 0.0}
 
-    def info(self) -> list[dict]:
-        return self.group.info()
+    @classmethod
+    def attach(cls, address: PoolAddress) -> ExecutorClient:
+        return cls(address.cfg, [ray.get_actor(name) for name in address.names], address.name_prefix)
 
     def run(self, jobs: Sequence[Job]) -> list[ExecutionResult]:
         results: list[ExecutionResult | None] = [None] * len(jobs)
@@ -120,6 +129,24 @@ class ExecutorPool:
                 yield i, result
         self.stats["jobs"] += len(jobs)
         self.stats["seconds"] += time.perf_counter() - started
+
+
+class ExecutorPool(ExecutorClient):
+    """`cfg.num_executors` executor actors, started here, and the client that runs jobs on them."""
+
+    def __init__(self, cfg: SandboxConfig, name_prefix: str = "executor", node_role: dict[str, float] | None = None):
+        # max_task_retries=0: a chunk is retried here, once, so a job that kills its actor cannot loop.
+        spec = ActorSpec(
+            cfg.executor_resources(), node_role or {}, max_restarts=-1, max_task_retries=0
+        )  # NodeRolesConfig.resources("sandbox")
+        self.group = ActorGroup(ExecutorActor, name_prefix, spec, [(cfg,)] * cfg.num_executors, wait=False)
+        super().__init__(cfg, self.group.actors, name_prefix)
+
+    def address(self) -> PoolAddress:
+        return PoolAddress(self.cfg, self.name_prefix, tuple(self.group.names))
+
+    def info(self) -> list[dict]:
+        return self.group.info()
 
     def shutdown(self) -> None:
         self.group.shutdown()

@@ -60,7 +60,8 @@ class ActorGroup:
     def __init__(self, cls: type, name_prefix: str, spec: ActorSpec, args: Sequence[tuple], wait: bool = True):
         self.cls, self.name_prefix, self.spec, self.args = cls, name_prefix, spec, list(args)
         self.replacements = 0
-        self.actors = [self._start(i, spec.naming.format(prefix=name_prefix, i=i)) for i in range(len(self.args))]
+        self.names = [spec.naming.format(prefix=name_prefix, i=i) for i in range(len(self.args))]  # the dashboard's
+        self.actors = [self._start(i, name) for i, name in enumerate(self.names)]
         if wait:
             self.call("info")
 
@@ -93,8 +94,8 @@ class ActorGroup:
         returns it once it answers."""
         self.replacements += 1
         ray.kill(self.actors[index])
-        name = f"{self.spec.naming.format(prefix=self.name_prefix, i=index)}-r{self.replacements}"
-        self.actors[index] = self._start(index, name)
+        self.names[index] = f"{self.spec.naming.format(prefix=self.name_prefix, i=index)}-r{self.replacements}"
+        self.actors[index] = self._start(index, self.names[index])
         ray.get(self.actors[index].info.remote())
         return self.actors[index]
 
@@ -126,8 +127,7 @@ class ActorGroup:
 
 @functools.cache
 def remote_class(cls: type):
-    """`ray.remote(cls)`, made once per class: a group holds only `cls`, so that a pool handed to another
-    actor (the executors, to each reward actor) pickles small."""
+    """`ray.remote(cls)`, made once per class (Ray wraps a class anew on every call)."""
     return ray.remote(cls)
 
 

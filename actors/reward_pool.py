@@ -19,6 +19,7 @@ from typing import Sequence
 
 import ray
 
+from actors.executor_pool import ExecutorClient, ExecutorPool, PoolAddress
 from actors.group import ActorGroup, ActorSpec
 from ledex_rl.errors import UserError
 from ledex_rl.hardware import thread_env
@@ -39,8 +40,18 @@ class ScoreRequest:
     reference_explanations: tuple[str, ...]  # E_c: the explanations that came with them
 
 
+@dataclass(frozen=True)
+class ScoredShard:
+    """One reward actor's answer, in request order: each answer's reward parts and test feedback."""
+
+    parts: list[RewardParts]
+    feedback: list[str]
+    execute_s: float  # running the answers' code on the executors
+    score_s: float  # CodeBLEU and the explanation embeddings
+
+
 class RewardActor:
-    def __init__(self, embedding_model: str, executors, threads: int = 1):
+    def __init__(self, embedding_model: str, executors: PoolAddress, threads: int = 1):
         import torch
         from sentence_transformers import SentenceTransformer
 
@@ -48,11 +59,10 @@ class RewardActor:
 
         torch.set_num_threads(threads)
         self.embedder = SentenceTransformer(resolve_embedding_model(embedding_model), device="cpu")
-        self.executors = executors
+        self.executors = ExecutorClient.attach(executors)
         self.scored = 0
 
-    def score(self, requests: list[ScoreRequest]) -> list[dict]:
-        """Per request: the RewardParts as a dict, plus `feedback` (what the tests said)."""
+    def score(self, requests: list[ScoreRequest]) -> ScoredShard:
         from ledex_rl import prompts
         from ledex_rl.rewards import mean_cosine, score_response
         from sandbox import Job
@@ -62,13 +72,13 @@ class RewardActor:
         results = self.executors.run([Job.for_problem(r.problem, p.code) for r, p in zip(requests, parsed)])
         executed = time.perf_counter()
         similarities = self._similarities(requests, parsed, mean_cosine)
-        out = []
+        parts = []
         for request, p, result, similarity in zip(requests, parsed, results, similarities):
             explanation = p.explanation if request.mode == "explain_refine" else None
-            parts = score_response(p.code, result.pass_rate, result.passed, request.reference_codes, explanation, similarity)
-            out.append({**parts.to_dict(), "feedback": result.feedback()})
+            parts.append(score_response(p.code, result.pass_rate, result.passed, request.reference_codes, explanation, similarity))
         self.scored += len(requests)
-        return {"scores": out, "execute_s": executed - started, "score_s": time.perf_counter() - executed}
+        feedback = [result.feedback() for result in results]
+        return ScoredShard(parts, feedback, executed - started, time.perf_counter() - executed)
 
     def _similarities(self, requests, parsed, mean_cosine) -> list[float | None]:
         """S_ex for explain-then-refine responses with reference explanations; one encode call."""
@@ -101,11 +111,11 @@ class RewardError(UserError, RuntimeError):
 
 
 class RewardPool:
-    def __init__(self, cfg: RewardConfig, executors, name_prefix: str = "reward", node_role: dict[str, float] | None = None):
+    def __init__(self, cfg: RewardConfig, executors: ExecutorPool, name_prefix: str = "reward", node_role: dict[str, float] | None = None):
         self.cfg, self.name_prefix = cfg, name_prefix
         # node_role: NodeRolesConfig.resources("sandbox"); max_restarts=-1: `_get_or_retry` restarts a stuck actor
         spec = ActorSpec(cfg.actor_resources(), node_role or {}, env=thread_env(1), max_restarts=-1)
-        self.group = ActorGroup(RewardActor, name_prefix, spec, [(cfg.embedding_model, executors)] * cfg.num_reward_actors)
+        self.group = ActorGroup(RewardActor, name_prefix, spec, [(cfg.embedding_model, executors.address())] * cfg.num_reward_actors)
         self.actors = self.group.actors
         self.retries = 0
 
@@ -118,15 +128,14 @@ class RewardPool:
         out: list = [None] * len(requests)
         self.last_timing = {"execute_s": 0.0, "score_s": 0.0}
         for k, (idx, ref) in enumerate(refs):
-            answer = self._get_or_retry(k, ref, [requests[i] for i in idx])
-            for key in self.last_timing:
-                self.last_timing[key] = max(self.last_timing[key], answer[key])
-            for i, scored in zip(idx, answer["scores"]):
-                feedback = scored.pop("feedback")
-                out[i] = (RewardParts(**scored), feedback)
+            shard = self._get_or_retry(k, ref, [requests[i] for i in idx])
+            self.last_timing["execute_s"] = max(self.last_timing["execute_s"], shard.execute_s)
+            self.last_timing["score_s"] = max(self.last_timing["score_s"], shard.score_s)
+            for i, parts, feedback in zip(idx, shard.parts, shard.feedback):
+                out[i] = (parts, feedback)
         return out
 
-    def _get_or_retry(self, k: int, ref, shard: list) -> dict:
+    def _get_or_retry(self, k: int, ref, shard: list) -> ScoredShard:
         """One actor's answer; after a timeout or a death the actor is restarted and the shard retried once."""
         timeout = self.cfg.timeout_s
         for attempt in (1, 2):

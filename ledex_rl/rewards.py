@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -108,9 +108,6 @@ class RewardParts:
     code_reward: float
     explanation_reward: float | None  # None: nothing to place on an explanation token
     passed: bool
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def score_response(
