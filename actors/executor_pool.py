@@ -25,7 +25,7 @@ import ray
 
 from actors.group import ActorGroup, ActorSpec
 from ledex_rl.config import SandboxConfig
-from sandbox import ExecutionResult, Job, Sandbox
+from sandbox import ExecutionResult, Job, Limits, Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class ExecutorActor:
 
     def __init__(self, cfg: SandboxConfig):
         self.sandbox = Sandbox(
-            slots=cfg.slots_per_executor, isolation_tier=cfg.isolation, allow_unsafe=cfg.allow_unsafe, limits=cfg.limits()
+            slots=cfg.slots_per_executor, isolation_tier=cfg.isolation, allow_unsafe=cfg.allow_unsafe, limits=Limits.from_config(cfg)
         )
         self.host = socket.gethostname()
         self.executed = 0

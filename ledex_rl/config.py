@@ -181,20 +181,6 @@ class SandboxConfig:
     def executor_resources(self) -> ActorResources:
         return ActorResources(self.executor_num_cpus)
 
-    def limits(self):
-        from sandbox import Limits
-
-        return Limits(
-            test_timeout_s=self.test_timeout_s,
-            job_timeout_s=self.job_timeout_s,
-            memory_mb=self.memory_mb,
-            max_output_bytes=self.max_output_bytes,
-            max_file_bytes=self.max_file_bytes,
-            max_processes=self.max_processes,
-            tmpfs_mb=self.tmpfs_mb,
-            max_files=self.max_files,
-        )
-
 
 @dataclass(frozen=True)
 class TeacherConfig:

@@ -20,6 +20,7 @@ from ledex_rl import prompts
 from ledex_rl.config import LedexConfig, load_config
 from ledex_rl.teachers import Teacher
 from ledex_rl.user_tests import DebugInputError, TestsFile, parse_tests
+from sandbox import Job, Limits, Sandbox
 from sandbox.results import ExecutionResult
 
 
@@ -168,8 +169,6 @@ class DebugSettings:
 
 def job_for(program: str, tests: TestsFile, module: str = ""):
     """The sandbox job; `module`: the name the tests import the program by (its file's stem)."""
-    from sandbox import Job
-
     return Job(
         program=program,
         tests=tests.tests,
@@ -263,13 +262,11 @@ class Session:
         overrides: Sequence[str] = (),
         settings: DebugSettings | None = None,
     ):
-        from sandbox import Sandbox
-
         self.cfg = config if isinstance(config, LedexConfig) else load_config(config, overrides)
         self.model, self.endpoint = model or None, endpoint or None
         self.settings = settings or DebugSettings(seed=self.cfg.seed)
         box = self.cfg.sandbox
-        self.sandbox = Sandbox(slots=1, isolation_tier=box.isolation, allow_unsafe=box.allow_unsafe, limits=box.limits())
+        self.sandbox = Sandbox(slots=1, isolation_tier=box.isolation, allow_unsafe=box.allow_unsafe, limits=Limits.from_config(box))
         self._fixer, self._close_fixer = None, lambda: None
 
     def test(self, program: str, tests: str | TestsFile, module: str = "") -> ExecutionResult:

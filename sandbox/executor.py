@@ -19,9 +19,10 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Sequence
 
+from ledex_rl.config import SandboxConfig
 from ledex_rl.errors import UserError
 from ledex_rl.problems.base import Problem, TestCase
 from sandbox import isolation, zygote
@@ -45,6 +46,11 @@ class Limits:
     max_processes: int = 1  # 1: no fork, so RLIMIT_AS bounds the whole job; more: forks under a slot uid
     tmpfs_mb: int = 64  # a job's scratch space
     max_files: int = 10000  # files and directories a job may create there
+
+    @classmethod
+    def from_config(cls, cfg: SandboxConfig) -> Limits:
+        """The limits that `cfg` (the `sandbox:` section) sets; each field has the same name there."""
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""No import cycles between the project's modules, counting imports inside functions too (a local import
-hides a cycle; it does not remove it)."""
+"""The project's modules import down the layers of CONTRIBUTING.md (core <- sandbox <- actors <- stages
+<- pipeline and CLI), with no cycles, counting imports inside functions too (a local import hides an
+upward dependency or a cycle; it does not remove it)."""
 
 import ast
 from pathlib import Path
@@ -62,3 +63,33 @@ def test_there_is_no_import_cycle():
 
 def test_the_cycle_finder_finds_one():
     assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+
+
+LAYERS = ("core", "sandbox", "actors", "stages", "pipeline and CLI")
+ABOVE_CORE = {  # modules of ledex_rl/ that sit above core, by layer; every other ledex_rl module is core
+    "sandbox": ("ledex_rl.expected_outputs", "ledex_rl.problem_set"),
+    "actors": ("ledex_rl.teachers", "ledex_rl.judge"),  # they drive the rollout engines
+    "stages": ("ledex_rl.stages", "ledex_rl.evaluation", "ledex_rl.debugger"),
+    "pipeline and CLI": ("ledex_rl.pipeline", "ledex_rl.cli", "ledex_rl.train", "ledex_rl.__main__"),
+}
+
+
+def layer(module: str) -> int:
+    top = module.partition(".")[0]
+    if top in ("sandbox", "actors"):
+        return LAYERS.index(top)
+    named = (name for name, members in ABOVE_CORE.items() if any(module == m or module.startswith(m + ".") for m in members))
+    return LAYERS.index(next(named, "core"))
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return [f"{source} -> {target}" for source in sorted(graph) for target in sorted(graph[source]) if layer(target) > layer(source)]
+
+
+def test_imports_point_down_the_layers():
+    assert upward_imports(import_graph()) == []
+
+
+def test_an_upward_import_is_found():
+    graph = {"ledex_rl.config": {"sandbox"}, "sandbox": {"ledex_rl.config"}, "actors.group": {"ledex_rl.config"}}
+    assert upward_imports(graph) == ["ledex_rl.config -> sandbox"]
