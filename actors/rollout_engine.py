@@ -85,6 +85,8 @@ class RolloutEngine:
             # top-p), not of the raw logits: what PPO's ratios must compare against.
             logprobs_mode="processed_logprobs",
         )
+        if not rollout.prefix_caching:  # true leaves vLLM's choice (on for generative models)
+            kwargs["enable_prefix_caching"] = False
         if rollout.device == "cuda":
             kwargs["gpu_memory_utilization"] = rollout.gpu_memory_utilization
         else:
