@@ -468,11 +468,12 @@ class RolloutConfig:
     # "dummy" starts the engines with random weights, for when the trainer's first sync supplies them
     # (benchmarks, or a model too large to read twice from disk).
     load_format: Literal["auto", "dummy"] = "auto"
-    # vLLM's prefix cache (true: vLLM's default, on for generative models). A prompt whose prefix an earlier request cached is prefilled in
-    # a different split than on a fresh engine, so its log-probs move by float rounding (here: 5e-7 for
-    # the tiny model with 400 shared tokens; bit-identical with the cache off; vllm#40896), which can
-    # flip a sampled token. Off, a resumed collection or evaluation repeats an uninterrupted one token
-    # for token, at the cost of prefilling each shared prefix again.
+    # vLLM's prefix cache (true: vLLM's default, on for generative models). A prompt whose prefix an
+    # earlier request cached is prefilled in a different split than on a fresh engine, so its log-probs
+    # move by float rounding (here: 5e-7 for the tiny model with 400 shared tokens; bit-identical with
+    # the cache off; vllm#40896), which can flip a sampled token. Off, a resumed collection or
+    # evaluation repeats an uninterrupted one token for token, at the cost of prefilling each shared
+    # prefix again.
     prefix_caching: bool = True
 
     def __post_init__(self) -> None:
