@@ -25,7 +25,7 @@ import ray
 
 from actors.group import ActorGroup, ActorSpec
 from ledex_rl.config import SandboxConfig
-from sandbox import ExecutionResult, Job, Limits, Sandbox
+from sandbox import ExecutionResult, Job, Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,7 @@ class ExecutorActor:
     """One node's share of execution: a Sandbox whose zygotes live as long as the actor."""
 
     def __init__(self, cfg: SandboxConfig):
-        self.sandbox = Sandbox(
-            slots=cfg.slots_per_executor, isolation_tier=cfg.isolation, allow_unsafe=cfg.allow_unsafe, limits=Limits.from_config(cfg)
-        )
+        self.sandbox = Sandbox.from_config(cfg, cfg.slots_per_executor)
         self.host = socket.gethostname()
         self.executed = 0
 

@@ -63,6 +63,7 @@ class RewardActor:
         self.scored = 0
 
     def score(self, requests: list[ScoreRequest]) -> ScoredShard:
+        """Run each answer's code on the executors, then score it: R(r) and R(e) with their parts."""
         from ledex_rl import prompts
         from ledex_rl.rewards import mean_cosine, score_response
         from sandbox import Job

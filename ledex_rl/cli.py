@@ -312,11 +312,11 @@ def prepare_model(name: str) -> None:
 def sandbox_check(config_path, overrides):
     """Start the sandbox as configured, then run a correct program and two hostile ones."""
     from ledex_rl.problems.base import TestCase
-    from sandbox import Job, Limits, Sandbox
+    from sandbox import Job, Sandbox
 
     cfg = load_or_exit(config_path, overrides).sandbox
     tests = (TestCase(kind="assert", source="assert add(1, 2) == 3"),)
-    with Sandbox(slots=1, isolation_tier=cfg.isolation, allow_unsafe=cfg.allow_unsafe, limits=Limits.from_config(cfg)) as box:
+    with Sandbox.from_config(cfg, slots=1) as box:
         click.echo(f"isolation tier: {box.tier}" + (f" (jobs run on {box.python})" if box.python else ""))
         click.echo(f"Landlock: {'ABI ' + str(box.landlock_abi) if box.landlock_abi else 'unavailable'}")
         checks = [

@@ -20,7 +20,7 @@ from ledex_rl import prompts
 from ledex_rl.config import LedexConfig, load_config
 from ledex_rl.teachers import Teacher
 from ledex_rl.user_tests import DebugInputError, TestsFile, parse_tests
-from sandbox import Job, Limits, Sandbox
+from sandbox import Job, Sandbox
 from sandbox.results import ExecutionResult
 
 
@@ -265,8 +265,7 @@ class Session:
         self.cfg = config if isinstance(config, LedexConfig) else load_config(config, overrides)
         self.model, self.endpoint = model or None, endpoint or None
         self.settings = settings or DebugSettings(seed=self.cfg.seed)
-        box = self.cfg.sandbox
-        self.sandbox = Sandbox(slots=1, isolation_tier=box.isolation, allow_unsafe=box.allow_unsafe, limits=Limits.from_config(box))
+        self.sandbox = Sandbox.from_config(self.cfg.sandbox, slots=1)
         self._fixer, self._close_fixer = None, lambda: None
 
     def test(self, program: str, tests: str | TestsFile, module: str = "") -> ExecutionResult:

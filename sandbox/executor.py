@@ -234,6 +234,11 @@ class Sandbox:
             f"ABI {self.landlock_abi}" if self.landlock_abi else "unavailable",
         )
 
+    @classmethod
+    def from_config(cls, cfg: SandboxConfig, slots: int) -> Sandbox:
+        """`slots` slots with the tier, the opt-in to no isolation and the limits that `cfg` sets."""
+        return cls(slots, isolation_tier=cfg.isolation, allow_unsafe=cfg.allow_unsafe, limits=Limits.from_config(cfg))
+
     def _choose_tier(self, requested: str) -> str:
         candidates = isolation.TIERS if requested == "auto" else (requested,)
         reasons = []
