@@ -26,6 +26,17 @@ ZYGOTE_IN_SANDBOX = "/opt/ledex_sandbox/zygote.py"
 # -s -S: no site packages; -P: no script dir on sys.path. Not -I: that would also ignore PYTHONHASHSEED,
 # and set/dict-of-str order must be the same in every slot, or expected outputs differ between runs.
 PYTHON_FLAGS = ["-s", "-S", "-P"]
+
+
+# The zygote is imported and its main() called, not run as a script: CPython keeps a script's parse
+# tree (its AST arena) until the script returns, and the zygote never does. Measured here: 10.5 MB of
+# anonymous memory as a script, 7.3 MB imported; every fork copies the page tables of all of it and
+# every job's exit tears them down again.
+def zygote_command(python: str, zygote: str, *args: str) -> list[str]:
+    launcher = f"import sys; sys.path[:0] = [{os.path.dirname(zygote)!r}]; import zygote; zygote.main()"
+    return [python, *PYTHON_FLAGS, "-c", launcher, *args]
+
+
 ZYGOTE_ENV = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "LANG": "C.UTF-8"}
 TIERS = ("bwrap", "unshare", "process")
 SLOT_UID_BASE = 61000
@@ -95,7 +106,7 @@ def launch(tier: str, slot: int, tmpfs_mb: int, max_files: int, uid: int, no_for
     no_fork = "1" if no_fork or not uid else "0"
     if tier == "bwrap":
         argv = [shutil.which("bwrap") or "bwrap", *_bwrap_args(python, tmpfs_mb)]
-        argv += [python, *PYTHON_FLAGS, ZYGOTE_IN_SANDBOX, str(uid), no_fork, "1", "/tmp/jobs", "1", "0", str(max_files), "/tmp"]
+        argv += zygote_command(python, ZYGOTE_IN_SANDBOX, str(uid), no_fork, "1", "/tmp/jobs", "1", "0", str(max_files), "/tmp")
         return Launch(tier, argv, "/tmp/jobs", None)
     scratch = tempfile.mkdtemp(prefix=f"ledex-sandbox-{slot}-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     if uid:
@@ -103,11 +114,11 @@ def launch(tier: str, slot: int, tmpfs_mb: int, max_files: int, uid: int, no_for
     if tier == "unshare":
         unshare = shutil.which("unshare") or "unshare"
         argv = [unshare, "--pid", "--net", "--ipc", "--uts", "--mount", "--fork", "--kill-child", "--mount-proc"]
-        argv += [python, *PYTHON_FLAGS, str(ZYGOTE), str(uid), no_fork, "1", scratch, "1", str(tmpfs_mb), str(max_files), scratch]
+        argv += zygote_command(python, str(ZYGOTE), str(uid), no_fork, "1", scratch, "1", str(tmpfs_mb), str(max_files), scratch)
     elif tier == "process":
-        argv = [python, *PYTHON_FLAGS, str(ZYGOTE), str(uid), no_fork, "0", scratch, "1", "0", str(max_files), ""]
+        argv = zygote_command(python, str(ZYGOTE), str(uid), no_fork, "0", scratch, "1", "0", str(max_files), "")
     elif tier == "none":
-        argv = [python, *PYTHON_FLAGS, str(ZYGOTE), "0", "0", "0", scratch, "0", "0", str(max_files), ""]
+        argv = zygote_command(python, str(ZYGOTE), "0", "0", "0", scratch, "0", "0", str(max_files), "")
     else:
         raise ValueError(f"unknown isolation tier {tier!r}; accepted: {', '.join(TIERS + ('none',))}")
     return Launch(tier, argv, scratch, scratch)

@@ -491,3 +491,15 @@ def test_closing_removes_a_host_scratch_tree_of_any_depth(tmp_path):
     os.close(fd)
     box.close()
     assert not os.path.exists(root)
+
+
+def test_every_job_starts_from_the_same_random_state(sandbox):
+    """A child is forked without Python's at-fork hooks, so `random` is not reseeded per job: every job,
+    on every slot and in every run, draws what the zygote's seed gives (as PYTHONHASHSEED=0 fixes set
+    order). Nor can one job's draws move the next job's."""
+    program = "import random\nprint(random.random(), random.getrandbits(64))\ndef add(a, b):\n    return a + b"
+    first = sandbox.run_one(Job(program, TESTS, entry_point="add"))
+    assert first.passed and first.stdout.strip()
+    assert sandbox.run_one(Job(program, TESTS, entry_point="add")).stdout == first.stdout
+    with Sandbox(slots=1, isolation_tier=sandbox.tier, limits=LIMITS) as other:
+        assert other.run_one(Job(program, TESTS, entry_point="add")).stdout == first.stdout
