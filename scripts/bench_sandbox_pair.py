@@ -67,6 +67,13 @@ def fork_floor_ms(checkout: str) -> float:
     return json.loads(out.stdout)["zygote_fork_trivial_ms"]
 
 
+def commit_of(checkout: str) -> str:
+    """The checkout's git commit, with "+changes" when its tree differs from it ("" outside git)."""
+    head = subprocess.run(["git", "-C", checkout, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", checkout, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "") if head.returncode == 0 else ""
+
+
 def summary(values: list[float]) -> dict:
     ordered = sorted(values)
     n = len(ordered)
@@ -107,7 +114,7 @@ def main() -> None:
 
 def report(args, checkouts: dict, per_exec: dict, floors: list[float], seconds: float) -> None:
     figures = {
-        "checkouts": checkouts,
+        "checkouts": {name: {"path": path, "commit": commit_of(path)} for name, path in checkouts.items()},
         "rounds": args.rounds,
         "batch": args.batch,
         "seconds": round(seconds),
