@@ -1,6 +1,10 @@
 """The sandbox judges real benchmarks exactly: every reference solution passes, wrong ones fail."""
 
+import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +101,17 @@ def test_mbpp_plus_expected_outputs_from_the_canonical_solutions(sandbox, shared
     result = sandbox.run_one(Job.for_problem(rm, sloppy))
     base = [t for t, spec in zip(result.tests, rm.tests) if spec.group == "base"]
     assert all(t.status == "passed" for t in base) and not result.passed
+
+
+def test_the_paired_benchmark_reports_both_checkouts(tmp_path):
+    """scripts/bench_sandbox_pair.py, on this checkout against itself: every figure it names, per round."""
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "pair.json"
+    argv = [sys.executable, str(root / "scripts" / "bench_sandbox_pair.py"), "--base", str(root), "--rounds", "2", "--batch", "4"]
+    done = subprocess.run([*argv, "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert set(figures["cpu_ms_per_exec"]) == {"base", "candidate"} == set(figures["to_floor"])
+    assert all(len(values) == 2 and all(v > 0 for v in values) for values in figures["raw"]["cpu_ms_per_exec"].values())
+    assert figures["candidate_to_base"]["median"] > 0 and figures["fork_floor_ms"]["median"] > 0
+    assert figures["checkouts"]["base"]["path"] == str(root)
