@@ -107,7 +107,16 @@ def test_the_paired_benchmark_reports_both_checkouts(tmp_path):
     """scripts/bench_sandbox_pair.py, on this checkout against itself: every figure it names, per round."""
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "pair.json"
-    argv = [sys.executable, str(root / "scripts" / "bench_sandbox_pair.py"), "--base", str(root), "--rounds", "2", "--batch", "4"]
+    argv = [
+        sys.executable,
+        str(root / "scripts" / "bench_sandbox_pair.py"),
+        "--base",
+        str(root),
+        "--rounds",
+        "2",
+        "--batch",
+        "40",
+    ]  # 40: /proc/stat counts 10 ms ticks
     done = subprocess.run([*argv, "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=root)
     assert done.returncode == 0, done.stderr[-2000:]
     figures = json.loads(out.read_text())
