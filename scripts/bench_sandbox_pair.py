@@ -7,7 +7,9 @@ a 10% change. Here each checkout runs in a worker process of its own (its `sandb
 2 threads, the same trivial job as bench_sandbox.py); the driver asks them in turn for a batch of
 executions, swapping the order every round, and measures machine-wide busy CPU around each batch the
 way bench_sandbox.py does. Between rounds it measures the fork floor (scripts/fork_floor.py of the
-candidate) so that each round has its own ratio to the floor. It prints medians with quartiles and the
+candidate) so that each round has its own ratio to the floor, twice: as bench_sandbox.py does (the
+floor process's own getrusage) and timed like the sandboxes (machine-wide busy CPU around a batch of
+the floor's forks, run by `fork_floor.py --serve` in the same alternation). It prints medians with quartiles and the
 median of the per-round candidate/base ratios. Run it on an otherwise idle machine.
 """
 
@@ -61,6 +63,13 @@ def cpu_ms_per_exec(proc: subprocess.Popen, batch: int) -> float:
     return (cpu_seconds() - start) * 1000 / batch
 
 
+def start_floor_worker(checkout: str, batch: int) -> subprocess.Popen:
+    argv = [sys.executable, "-I", "-S", os.path.join(checkout, "scripts", "fork_floor.py"), "--serve", str(batch)]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready", "the fork floor worker failed"
+    return proc
+
+
 def fork_floor_ms(checkout: str) -> float:
     script = os.path.join(checkout, "scripts", "fork_floor.py")
     out = subprocess.run([sys.executable, "-I", "-S", script, "--json", "--forks", "400"], capture_output=True, text=True, check=True)
@@ -95,15 +104,16 @@ def main() -> None:
         parser.error("--base CHECKOUT is required (the checkout to compare against)")
     checkouts = {"base": os.path.abspath(args.base), "candidate": os.path.abspath(args.candidate)}
     workers = {name: start_worker(path, args.batch) for name, path in checkouts.items()}
+    workers["floor"] = start_floor_worker(checkouts["candidate"], args.batch)
     per_exec = {name: [] for name in workers}
     floors = []
     started = time.time()
     for round_ in range(args.rounds):
-        for name in ("base", "candidate") if round_ % 2 == 0 else ("candidate", "base"):
+        for name in ("base", "candidate", "floor") if round_ % 2 == 0 else ("floor", "candidate", "base"):
             per_exec[name].append(cpu_ms_per_exec(workers[name], args.batch))
         floors.append(fork_floor_ms(checkouts["candidate"]))
         print(
-            f"round {round_ + 1}: base {per_exec['base'][-1]:.2f}, candidate {per_exec['candidate'][-1]:.2f} CPU ms/exec; floor {floors[-1]:.2f} ms",
+            f"round {round_ + 1}: base {per_exec['base'][-1]:.2f}, candidate {per_exec['candidate'][-1]:.2f} CPU ms/exec; floor {floors[-1]:.2f} ms (getrusage), {per_exec['floor'][-1]:.2f} ms (timed alike)",
             flush=True,
         )
     for proc in workers.values():
@@ -121,14 +131,18 @@ def report(args, checkouts: dict, per_exec: dict, floors: list[float], seconds: 
         "cpu_ms_per_exec": {name: summary(values) for name, values in per_exec.items()},
         "candidate_to_base": summary([c / b for b, c in zip(per_exec["base"], per_exec["candidate"])]),
         "fork_floor_ms": summary(floors),
-        "to_floor": {name: summary([v / f for v, f in zip(values, floors)]) for name, values in per_exec.items()},
+        "to_floor": {name: summary([v / f for v, f in zip(per_exec[name], floors)]) for name in ("base", "candidate")},
+        "to_floor_timed_alike": {
+            name: summary([v / f for v, f in zip(per_exec[name], per_exec["floor"])]) for name in ("base", "candidate")
+        },
         "raw": {"cpu_ms_per_exec": per_exec, "fork_floor_ms": floors},
     }
     for name in ("base", "candidate"):
-        cpu, floor = figures["cpu_ms_per_exec"][name], figures["to_floor"][name]
+        cpu, floor, alike = figures["cpu_ms_per_exec"][name], figures["to_floor"][name], figures["to_floor_timed_alike"][name]
         print(
             f"{name:>9}: {cpu['median']:.2f} CPU ms/exec ({cpu['q1']:.2f}-{cpu['q3']:.2f}), "
-            f"{floor['median']:.2f}x the fork floor ({floor['q1']:.2f}-{floor['q3']:.2f})"
+            f"{floor['median']:.2f}x the fork floor ({floor['q1']:.2f}-{floor['q3']:.2f}); "
+            f"{alike['median']:.2f}x the floor timed alike ({alike['q1']:.2f}-{alike['q3']:.2f})"
         )
     ratio = figures["candidate_to_base"]
     print(f"candidate / base, per round: {ratio['median']:.3f} ({ratio['q1']:.3f}-{ratio['q3']:.3f})")

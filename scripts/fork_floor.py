@@ -88,11 +88,30 @@ def load_zygote_imports() -> None:
     compile("def f(x):\n    return [i for i in range(x)]\n", "<warm>", "exec")  # as the zygote warms up
 
 
+def serve(batch: int) -> None:
+    """The warm-zygote floor on demand: `batch` forks, each running the trivial program, per line read;
+    "done" after each. A caller can then time the same work the same way it times a sandbox."""
+    load_zygote_imports()
+    gc.collect()
+    gc.freeze()
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        fork_cost(batch, run_trivial)
+        print("done", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--forks", type=int, default=1000, help="forks per measurement")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument(
+        "--serve",
+        type=int,
+        help="with the warm imports loaded, fork and run the trivial program this many times per line read (for a benchmark that times it from outside)",
+    )
     args = parser.parse_args()
+    if args.serve:
+        return serve(args.serve)
 
     zero_fill, copy_on_write = page_fault_us()
     gc.collect()

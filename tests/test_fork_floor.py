@@ -21,3 +21,12 @@ def test_fork_floor_reports_each_figure_as_a_positive_cost():
         "zygote_fork_trivial_ms",
     }
     assert all(value > 0 for value in figures.values()), figures
+
+
+def test_fork_floor_serves_batches_on_demand():
+    """--serve N: one line in, N forks of the warm zygote running the trivial program, "done" out."""
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", str(SCRIPT), "--serve", "5"], input="go\ngo\n", capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ready", "done", "done"]

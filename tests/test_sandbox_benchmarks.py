@@ -120,7 +120,8 @@ def test_the_paired_benchmark_reports_both_checkouts(tmp_path):
     done = subprocess.run([*argv, "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=root)
     assert done.returncode == 0, done.stderr[-2000:]
     figures = json.loads(out.read_text())
-    assert set(figures["cpu_ms_per_exec"]) == {"base", "candidate"} == set(figures["to_floor"])
+    assert set(figures["cpu_ms_per_exec"]) == {"base", "candidate", "floor"}
+    assert set(figures["to_floor"]) == {"base", "candidate"} == set(figures["to_floor_timed_alike"])
     assert all(len(values) == 2 and all(v > 0 for v in values) for values in figures["raw"]["cpu_ms_per_exec"].values())
     assert figures["candidate_to_base"]["median"] > 0 and figures["fork_floor_ms"]["median"] > 0
     assert figures["checkouts"]["base"]["path"] == str(root)
