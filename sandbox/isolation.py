@@ -37,7 +37,10 @@ def zygote_command(python: str, zygote: str, *args: str) -> list[str]:
     return [python, *PYTHON_FLAGS, "-c", launcher, *args]
 
 
-ZYGOTE_ENV = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "LANG": "C.UTF-8"}
+# LD_BIND_NOW: the dynamic linker resolves every symbol when the zygote loads, not on first call, where
+# each child would resolve again the functions it calls first (setsid, setrlimit, the syscall wrappers)
+# and copy the table pages it writes (~4% of a trivial job's user time here).
+ZYGOTE_ENV = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "LANG": "C.UTF-8", "LD_BIND_NOW": "1"}
 TIERS = ("bwrap", "unshare", "process")
 SLOT_UID_BASE = 61000
 

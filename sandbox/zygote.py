@@ -1530,6 +1530,7 @@ def main():
     random.seed(0)
     gc.collect()
     gc.freeze()  # children share the warm heap; the collector would otherwise copy it page by page
+    LIBC.malloc_trim(0)
     sys.stdout = sys.stderr  # nothing but frames may reach the protocol pipe (fd 1)
     ready = {
         "ready": True,
