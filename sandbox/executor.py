@@ -81,7 +81,11 @@ class Job:
 def wire(body: dict) -> bytes:
     """A job body as its child reads it: marshal (format 4, which the sandbox's Python, whatever its
     version, reads), of what JSON carries (lists for tuples, as the tests' values always arrived)."""
-    return marshal.dumps(json.loads(json.dumps(body)), 4)
+    return marshal.dumps(json.loads(zygote.to_json(body)), 4)
+
+
+# The zygote's channels for a job's streams, and the report keys they arrive under.
+STREAMS = {zygote.CH_STDOUT: "stdout", zygote.CH_STDERR: "stderr", zygote.CH_RECORD: "record", zygote.CH_JUDGE: "judge"}
 
 
 class _Slot:
@@ -119,23 +123,18 @@ class _Slot:
         """Frames from the zygote until its next message (channel 0): the job's stdout, stderr and
         result lines come first, in frames of their own. None when nothing whole arrives in time."""
         deadline = time.monotonic() + timeout
-        streams = {
-            zygote.CH_STDOUT: bytearray(),
-            zygote.CH_STDERR: bytearray(),
-            zygote.CH_RECORD: bytearray(),
-            zygote.CH_JUDGE: bytearray(),
-        }
+        streams: dict[int, bytearray] = {}  # channel -> what came on it (most jobs: result lines only)
         while True:
             if not self._fill(zygote.FRAME.size, deadline):
                 return None
             channel, size = zygote.FRAME.unpack_from(self._pending)
             end = zygote.FRAME.size + size
-            if channel not in (zygote.CH_MESSAGE, *streams) or not self._fill(end, deadline):
+            if channel not in STREAMS and channel != zygote.CH_MESSAGE or not self._fill(end, deadline):
                 return None
-            payload = bytes(self._pending[zygote.FRAME.size : end])
+            payload = self._pending[zygote.FRAME.size : end]
             del self._pending[:end]
             if channel != zygote.CH_MESSAGE:
-                streams[channel] += payload
+                streams.setdefault(channel, bytearray()).extend(payload)
                 continue
             try:
                 message = json.loads(payload)
@@ -143,13 +142,8 @@ class _Slot:
                 return None
             if not isinstance(message, dict):
                 return None
-            for key, channel in (
-                ("stdout", zygote.CH_STDOUT),
-                ("stderr", zygote.CH_STDERR),
-                ("record", zygote.CH_RECORD),
-                ("judge", zygote.CH_JUDGE),
-            ):
-                message[key] = bytes(streams[channel]).decode("utf-8", "replace")
+            for channel, key in STREAMS.items():
+                message[key] = streams[channel].decode("utf-8", "replace") if channel in streams else ""
             return message
 
     def _fill(self, n: int, deadline: float) -> bool:
@@ -178,7 +172,7 @@ class _Slot:
         """Send one job: the header the zygote reads, the body only the job's child reads and, for
         judged tests, the part only the judge reads. Returns the report."""
         payload, judge_payload = wire(body), wire(judge_body) if judge_body else b""
-        head = json.dumps({**header, "body_bytes": len(payload), "judge_bytes": len(judge_payload)}).encode()
+        head = zygote.to_json({**header, "body_bytes": len(payload), "judge_bytes": len(judge_payload)}).encode()
         try:
             self.proc.stdin.write(zygote.HEADER.pack(len(head)) + head + payload + judge_payload)
             self.proc.stdin.flush()

@@ -52,6 +52,7 @@ X86_64 = os.uname().machine == "x86_64"  # the seccomp program and Landlock's sy
 MAX_RECORD_BYTES = 32 << 20  # all of a job's result lines together
 MAX_VALUE_BYTES = 2 << 20  # one test's result line
 MAX_THREADS = 64  # a job that may not fork: threads of its one process
+JOB_NOFILE = 64  # descriptors a job may hold (the zygote itself holds under 40)
 USAGE_EVERY_S = 0.05  # how often a running job's scratch files are counted
 SCRATCH_FS = ""  # a file system of this slot's own that holds the scratch root ("": none; set in main)
 DEVNULL = -1  # opened once in main: the jobs' stdin, and the judge's stdout and stderr
@@ -573,9 +574,7 @@ def harden(job, slot_uid, no_fork, workdir, use_seccomp):
         (resource.RLIMIT_DATA, mem),
         (resource.RLIMIT_CPU, int(job["job_timeout_s"]) + 1),
         (resource.RLIMIT_FSIZE, job["max_file_bytes"]),
-        (resource.RLIMIT_NOFILE, 64),
-        (resource.RLIMIT_CORE, 0),
-    ]
+    ]  # and, inherited from the zygote: JOB_NOFILE descriptors, no core dumps, no supplementary groups
     if slot_uid and os.getuid() == 0:
         # The slot uid's tasks: processes and threads when it may fork; threads of its one process
         # when it may not (their memory is that process's, under RLIMIT_AS).
@@ -583,7 +582,6 @@ def harden(job, slot_uid, no_fork, workdir, use_seccomp):
     for which, value in limits:
         resource.setrlimit(which, (value, value))
     if slot_uid and os.getuid() == 0:
-        os.setgroups([])
         os.setgid(slot_uid)
         os.setuid(slot_uid)
     if LANDLOCK_RULESET >= 0:  # built only in the tiers that use seccomp
@@ -613,8 +611,6 @@ def run_child(job, result_fd):
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
 
-    program_lines = job["program"].splitlines()
-
     def error_text(exc):
         """`ValueError: bad input (line 3: x = int(s))`, pointing at the candidate's own line."""
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == "<candidate>"]
@@ -623,6 +619,7 @@ def run_child(job, result_fd):
         else:
             lineno = frames[-1].lineno if frames else 0
         where = ""
+        program_lines = job["program"].splitlines()
         if lineno and 0 < lineno <= len(program_lines):
             where = f" (line {lineno}: {program_lines[lineno - 1].strip()[:120]})"
         text = exc.msg if isinstance(exc, SyntaxError) else str(exc)
@@ -656,7 +653,6 @@ def run_child(job, result_fd):
     if not io_mode:
         try:
             namespace = timed(load_program)
-            emit({"stage": "loaded"})
         except TestTimeout:
             emit({"stage": "load_error", "error": "timeout", "message": f"loading the program took over {test_timeout:g}s"})
             return
@@ -1529,6 +1525,12 @@ def main():
     # still works, without exec; nothing here executes a program).
     if LIBC.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
         raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")
+    # Limits of every job that the zygote lives within as well: set here once and inherited, not by
+    # each child (a system call and its Python apiece).
+    for which, value in ((resource.RLIMIT_NOFILE, JOB_NOFILE), (resource.RLIMIT_CORE, 0)):
+        resource.setrlimit(which, (value, value))
+    if slot_uid and os.getuid() == 0:
+        os.setgroups([])  # the jobs' uid drop then keeps no supplementary group
     signal.signal(signal.SIGALRM, _alarm)  # a job's per-test timer; the zygote itself never sets one
     try:  # orphans of a job re-parent to us, so that we can reap them
         LIBC.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
