@@ -503,3 +503,19 @@ def test_every_job_starts_from_the_same_random_state(sandbox):
     assert sandbox.run_one(Job(program, TESTS, entry_point="add")).stdout == first.stdout
     with Sandbox(slots=1, isolation_tier=sandbox.tier, limits=LIMITS) as other:
         assert other.run_one(Job(program, TESTS, entry_point="add")).stdout == first.stdout
+
+
+def test_every_job_has_the_descriptor_core_and_group_limits(sandbox):
+    """The zygote sets some job limits on itself, once, and every job inherits them: at most 64
+    descriptors, no core dump, no supplementary group; the rest each job sets for itself."""
+    program = (
+        "import os, resource\n"
+        "def add(a, b):\n"
+        "    return [list(resource.getrlimit(resource.RLIMIT_NOFILE)), list(resource.getrlimit(resource.RLIMIT_CORE)), os.getgroups(),\n"
+        "            resource.getrlimit(resource.RLIMIT_AS)[0] >> 20]"
+    )
+    expected = [[64, 64], [0, 0], [], LIMITS.memory_mb]
+    result = sandbox.run_one(Job(program, (TestCase(kind="call", args=(1, 2), expected=expected),), entry_point="add"))
+    assert result.passed, result.feedback()
+    opens = "import os\ndef add(a, b):\n    return [os.pipe() for _ in range(50)] and a + b"
+    assert "Too many open files" in run(sandbox, opens).feedback()
