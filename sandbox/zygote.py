@@ -1205,16 +1205,18 @@ def kill_group(pgid):
 
 
 def kill_everything(leaders, slot_uid, pid_namespace):
-    """Nothing the job started may survive it: its groups, then every process of the slot."""
-    for pgid in leaders:
-        kill_group(pgid)
+    """Nothing the job started may survive it: every process of the slot (in our own pid namespace, one
+    call: it reaches every process but the zygote and the namespace's init, whatever its group), or
+    elsewhere the job's groups, then every process of the slot uid."""
     if pid_namespace:
-        # In our own pid namespace this reaches every process but the zygote and bwrap's init.
         try:
             os.kill(-1, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    elif slot_uid and os.getuid() == 0:
+        return
+    for pgid in leaders:
+        kill_group(pgid)
+    if slot_uid and os.getuid() == 0:
         helper = os.fork()
         if helper == 0:  # become the slot uid and kill everything that uid owns
             try:
@@ -1399,9 +1401,10 @@ def run_job(meta, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
         ready, _, _ = select.select(list(channels) + list(running), [], [], min(deadline, next_check) - now)
         for fd in ready:
             if fd in running:
-                # A leader exited: kill at once anything it left behind holding the pipes open.
-                kill_group(running.pop(fd))
-                if not running:  # the job is over: nothing it started may go on
+                pgid = running.pop(fd)
+                if running:  # the other leader goes on: kill now what this one left holding the pipes open
+                    kill_group(pgid)
+                else:  # the job is over: nothing it started may go on
                     kill_everything(leaders, slot_uid, pid_namespace)
                 continue
             moved, over = OUTBOX.relay(fd, channels[fd], allowance)
