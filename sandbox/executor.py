@@ -129,7 +129,7 @@ class _Slot:
                 return None
             channel, size = zygote.FRAME.unpack_from(self._pending)
             end = zygote.FRAME.size + size
-            if channel not in STREAMS and channel != zygote.CH_MESSAGE or not self._fill(end, deadline):
+            if (channel not in STREAMS and channel != zygote.CH_MESSAGE) or not self._fill(end, deadline):
                 return None
             payload = self._pending[zygote.FRAME.size : end]
             del self._pending[:end]
