@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench_sandbox import TRIVIAL_CODE, TRIVIAL_TESTS, cpu_seconds
+from bench_sandbox import TRIVIAL_CODE, TRIVIAL_TESTS, ask, batch_cpu_ms, start_floor_server
 
 from ledex_rl.problems.base import Problem, TestCase
 from sandbox import Job, Limits, Sandbox
@@ -52,21 +52,6 @@ def start_worker(checkout: str, batch: int) -> subprocess.Popen:
     proc = subprocess.Popen(argv, cwd=checkout, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     ready = json.loads(proc.stdout.readline())
     print(f"{checkout}: sandbox from {ready['sandbox']}", flush=True)
-    return proc
-
-
-def cpu_ms_per_exec(proc: subprocess.Popen, batch: int) -> float:
-    start = cpu_seconds()
-    proc.stdin.write("go\n")
-    proc.stdin.flush()
-    assert proc.stdout.readline().strip() == "done", "the worker failed"
-    return (cpu_seconds() - start) * 1000 / batch
-
-
-def start_floor_worker(checkout: str, batch: int) -> subprocess.Popen:
-    argv = [sys.executable, "-I", "-S", os.path.join(checkout, "scripts", "fork_floor.py"), "--serve", str(batch)]
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready", "the fork floor worker failed"
     return proc
 
 
@@ -104,13 +89,13 @@ def main() -> None:
         parser.error("--base CHECKOUT is required (the checkout to compare against)")
     checkouts = {"base": os.path.abspath(args.base), "candidate": os.path.abspath(args.candidate)}
     workers = {name: start_worker(path, args.batch) for name, path in checkouts.items()}
-    workers["floor"] = start_floor_worker(checkouts["candidate"], args.batch)
+    workers["floor"] = start_floor_server(args.batch, checkouts["candidate"])
     per_exec = {name: [] for name in workers}
     floors = []
     started = time.time()
     for round_ in range(args.rounds):
         for name in ("base", "candidate", "floor") if round_ % 2 == 0 else ("floor", "candidate", "base"):
-            per_exec[name].append(cpu_ms_per_exec(workers[name], args.batch))
+            per_exec[name].append(batch_cpu_ms(lambda: ask(workers[name]), args.batch))
         floors.append(fork_floor_ms(checkouts["candidate"]))
         print(
             f"round {round_ + 1}: base {per_exec['base'][-1]:.2f}, candidate {per_exec['candidate'][-1]:.2f} CPU ms/exec; floor {floors[-1]:.2f} ms (getrusage), {per_exec['floor'][-1]:.2f} ms (timed alike)",

