@@ -172,7 +172,7 @@ class _Slot:
         """Send one job: the header the zygote reads, the body only the job's child reads and, for
         judged tests, the part only the judge reads. Returns the report."""
         payload, judge_payload = wire(body), wire(judge_body) if judge_body else b""
-        head = zygote.to_json({**header, "body_bytes": len(payload), "judge_bytes": len(judge_payload)}).encode()
+        head = marshal.dumps({**header, "body_bytes": len(payload), "judge_bytes": len(judge_payload)})
         try:
             self.proc.stdin.write(zygote.HEADER.pack(len(head)) + head + payload + judge_payload)
             self.proc.stdin.flush()

@@ -107,15 +107,21 @@ def read_header(fd):
     if size is None:
         return None
     raw = read_exact(fd, HEADER.unpack(size)[0])
-    return None if raw is None else json.loads(raw)
+    return None if raw is None else marshal.loads(raw)
 
 
-def splice_exact(src, dst, n):
+def splice_exact(src, dst, n, wait=True):
+    """Move n bytes from pipe `src` to pipe `dst`; without `wait`, only what moves at once (it stops at a
+    full `dst` or at input not there yet). -> the bytes left to move."""
     while n > 0:
-        moved = os.splice(src, dst, n)
+        try:
+            moved = os.splice(src, dst, n, flags=0 if wait else os.SPLICE_F_NONBLOCK)
+        except BlockingIOError:
+            return n
         if moved == 0:
             raise EOFError("the pipe closed early")
         n -= moved
+    return 0
 
 
 class Outbox:
@@ -1357,6 +1363,15 @@ def run_job(meta, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
     # zygote once each (a select, a read and this loop's Python), and a line written is kept whatever
     # happens to its writer later. RLIMIT_FSIZE bounds each, as it bounds any file the job writes.
     records = {CH_RECORD: os.memfd_create("records"), **({CH_JUDGE: os.memfd_create("judge")} if judged else {})}
+    # Each body goes into its child's pipe before the fork, as far as it fits (all of it, for most jobs):
+    # the child finds it there, with no wait and wake-up, and the zygote does that work before its pages
+    # are shared with the child (each page it writes after the fork is then copied).
+    bodies = [("body", "body_bytes"), *((("judge_body", "judge_bytes"),) if judged else ())]
+    left = {}
+    for name, size in bodies:
+        left[name] = meta[size] if any(left.values()) else splice_exact(0, pipes[name][1], meta[size], wait=False)
+        if not left[name]:
+            os.close(pipes[name][1])
     devnull = DEVNULL
     started = time.monotonic()
     candidate_fds = {0: devnull, 1: pipes["out"][1], 2: pipes["err"][1], 3: records[CH_RECORD]}
@@ -1375,11 +1390,10 @@ def run_job(meta, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
             os.close(w)
         else:
             os.close(w)
-    splice_exact(0, pipes["body"][1], meta["body_bytes"])
-    os.close(pipes["body"][1])
-    if judged:
-        splice_exact(0, pipes["judge_body"][1], meta["judge_bytes"])
-        os.close(pipes["judge_body"][1])
+    for name, _ in bodies:
+        if left[name]:  # the rest, now that the child reads
+            splice_exact(0, pipes[name][1], left[name])
+            os.close(pipes[name][1])
     pidfds = {os.pidfd_open(p): p for p in leaders}
     channels = {pipes["out"][0]: CH_STDOUT, pipes["err"][0]: CH_STDERR}
     allowance = meta["max_output_bytes"]  # stdout and stderr together
