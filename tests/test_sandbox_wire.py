@@ -1,5 +1,5 @@
-"""The text a job's result lines and the zygote's reports are written in: the zygote's warm JSON encoder
-must write exactly what json.dumps writes, which the host parses."""
+"""The wire between host, zygote and job: the zygote's warm JSON encoder must write exactly what
+json.dumps writes (the host parses it), and a job's body reaches its child whole whatever its size."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from ledex_rl.problems.base import TestCase
+from sandbox import Job, Sandbox
 from sandbox.zygote import to_json
 
 VALUES = [
@@ -32,3 +34,19 @@ def test_what_json_cannot_carry_is_refused_as_json_dumps_refuses_it():
             json.dumps(value)
         with pytest.raises(TypeError):
             to_json(value)
+
+
+def test_bodies_larger_than_a_pipe_holds_reach_the_candidate_and_the_judge_whole():
+    """The zygote moves a body into its child's pipe before the fork only as far as it fits; the rest,
+    and the judge's body after it, must follow in order (a program and a judged test of ~300 KB each)."""
+    padding = "#" + "x" * 99 + "\n"
+    program = padding * 3000 + "def add(a, b):\n    return a + b\n" + f"SIZE = {len(padding) * 3000}\n"
+    judged = padding * 3000 + "for i in range(5):\n    assert add(i, 1) == i + 1\n"
+    tests = (TestCase(kind="assert", source="assert SIZE == 303000"), TestCase(kind="assert", source=judged))
+    with Sandbox(slots=1) as box:
+        right = box.run_one(Job(program, tests, entry_point="add"))
+        wrong = box.run_one(Job(program.replace("a + b", "a - b"), tests, entry_point="add"))
+        after = box.run_one(Job("def add(a, b):\n    return a + b\n", tests[1:], entry_point="add"))
+    assert right.passed and [t.status for t in right.tests] == ["passed", "passed"]
+    assert [t.status for t in wrong.tests] == ["passed", "failed"]
+    assert after.passed  # the slot's next job reads its own header, not the rest of a body
