@@ -80,8 +80,26 @@ class Job:
 
 def wire(body: dict) -> bytes:
     """A job body as its child reads it: marshal (format 4, which the sandbox's Python, whatever its
-    version, reads), of what JSON carries (lists for tuples, as the tests' values always arrived)."""
-    return marshal.dumps(json.loads(zygote.to_json(body)), 4)
+    version, reads). Bodies hold only strings, numbers, booleans, lists and string-keyed dicts (a call
+    test's arguments are made so by its plan)."""
+    return marshal.dumps(body, 4)
+
+
+# One JSON value per line, read by the C scanner alone: json.loads adds a Python frame and two regular
+# expression matches (for whitespace our writers never put there). A line it cannot read whole is not
+# a record: ValueError, or StopIteration where no value starts.
+_SCAN_JSON = json.scanner.make_scanner(json.decoder.JSONDecoder())
+
+
+def json_line(line: str):
+    """The one JSON value `line` holds (ValueError if it holds anything else)."""
+    try:
+        value, end = _SCAN_JSON(line, 0)
+    except StopIteration:
+        raise ValueError("not JSON") from None
+    if end != len(line):
+        raise ValueError("more than one JSON value")
+    return value
 
 
 # The zygote's channels for a job's streams, and the report keys they arrive under.
@@ -137,8 +155,8 @@ class _Slot:
                 streams.setdefault(channel, bytearray()).extend(payload)
                 continue
             try:
-                message = json.loads(payload)
-            except ValueError:
+                message = json_line(payload.decode("utf-8"))
+            except (ValueError, RecursionError):
                 return None
             if not isinstance(message, dict):
                 return None
@@ -220,6 +238,7 @@ class Sandbox:
             self._idle.put(slot)
         self._next_id = 0
         self._id_lock = threading.Lock()
+        self._limits_header = {f.name: getattr(self.limits, f.name) for f in fields(Limits)}  # every job's header
         log.info(
             "sandbox: %d slots, isolation tier '%s'%s, Landlock %s",
             slots,
@@ -284,18 +303,7 @@ class Sandbox:
             with self._id_lock:
                 self._next_id += 1
                 job_id = self._next_id
-            limits = self.limits
-            header = {
-                "id": job_id,
-                "test_timeout_s": limits.test_timeout_s,
-                "job_timeout_s": limits.job_timeout_s,
-                "memory_mb": limits.memory_mb,
-                "max_output_bytes": limits.max_output_bytes,
-                "max_file_bytes": limits.max_file_bytes,
-                "max_processes": limits.max_processes,
-                "max_files": limits.max_files,
-                "tmpfs_mb": limits.tmpfs_mb,
-            }
+            header = {"id": job_id, **self._limits_header}
             judged = [{"i": i, "source": p.wire["source"]} for i, p in enumerate(plans) if p.judged]
             body = {
                 "program": (job.preamble + "\n" if job.preamble else "") + job.program,
@@ -456,7 +464,7 @@ def parse_records(text: str, allowed: set[int], cut: bool) -> tuple[dict[int, di
         lines.pop()  # the line cut by the output limit
     for line in lines:
         try:
-            record = json.loads(line)
+            record = json_line(line)
         except (ValueError, RecursionError):  # not JSON, an int past the int-to-str limit, nesting past the parser's
             return records, stages, "the result channel carried something that is not a result"
         if not isinstance(record, dict):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import builtins
 import functools
+import json
 import math
 import types
 from dataclasses import dataclass
@@ -178,8 +179,8 @@ def make_plan(test: TestCase) -> Plan:
             wire = {"kind": "eval", "exprs": split.exprs, "truthy": split.truthy}
             return Plan({**wire, "iterable": split.iterable} if any(split.iterable) else wire, test, split.residual)
         return Plan({"kind": "judged", "source": test.source}, test)
-    if test.kind == "call":
-        return Plan({"kind": "call", "args": list(test.args)}, test)
+    if test.kind == "call":  # the arguments as JSON carries them (lists for tuples), as they always arrived
+        return Plan({"kind": "call", "args": json.loads(json.dumps(list(test.args)))}, test)
     if test.kind == "io":
         return Plan({"kind": "io", "stdin": test.stdin}, test)
     return Plan({"kind": "judged", "source": test.source}, test)

@@ -9,6 +9,7 @@ import pytest
 
 from ledex_rl.problems.base import TestCase
 from sandbox import Job, Sandbox
+from sandbox.executor import json_line
 from sandbox.zygote import to_json
 
 VALUES = [
@@ -26,6 +27,17 @@ VALUES = [
 def test_the_warm_encoder_writes_what_json_dumps_writes(value):
     assert to_json(value) == json.dumps(value)
     assert json.loads(to_json(value)) == json.loads(json.dumps(value))
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_the_host_reads_each_line_back_as_json_loads_would(value):
+    assert json_line(to_json(value)) == json.loads(json.dumps(value))
+
+
+@pytest.mark.parametrize("line", ["", "x", '{"i": 0}{"i": 1}', '{"i": 0} 1', '{"i": 0', "[1, 2]]", '"unterminated'])
+def test_a_line_that_is_not_exactly_one_json_value_is_refused(line):
+    with pytest.raises(ValueError):
+        json_line(line)
 
 
 def test_what_json_cannot_carry_is_refused_as_json_dumps_refuses_it():
