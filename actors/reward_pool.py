@@ -42,10 +42,9 @@ class ScoreRequest:
 
 @dataclass(frozen=True)
 class ScoredShard:
-    """One reward actor's answer, in request order: each answer's reward parts and test feedback."""
+    """One reward actor's answer: each answer's reward parts, in request order."""
 
     parts: list[RewardParts]
-    feedback: list[str]
     execute_s: float  # running the answers' code on the executors
     score_s: float  # CodeBLEU and the explanation embeddings
 
@@ -78,8 +77,7 @@ class RewardActor:
             explanation = p.explanation if request.mode == "explain_refine" else None
             parts.append(score_response(p.code, result.pass_rate, result.passed, request.reference_codes, explanation, similarity))
         self.scored += len(requests)
-        feedback = [result.feedback() for result in results]
-        return ScoredShard(parts, feedback, executed - started, time.perf_counter() - executed)
+        return ScoredShard(parts, executed - started, time.perf_counter() - executed)
 
     def _similarities(self, requests, parsed, mean_cosine) -> list[float | None]:
         """S_ex for explain-then-refine responses with reference explanations; one encode call."""
@@ -120,8 +118,8 @@ class RewardPool:
         self.actors = self.group.actors
         self.retries = 0
 
-    def score(self, requests: Sequence[ScoreRequest]) -> list[tuple[RewardParts, str]]:
-        """(reward parts, test feedback) in request order; requests are split evenly over the actors.
+    def score(self, requests: Sequence[ScoreRequest]) -> list[RewardParts]:
+        """Each answer's reward parts, in request order; requests are split evenly over the actors.
         `last_timing` then holds the slowest actor's execute and score seconds."""
         k = len(self.actors)
         shards = [list(range(i, len(requests), k)) for i in range(k)]
@@ -132,8 +130,8 @@ class RewardPool:
             shard = self._get_or_retry(k, ref, [requests[i] for i in idx])
             self.last_timing["execute_s"] = max(self.last_timing["execute_s"], shard.execute_s)
             self.last_timing["score_s"] = max(self.last_timing["score_s"], shard.score_s)
-            for i, parts, feedback in zip(idx, shard.parts, shard.feedback):
-                out[i] = (parts, feedback)
+            for i, parts in zip(idx, shard.parts):
+                out[i] = parts
         return out
 
     def _get_or_retry(self, k: int, ref, shard: list) -> ScoredShard:

@@ -80,20 +80,21 @@ def page_fault_us(pages: int = 4096, rounds: int = 10) -> tuple[float, float]:
 
 
 def load_zygote_imports() -> None:
-    """Import sandbox/zygote.py as the sandbox's fork server does (its module level: the warm imports)."""
+    """Import sandbox/zygote.py as the sandbox's fork server does (its module level: the warm imports),
+    then freeze the heap as it does."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sandbox", "zygote.py")
     spec = importlib.util.spec_from_file_location("zygote", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     compile("def f(x):\n    return [i for i in range(x)]\n", "<warm>", "exec")  # as the zygote warms up
+    gc.collect()
+    gc.freeze()  # as the zygote does: children share the warm heap
 
 
 def serve(batch: int) -> None:
     """The warm-zygote floor on demand: `batch` forks, each running the trivial program, per line read;
     "done" after each. A caller can then time the same work the same way it times a sandbox."""
     load_zygote_imports()
-    gc.collect()
-    gc.freeze()
     print("ready", flush=True)
     for _ in sys.stdin:
         fork_cost(batch, run_trivial)
@@ -123,8 +124,6 @@ def main() -> None:
         "bare_fork_trivial_ms": fork_cost(args.forks, run_trivial),
     }
     load_zygote_imports()
-    gc.collect()
-    gc.freeze()  # as the zygote does: children share the warm heap
     figures["zygote_fork_exit_ms"] = fork_cost(args.forks, nothing)
     figures["zygote_fork_trivial_ms"] = fork_cost(args.forks, run_trivial)
     if args.json:

@@ -24,7 +24,7 @@ def test_scores_and_a_hanging_reward_actor_times_out(ray_cluster):
             ScoreRequest(problem, good, "explain_refine", (problem.reference_solution,), ("The loop compares the wrong pairs.",)),
             ScoreRequest(problem, "no code at all", "refine", (problem.reference_solution,), ()),
         ]
-        (right, _), (empty, feedback) = pool.score(requests)
+        right, empty = pool.score(requests)
         assert right.s_ut == 1.0 and right.s_cb > 0.9 and right.explanation_reward == pytest.approx(5.0, abs=0.01)
         assert empty.code_reward == -5.0 and empty.explanation_reward is None
         # The reward actor ran the code on the pool's executor, found by name: no actor handle among its
@@ -37,7 +37,7 @@ def test_scores_and_a_hanging_reward_actor_times_out(ray_cluster):
             pool.score(requests)
         assert pool.retries == 1
         pool.cfg = dataclasses.replace(pool.cfg, timeout_s=120)
-        (again, _), _ = pool.score(requests)  # the restarted actor scores again
+        again, _ = pool.score(requests)  # the restarted actor scores again
         assert again.s_ut == 1.0
     finally:
         pool.shutdown()

@@ -138,16 +138,14 @@ class PPOStep:
         with timer.phase("values"):
             if not self.single_update:
                 self.evaluate(exp, micro)
-        self.advantages(exp, [self.placements(r, parts) for r, (parts, _) in zip(rollouts, scored)], [r.prompt_index for r in rollouts])
+        self.advantages(exp, [self.placements(r, parts) for r, parts in zip(rollouts, scored)], [r.prompt_index for r in rollouts])
         with timer.phase("train"):
             train_metrics = self.train(exp, step)
         with timer.phase("sync"):
             self._sync()
         kl = float(exp.kl.sum(1).mean()) if exp.kl is not None else _mean(m["kl_per_response"] for m in train_metrics)
         self.kl.update(kl, self.p.batch_size)
-        return self.metrics(rollouts, [parts for parts, _ in scored], exp, train_metrics, timer, kl) | {
-            "time/step_s": time.perf_counter() - started
-        }
+        return self.metrics(rollouts, scored, exp, train_metrics, timer, kl) | {"time/step_s": time.perf_counter() - started}
 
     # --- the phases ----------------------------------------------------------------------------------
 
@@ -168,7 +166,7 @@ class PPOStep:
         outputs = self.engines.generate(requests)
         return [Rollout(k, item, mode, c) for k, ((item, mode), cs) in enumerate(zip(pairs, outputs)) for c in cs]
 
-    def score(self, rollouts: list[Rollout]) -> list[tuple[RewardParts, str]]:
+    def score(self, rollouts: list[Rollout]) -> list[RewardParts]:
         """Tests in the sandbox, CodeBLEU and explanation similarity (reward actors)."""
         return self.rewards.score(
             [
@@ -289,7 +287,7 @@ class PPOStep:
                 for k, (item, mode) in enumerate(pairs)
             ]
             rollouts = [Rollout(k, item, mode, cs[0]) for k, ((item, mode), cs) in enumerate(zip(pairs, self.engines.generate(requests)))]
-            for r, (parts, _) in zip(rollouts, self.score(rollouts)):
+            for r, parts in zip(rollouts, self.score(rollouts)):
                 values.setdefault(f"validation/pass_rate/{r.mode}/{label}", []).append(float(parts.passed))
                 values.setdefault(f"validation/code_reward/{r.mode}/{label}", []).append(parts.code_reward)
         return {key: _mean(v) for key, v in values.items()}
