@@ -9,6 +9,7 @@ isolation tier the host allows (see isolation.py); the tier is chosen once, at s
 
 from __future__ import annotations
 
+import fcntl
 import json
 import marshal
 import logging
@@ -19,8 +20,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field, fields
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ledex_rl.config import SandboxConfig
 from ledex_rl.errors import UserError
@@ -102,6 +104,22 @@ def json_line(line: str):
     return value
 
 
+PIPELINED = 2  # jobs a slot holds at once in a batch: the one it runs and the next, waiting in its pipe
+
+
+@dataclass(frozen=True)
+class WireJob:
+    """A job on its way to a slot: its place in the caller's batch, the plans its verdict is computed
+    from, the id its report must carry, and `data`, what the zygote's pipe carries (header length,
+    header, the child's body, the judge's body)."""
+
+    index: int
+    job: Job
+    plans: list[Plan]
+    job_id: int
+    data: bytes
+
+
 # The zygote's channels for a job's streams, and the report keys they arrive under.
 STREAMS = {zygote.CH_STDOUT: "stdout", zygote.CH_STDERR: "stderr", zygote.CH_RECORD: "record", zygote.CH_JUDGE: "judge"}
 
@@ -129,6 +147,9 @@ class _Slot:
             self.close()
             raise SandboxUnavailable(f"{tier}: the zygote did not start ({err or 'no output'})")
         self.landlock_abi = ready.get("landlock_abi", 0)
+        # A job may wait in the zygote's pipe behind the one it runs only if neither takes more than
+        # half of the pipe: writing it then never blocks (see Sandbox._serve).
+        self.queue_bytes = fcntl.fcntl(self.proc.stdin.fileno(), fcntl.F_GETPIPE_SZ) // 2
         if not ready.get("stdlib_readable", True):
             self.close()
             raise SandboxUnavailable(
@@ -186,18 +207,22 @@ class _Slot:
             return ""
         return " ".join(data.decode(errors="replace").split())[-300:]
 
-    def execute(self, header: dict, body: dict, judge_body: dict | None = None) -> dict | None:
-        """Send one job: the header the zygote reads, the body only the job's child reads and, for
-        judged tests, the part only the judge reads. Returns the report."""
-        payload, judge_payload = wire(body), wire(judge_body) if judge_body else b""
-        head = marshal.dumps({**header, "body_bytes": len(payload), "judge_bytes": len(judge_payload)})
+    def send(self, data: bytes) -> None:
+        """Write one job (WireJob.data). A zygote that has gone ignores it: its report never comes."""
+        view = memoryview(data)
         try:
-            self.proc.stdin.write(zygote.HEADER.pack(len(head)) + head + payload + judge_payload)
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
+            while view:
+                view = view[self.proc.stdin.write(view) :]
+        except (OSError, ValueError):  # ValueError: a slot closed after it failed to restart
+            pass
+
+    def receive(self) -> dict | None:
+        """The report of the earliest job sent and not yet reported; None if the zygote is gone or stuck.
+        The zygote enforces each job's deadline itself; this is the backstop."""
+        try:
+            return self._read(timeout=self.limits.job_timeout_s + 15)
+        except (OSError, ValueError):  # ValueError: a slot closed after it failed to restart
             return None
-        # The zygote enforces the job's deadline itself; this is the backstop if the zygote is stuck.
-        return self._read(timeout=self.limits.job_timeout_s + 15)
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -273,24 +298,33 @@ class Sandbox:
 
     def run(self, jobs: Sequence[Job]) -> list[ExecutionResult]:
         """Execute every job; results come back in the order of `jobs`."""
-        results: list[ExecutionResult | None] = [None] * len(jobs)
         if not jobs:
             return []
-        work: queue.Queue[int] = queue.Queue()
-        for i in range(len(jobs)):
-            work.put(i)
+        results: list[ExecutionResult | None] = [None] * len(jobs)
+        pending = deque(enumerate(jobs))  # popleft is atomic: the slots' threads share it
 
-        def worker():
+        def take() -> WireJob | None:
             while True:
                 try:
-                    i = work.get_nowait()
-                except queue.Empty:
-                    return
-                results[i] = self.run_one(jobs[i])
+                    index, job = pending.popleft()
+                except IndexError:
+                    return None
+                prepared = self._prepare(index, job)
+                if isinstance(prepared, WireJob):
+                    return prepared
+                results[index] = prepared
 
-        threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(len(self._slots), len(jobs)))]
+        def worker() -> None:
+            slot = self._idle.get()
+            try:
+                slot = self._serve(slot, take, results)
+            finally:
+                self._idle.put(slot)
+
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(len(self._slots), len(jobs)) - 1)]
         for thread in threads:
             thread.start()
+        worker()  # this thread serves a slot too
         for thread in threads:
             thread.join()
         return results  # type: ignore[return-value]
@@ -298,12 +332,17 @@ class Sandbox:
     def run_one(self, job: Job) -> ExecutionResult:
         """Execute one job. Always an ExecutionResult: whatever goes wrong on this side (a malformed or
         hostile report, a dead slot) becomes this job's error, never an exception or a lost job."""
+        return self.run([job])[0]
+
+    # --- one slot's share of a batch --------------------------------------------------------------------
+
+    def _prepare(self, index: int, job: Job) -> WireJob | ExecutionResult:
+        """The job as a slot's zygote reads it, or its error if this side cannot plan its tests."""
         try:
             plans = [make_plan(t) for t in job.tests]
             with self._id_lock:
                 self._next_id += 1
                 job_id = self._next_id
-            header = {"id": job_id, **self._limits_header}
             judged = [{"i": i, "source": p.wire["source"]} for i, p in enumerate(plans) if p.judged]
             body = {
                 "program": (job.preamble + "\n" if job.preamble else "") + job.program,
@@ -327,6 +366,9 @@ class Sandbox:
                 if judged
                 else None
             )
+            payload, judge_payload = wire(body), wire(judge_body) if judge_body else b""
+            head = marshal.dumps({"id": job_id, **self._limits_header, "body_bytes": len(payload), "judge_bytes": len(judge_payload)})
+            return WireJob(index, job, plans, job_id, zygote.HEADER.pack(len(head)) + head + payload + judge_payload)
         except Exception as exc:  # noqa: BLE001 - a test this side cannot plan
             return ExecutionResult(
                 "sandbox_error",
@@ -334,28 +376,59 @@ class Sandbox:
                 tier=self.tier,
                 metadata=job.metadata,
             )
-        slot = self._idle.get()
+
+    def _serve(self, slot: _Slot, take: Callable[[], WireJob | None], results: list) -> _Slot:
+        """Run jobs from `take` on `slot` until none is left; returns the slot (a fresh one if it failed).
+
+        Pipelined: while the zygote runs one job, the next one already waits in its pipe (when both are
+        small: `_Slot.queue_bytes`), so the zygote goes from one to the next without sleeping and waking,
+        and this thread judges a report while the next job runs. A job is never lost to a slot that
+        fails: the one it was running gets the error, and any that waited behind it (and so never ran)
+        is sent again, to the slot that replaces it. A zygote whose scratch wipe failed ends after that
+        job's report (zygote.main), so no job ever starts in what an earlier one left."""
+        unsent: deque[WireJob] = deque()  # a failed slot's waiting jobs come back to the front
+        sent: deque[WireJob] = deque()  # in the zygote's pipe or running, in order: reports come so
+        while True:
+            if not unsent and (fresh := take()) is not None:
+                unsent.append(fresh)
+            if unsent and (not sent or (len(sent) < PIPELINED and max(len(w.data) for w in (*sent, unsent[0])) <= slot.queue_bytes)):
+                sent.append(unsent.popleft())
+                slot.send(sent[-1].data)
+                continue
+            if not sent:
+                return slot
+            fresh_slot = self._settle(slot, sent.popleft(), results)
+            if fresh_slot is not slot:
+                slot = fresh_slot
+                unsent.extendleft(reversed(sent))  # they never ran: the zygote runs its pipe in order
+                sent.clear()
+
+    def _settle(self, slot: _Slot, done: WireJob, results: list) -> _Slot:
+        """Read `done`'s report from `slot` and give `done` its result; -> the slot to go on with (its
+        replacement if it failed or could not wipe its scratch space)."""
         try:
-            report = slot.execute(header, body, judge_body)
-            if report is None or report.get("id") != job_id:
-                slot = self._replace(slot)
-                return ExecutionResult(
-                    "sandbox_error", message="the execution slot failed and was restarted", tier=self.tier, metadata=job.metadata
-                )
-            if report.get("wiped") is not True:  # the job left its scratch space unusable: start afresh
+            report = slot.receive()
+            if report is None or report.get("id") != done.job_id or report.get("wiped") is not True:
                 slot = self._replace(slot)
         except Exception as exc:  # noqa: BLE001 - a slot that cannot even be restarted
             log.warning("sandbox: slot %d: %s", slot.index, exc)
-            return ExecutionResult(
-                "sandbox_error", message=f"the execution slot failed: {exc}"[:300], tier=self.tier, metadata=job.metadata
+            results[done.index] = ExecutionResult(
+                "sandbox_error", message=f"the execution slot failed: {exc}"[:300], tier=self.tier, metadata=done.job.metadata
             )
-        finally:
-            self._idle.put(slot)
+            return slot
+        results[done.index] = self._verdict(report, done)
+        return slot
+
+    def _verdict(self, report: dict | None, done: WireJob) -> ExecutionResult:
+        if report is None or report.get("id") != done.job_id:
+            return ExecutionResult(
+                "sandbox_error", message="the execution slot failed and was restarted", tier=self.tier, metadata=done.job.metadata
+            )
         try:
-            return to_result(report, plans, job, self.tier)
+            return to_result(report, done.plans, done.job, self.tier)
         except Exception as exc:  # noqa: BLE001 - the child's output defeated the judge: an error, not a pass
             return ExecutionResult(
-                "error", message=f"the result could not be judged: {type(exc).__name__}"[:300], tier=self.tier, metadata=job.metadata
+                "error", message=f"the result could not be judged: {type(exc).__name__}"[:300], tier=self.tier, metadata=done.job.metadata
             )
 
     def _replace(self, slot: _Slot) -> _Slot:

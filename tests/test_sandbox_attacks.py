@@ -4,7 +4,9 @@ After every job: no process of a slot uid is left, the zygote still serves, and 
 """
 
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from dataclasses import replace
@@ -519,3 +521,88 @@ def test_every_job_has_the_descriptor_core_and_group_limits(sandbox):
     assert result.passed, result.feedback()
     opens = "import os\ndef add(a, b):\n    return [os.pipe() for _ in range(50)] and a + b"
     assert "Too many open files" in run(sandbox, opens).feedback()
+
+
+def test_the_next_job_waiting_in_the_zygotes_pipe_is_out_of_a_jobs_reach(sandbox):
+    """In a batch the next job's bytes wait in the zygote's pipe while a job runs (Sandbox._serve): the
+    running job can open neither the zygote's end of that pipe nor its memory, and the next job runs
+    whole. In a pid namespace the zygote is the job's parent; elsewhere too."""
+    secret = os.urandom(12).hex()
+    reach = (
+        "import os\ndef add(a, b):\n"
+        "    for name in ('fd/0', 'mem', 'environ'):\n"
+        "        try:\n"
+        "            os.close(os.open(f'/proc/{os.getppid()}/{name}', os.O_RDONLY | os.O_NONBLOCK))\n"
+        "            return 'opened ' + name\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    return a + b"
+    )
+    waiting = f"def add(a, b):\n    return a + b  # {secret}"
+    results = sandbox.run([Job(reach, TESTS, entry_point="add"), Job(waiting, TESTS, entry_point="add")])
+    assert [r.passed for r in results] == [True, True], results[0].feedback()
+
+
+def test_a_slot_that_dies_mid_batch_fails_only_the_job_it_was_running(sandbox):
+    """The zygote killed from outside while a job runs: that job is a sandbox error, the one already
+    waiting in the dead zygote's pipe (it never ran) runs on the slot's replacement, and so does the
+    rest of the batch, in order."""
+    slow = "import time\ndef add(a, b):\n    time.sleep(4)\n    return a + b"
+    right = "def add(a, b):\n    return a + b"
+    limits = replace(LIMITS, test_timeout_s=5.0, job_timeout_s=5.0)
+    with Sandbox(slots=1, isolation_tier=sandbox.tier, limits=limits) as box:
+        zygote_group = box._slots[0].proc.pid  # the slot's session: bwrap or unshare and the zygote
+        threading.Timer(1.5, os.killpg, (zygote_group, 9)).start()
+        results = box.run([Job(slow, TESTS, entry_point="add")] + [Job(right, TESTS, entry_point="add")] * 3)
+        assert box._slots[0].proc.pid != zygote_group
+    assert results[0].status == "sandbox_error" and "restarted" in results[0].message
+    assert [r.passed for r in results[1:]] == [True, True, True]
+
+
+def test_a_slot_whose_wipe_fails_runs_no_later_job_and_its_waiting_job_runs_on_a_fresh_one():
+    """Process tier, as root: while a job runs, a file system mounted from outside in its directory
+    makes the scratch wipe fail. The zygote reports it and ends, so the job already waiting in its pipe
+    never starts in what the first one left; in a batch, that job runs on the slot's replacement."""
+    if os.getuid() != 0:
+        pytest.skip("mounting over a job's directory needs root")
+    try:
+        box = Sandbox(slots=1, isolation_tier="process", limits=replace(LIMITS, test_timeout_s=5.0, job_timeout_s=5.0))
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"process tier unavailable: {exc}")
+    slow = "import os, time\nos.mkdir('m')\ntime.sleep(1.5)\ndef add(a, b):\n    return a + b"
+    jobs = [Job(slow, TESTS, entry_point="add"), Job("def add(a, b):\n    return a + b", TESTS, entry_point="add")]
+    mounts = []
+
+    def mount_in_job_dir(scratch: str) -> None:
+        target = os.path.join(scratch, "job", "m")
+        deadline = time.time() + 5
+        while not os.path.isdir(target) and time.time() < deadline:
+            time.sleep(0.02)
+        if subprocess.run(["mount", "-t", "tmpfs", "none", target], capture_output=True).returncode == 0:
+            mounts.append(target)
+
+    try:
+        slot = box._idle.get()  # this test drives the slot itself, then gives back its replacement
+        first, second = (box._prepare(i, job) for i, job in enumerate(jobs))
+        mounter = threading.Thread(target=mount_in_job_dir, args=(slot.launch.host_scratch,))
+        mounter.start()
+        slot.send(first.data)
+        slot.send(second.data)
+        report = slot.receive()
+        mounter.join()
+        if not mounts:
+            pytest.skip("mount is not permitted here")
+        assert report["id"] == first.job_id and report["wiped"] is False
+        assert slot.receive() is None  # the zygote ended: the waiting job never started in its scratch
+        box._idle.put(box._replace(slot))
+        mounter = threading.Thread(target=mount_in_job_dir, args=(box._slots[0].launch.host_scratch,))
+        mounter.start()
+        results = box.run(jobs)
+        mounter.join()
+        assert [r.passed for r in results] == [True, True], results
+        assert len(mounts) == 2
+    finally:
+        for target in mounts:
+            subprocess.run(["umount", target], capture_output=True)
+            shutil.rmtree(os.path.dirname(os.path.dirname(target)), ignore_errors=True)
+        box.close()
