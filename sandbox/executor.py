@@ -297,7 +297,8 @@ class Sandbox:
     # --- public API ---------------------------------------------------------------------------------
 
     def run(self, jobs: Sequence[Job]) -> list[ExecutionResult]:
-        """Execute every job; results come back in the order of `jobs`."""
+        """Execute every job; results come back in the order of `jobs`. Each slot takes jobs until none
+        is left, its next job already waiting in its zygote's pipe (`_serve`); this thread serves one."""
         if not jobs:
             return []
         results: list[ExecutionResult | None] = [None] * len(jobs)
