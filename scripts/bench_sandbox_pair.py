@@ -3,9 +3,9 @@
     .venv/bin/python scripts/bench_sandbox_pair.py --base ../old-checkout [--candidate .] [--rounds 16] [--out F]
 
 On a VM whose speed drifts by 20% within minutes, two runs of bench_sandbox.py minutes apart cannot tell
-a 10% change. Here each checkout runs in a worker process of its own (its `sandbox` package, 2 slots, the
-same trivial job as bench_sandbox.py, each batch one `Sandbox.run` call as the executor actors make); the driver asks them in turn for a batch of
-executions, swapping the order every round, and measures machine-wide busy CPU around each batch the
+a 10% change. Here each checkout runs in a worker process of its own (its `sandbox` package, 2 slots,
+the same trivial job as bench_sandbox.py, each batch one `Sandbox.run` call, as bench_sandbox.py and the
+executor actors make it); the driver asks them in turn for a batch of executions, swapping the order every round, and measures machine-wide busy CPU around each batch the
 way bench_sandbox.py does. Between rounds it measures the fork floor (scripts/fork_floor.py of the
 candidate) so that each round has its own ratio to the floor, twice: as bench_sandbox.py does (the
 floor process's own getrusage) and timed like the sandboxes (machine-wide busy CPU around a batch of
@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_sandbox import TRIVIAL_CODE, TRIVIAL_TESTS, ask, batch_cpu_ms, start_floor_server
+from bench_sandbox import TRIVIAL_CODE, TRIVIAL_TESTS, ask, batch_cpu_ms, run_batch, start_floor_server
 
 from ledex_rl.problems.base import Problem, TestCase
 from sandbox import Job, Limits, Sandbox
@@ -40,7 +40,7 @@ def serve(batch: int) -> None:
         box.run([job] * 20)  # warm both slots
         print(json.dumps({"ready": True, "sandbox": sys.modules["sandbox"].__file__}), flush=True)
         for _ in sys.stdin:
-            assert all(r.passed for r in box.run([job] * batch)), "a correct program failed"
+            run_batch(box, job, batch)
             print("done", flush=True)
 
 

@@ -527,7 +527,6 @@ def test_the_next_job_waiting_in_the_zygotes_pipe_is_out_of_a_jobs_reach(sandbox
     """In a batch the next job's bytes wait in the zygote's pipe while a job runs (Sandbox._serve): the
     running job can open neither the zygote's end of that pipe nor its memory, and the next job runs
     whole. In a pid namespace the zygote is the job's parent; elsewhere too."""
-    secret = os.urandom(12).hex()
     reach = (
         "import os\ndef add(a, b):\n"
         "    for name in ('fd/0', 'mem', 'environ'):\n"
@@ -538,7 +537,7 @@ def test_the_next_job_waiting_in_the_zygotes_pipe_is_out_of_a_jobs_reach(sandbox
         "            pass\n"
         "    return a + b"
     )
-    waiting = f"def add(a, b):\n    return a + b  # {secret}"
+    waiting = "def add(a, b):\n    return a + b"
     results = sandbox.run([Job(reach, TESTS, entry_point="add"), Job(waiting, TESTS, entry_point="add")])
     assert [r.passed for r in results] == [True, True], results[0].feedback()
 
