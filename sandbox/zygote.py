@@ -367,6 +367,31 @@ DENIED = {  # name: number, x86_64
     # No socket at all: nothing may be reached, and an AF_UNIX datagram socket could send to a host
     # path. Connected pairs (socketpair, below) are what multiprocessing and pipes between threads use.
     "socket": 41,
+    # No System V IPC and no POSIX message queues: their objects outlive the process that made them
+    # (measured: a job's 64 MB segments were still there, full, for the next job on the slot, and in the
+    # process tier on the host after the sandbox closed), and their memory is no process's address space,
+    # so RLIMIT_AS does not bound it.
+    "shmget": 29,
+    "shmat": 30,
+    "shmctl": 31,
+    "semget": 64,
+    "semop": 65,
+    "semctl": 66,
+    "shmdt": 67,
+    "msgget": 68,
+    "msgsnd": 69,
+    "msgrcv": 70,
+    "msgctl": 71,
+    "semtimedop": 220,
+    "mq_open": 240,
+    "mq_unlink": 241,
+    "mq_timedsend": 242,
+    "mq_timedreceive": 243,
+    "mq_notify": 244,
+    "mq_getsetattr": 245,
+    # Memory files hold memory outside the address space as well (measured: 960 MB in 60 files of
+    # RLIMIT_FSIZE each, under a 256 MB RLIMIT_AS). The zygote makes the result files with it.
+    "memfd_create": 319,
 }
 SYS_SOCKETPAIR, SYS_KILL, SYS_TGKILL = 53, 62, 234
 SYS_CLONE, SYS_FORK, SYS_VFORK, SYS_CLONE3 = 56, 57, 58, 435
@@ -393,7 +418,8 @@ LD_W_ABS, AND, JEQ, JSET, JGE, RET = 0x20, 0x54, 0x15, 0x45, 0x35, 0x06
 # installs the slot filter once it is set up (it needs nothing the filter refuses); each job process adds
 # the job filter for what the zygote itself must keep (signals to others, its own process tree). The
 # kernel runs every filter a process has and keeps the strictest answer, so a job gets both.
-JOB_ONLY = ("setsid", "setpgid")  # the job's child calls setsid() itself before it adds its filter
+# The job's child calls setsid() itself before it adds its filter; the zygote makes each job's result files.
+JOB_ONLY = ("setsid", "setpgid", "memfd_create")
 
 
 def slot_filter():
@@ -1407,7 +1433,7 @@ def run_job(meta, slot_uid, no_fork, pid_namespace, scratch_root, use_seccomp):
             status = "timeout"
             break
         if now >= next_check:  # a job that runs a while: its files and bytes in the scratch space
-            files, size = scratch_usage(scratch_root, SCRATCH_FS, meta["max_files"])
+            files, size = scratch_usage(scratch_root, SCRATCH_FS, meta["max_files"], leaders[0])
             if files > meta["max_files"] or size > meta["tmpfs_mb"] << 20:
                 status = "disk_limit"
                 break
@@ -1465,14 +1491,16 @@ def relay_records(records):
     return complete
 
 
-def scratch_usage(scratch_root, own_fs, limit_files):
+def scratch_usage(scratch_root, own_fs, limit_files, holder=0):
     """(files, bytes) the job has under the slot's scratch root. On a file system of the slot's own
     (`own_fs`: bwrap's /tmp, the unshare tier's mount) one statvfs; otherwise a walk without recursion
-    that stops once past `limit_files` (the caller kills the job then)."""
+    that stops once past `limit_files` (the caller kills the job then), and the files that the job's
+    process `holder` keeps open after deleting them, which no walk finds."""
     if own_fs:
         st = os.statvfs(own_fs)
         return st.f_files - st.f_ffree, (st.f_blocks - st.f_bfree) * st.f_frsize
-    files, size, pending = 0, 0, [scratch_root]
+    files, size = deleted_but_open(holder, os.stat(scratch_root).st_dev) if holder else (0, 0)
+    pending = [scratch_root]
     while pending and files <= limit_files:
         try:
             with os.scandir(pending.pop()) as entries:
@@ -1484,6 +1512,28 @@ def scratch_usage(scratch_root, own_fs, limit_files):
                         size += entry.stat(follow_symlinks=False).st_blocks * 512
         except OSError:
             files += 1  # a directory it made unreadable still counts
+    return files, size
+
+
+def deleted_but_open(pid, device):
+    """(files, bytes) of the files on `device` that process `pid` holds open and no directory lists
+    (deleted, or made with O_TMPFILE). Measured before this count: a job held 960 MB of the host's
+    /dev/shm in deleted files, past a 64 MB limit. A job is one process unless it may fork (then
+    what its other processes hold is not counted)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except PermissionError:  # it made itself non-dumpable, and a zygote without root may not look: over
+        return 1 << 40, 1 << 60
+    except OSError:  # it has just exited
+        return 0, 0
+    files = size = 0
+    for fd in fds:
+        try:
+            st = os.stat(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if st.st_nlink == 0 and st.st_dev == device:
+            files, size = files + 1, size + st.st_blocks * 512
     return files, size
 
 

@@ -350,6 +350,20 @@ def test_files_and_bytes_in_the_scratch_space_are_bounded(sandbox):
     assert result.status in ("killed", "error") and result.wall_ms < 2500, result.feedback()
 
 
+def test_deleted_files_a_job_holds_open_count_toward_its_scratch_bytes(sandbox):
+    """Files deleted while open (or made with O_TMPFILE) are in no directory, and still use the scratch
+    space: in the process tier, on the host's /dev/shm, a job held 960 MB of them past the 64 MB
+    limit before the zygote counted them. Here it holds at most the limit, or is killed."""
+    program = (
+        "import os, time\ndef add(a, b):\n    held, mb = [], 0\n    try:\n        while mb < 2 * LIMIT_MB:\n"
+        "            fd = os.open(f'f{mb}', os.O_CREAT | os.O_RDWR, 0o600)\n            os.unlink(f'f{mb}')\n"
+        "            held.append(fd)\n            os.write(fd, bytes(4 << 20))\n            mb += 4\n"
+        "    except OSError:\n        pass\n    time.sleep(0.3)\n    return mb"
+    ).replace("LIMIT_MB", "64")
+    result = sandbox.run_one(Job(program, (TestCase(kind="assert", source="assert add(1, 2) <= 64"),), entry_point="add"))
+    assert result.status == "killed" or result.passed, result.feedback()
+
+
 def test_a_directory_nested_past_any_recursion_limit_is_wiped(sandbox):
     """The scratch wipe neither recurses nor follows links: a 3000-deep tree and a link out of the
     scratch space leave the slot healthy and the host untouched."""
@@ -425,6 +439,40 @@ def test_a_job_is_one_process_by_default(sandbox):
         "    t.start()\n    t.join()\n    return out[0]"
     )
     assert sandbox.run_one(Job(threads, TESTS, entry_point="add")).passed
+
+
+# Kernel objects that outlive the process that made them: made with the raw calls, so no library's
+# check stands between the program and the kernel. Each returns the object's id, or -1 when refused.
+IPC_OBJECTS = {
+    "shared memory": "libc.shmget(KEY, 1 << 20, 0o1666)",
+    "message queue": "libc.msgget(KEY, 0o1666)",
+    "semaphore set": "libc.semget(KEY, 1, 0o1666)",
+    "posix message queue": "libc.syscall(240, b'/ledex-q', 0o100 | 2, 0o666, None)",  # mq_open(O_CREAT | O_RDWR)
+}
+
+
+@pytest.mark.parametrize("kind", IPC_OBJECTS)
+def test_no_ipc_object_outlives_a_job(sandbox, kind):
+    """System V IPC and POSIX message queues are refused: a segment left by one job would hold its
+    data for the next (measured: 64 MB, full, read back by the next job on the slot) and memory that
+    no address-space limit counts; in the process tier it outlived the sandbox on the host."""
+    make = f"import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nKEY = 0x1ede0\ndef add(a, b):\n    return {IPC_OBJECTS[kind]}"
+    made = sandbox.run_one(Job(make, (TestCase(kind="call", args=(1, 2), expected=-1),), entry_point="add"))
+    assert made.passed, made.feedback()
+    if sandbox.tier == "process":
+        assert "0x0001ede0" not in subprocess.run(["ipcs"], capture_output=True, text=True).stdout
+
+
+def test_memory_files_cannot_hold_memory_past_the_limit(sandbox):
+    """A memory file holds memory outside the address space (measured: 960 MB under a 256 MB limit,
+    in files of RLIMIT_FSIZE each): jobs cannot make one."""
+    program = (
+        "import os\ndef add(a, b):\n    held, mb = [], 0\n    try:\n        while mb < LIMIT_MB + 64:\n"
+        "            fd = os.memfd_create('m')\n            held.append(fd)\n            for _ in range(16):\n"
+        "                os.write(fd, bytes(1 << 20))\n                mb += 1\n    except OSError:\n        pass\n    return mb"
+    ).replace("LIMIT_MB", str(LIMITS.memory_mb))
+    result = sandbox.run_one(Job(program, (TestCase(kind="assert", source=f"assert add(1, 2) < {LIMITS.memory_mb}"),), entry_point="add"))
+    assert result.passed, result.feedback()
 
 
 def test_no_datagram_to_a_host_unix_socket(sandbox, tmp_path):

@@ -127,10 +127,12 @@ def test_forking_only_where_a_uid_bounds_it():
 
 def test_the_zygote_keeps_what_it_needs_to_manage_jobs():
     """The slot filter, which the zygote runs under, leaves it forking, signalling everything in the
-    slot (kill(-1) ends a job) and making sessions, and refuses it the rest."""
+    slot (kill(-1) ends a job), making sessions and memory files, and refuses it the rest."""
     zygote = slot_filter()
     assert run_filter(zygote, SYS_CLONE, (0x11,)) == RET_ALLOW  # fork
     assert run_filter(zygote, SYS_KILL, (0xFFFFFFFF, 9)) == RET_ALLOW
     assert run_filter(zygote, DENIED["setsid"]) == RET_ALLOW
+    assert run_filter(zygote, DENIED["memfd_create"]) == RET_ALLOW  # each job's result files
+    assert run_filter(zygote, DENIED["shmget"]) == EPERM_RET
     assert run_filter(zygote, DENIED["socket"], (1, 2, 0)) == EPERM_RET
     assert run_filter(zygote, DENIED["ptrace"]) == EPERM_RET
