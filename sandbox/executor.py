@@ -340,7 +340,8 @@ class Sandbox:
     def _prepare(self, index: int, job: Job) -> WireJob | ExecutionResult:
         """The job as a slot's zygote reads it, or its error if this side cannot plan its tests."""
         try:
-            plans = [make_plan(t) for t in job.tests]
+            setup = f"{job.preamble}\n{job.test_setup}"
+            plans = [make_plan(t, job.entry_point, setup) for t in job.tests]
             with self._id_lock:
                 self._next_id += 1
                 job_id = self._next_id

@@ -20,6 +20,7 @@ import builtins
 import functools
 import json
 import math
+import sys
 import types
 from dataclasses import dataclass
 from typing import Any
@@ -170,12 +171,19 @@ class SplitAssert:
     residual: ast.Expression  # the verdict over them, evaluated by the parent
     truthy: list[bool]  # per value: only its truth counts (truth_positions)
     iterable: list[bool]  # per value: consumed as an iterable (iterable_positions)
+    roots: list[str | None]  # per value: the name its calls, attributes and items start from (`f` in `f(x)[0]`)
 
 
-def make_plan(test: TestCase) -> Plan:
+def make_plan(test: TestCase, entry_point: str, setup: str = "") -> Plan:
+    """`entry_point`: the function under test (HumanEval's tests call it `candidate`); `setup`: the code
+    the tests run after (the task's preamble and test setup)."""
     if test.kind == "assert":
         split = split_assert(test.source)
-        if split is not None:
+        # Only the program's own answers may be computed in its process. In `f(x) == sys.getsizeof(y)` or
+        # `isclose(f(x), 3.5)` the expected value, or the verdict, would be the program's to choose (it can
+        # replace `sys.getsizeof`, or define `isclose`): such a test is judged, where builtins, standard
+        # modules and the setup's names are the judge's own.
+        if split is not None and all(programs_own(root, entry_point, bound_names(setup)) for root in split.roots):
             wire = {"kind": "eval", "exprs": split.exprs, "truthy": split.truthy}
             return Plan({**wire, "iterable": split.iterable} if any(split.iterable) else wire, test, split.residual)
         return Plan({"kind": "judged", "source": test.source}, test)
@@ -200,6 +208,7 @@ def split_assert(source: str) -> SplitAssert | None:
         return None
     test_expr = tree.body[0].test
     offloaded: list[str] = []
+    roots: list[str | None] = []
     dirty = tainted_nodes(test_expr)
 
     def tainted(node: ast.AST) -> bool:
@@ -224,6 +233,7 @@ def split_assert(source: str) -> SplitAssert | None:
             if is_verdict_node(node):
                 return self.generic_visit(node)
             offloaded.append(ast.unparse(node))
+            roots.append(root_name(node))
             return ast.copy_location(ast.Name(id=f"__v{len(offloaded) - 1}", ctx=ast.Load()), node)
 
     # A candidate call under a lambda or comprehension may use its variables, which exist only here.
@@ -235,7 +245,46 @@ def split_assert(source: str) -> SplitAssert | None:
     expression = ast.Expression(body=_Guard().visit(residual))
     ast.fix_missing_locations(expression)
     count = len(offloaded)
-    return SplitAssert(offloaded, expression, truth_positions(expression, count), iterable_positions(expression, count))
+    return SplitAssert(offloaded, expression, truth_positions(expression, count), iterable_positions(expression, count), roots)
+
+
+# Names that mean the same in any program unless it rebinds them: a value computed from one is not the
+# program's answer to give.
+STANDARD_NAMES = frozenset(dir(builtins)) | frozenset(sys.stdlib_module_names)
+
+
+def programs_own(root: str | None, entry_point: str, setup_names: frozenset[str]) -> bool:
+    """Is `root` a name only the program gives a meaning to (the function under test, its other
+    functions, classes and constants), so that what is computed from it is the program's answer?"""
+    if root in ("candidate", entry_point):
+        return True
+    return root is not None and root not in STANDARD_NAMES and root not in setup_names
+
+
+@functools.lru_cache(maxsize=4096)
+def bound_names(source: str) -> frozenset[str]:
+    """Every name `source` binds anywhere: imports, definitions, assignments (more names than it
+    strictly binds at top level only send more tests to the judge)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return frozenset()
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+    return frozenset(names)
+
+
+def root_name(node: ast.expr) -> str | None:
+    """The name a chain of calls, attributes and items starts from: `f` in `f(x).y[0]`; None for others."""
+    while isinstance(node, (ast.Call, ast.Attribute, ast.Subscript)):
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return node.id if isinstance(node, ast.Name) else None
 
 
 def tainted_nodes(root: ast.AST) -> set[int]:

@@ -960,6 +960,17 @@ class CallChannel:
         return line
 
 
+STDLIB_MODULES = frozenset(getattr(sys, "stdlib_module_names", ()))
+
+
+def _plain_names(source):
+    """The names `source` uses as names (not as attributes)."""
+    try:
+        return {node.id for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Name)}
+    except SyntaxError:
+        return set()
+
+
 def _global_names(code):
     """Every name a code object (and the functions inside it) may load as a global."""
     names = set(code.co_names)
@@ -1082,20 +1093,32 @@ def run_judge(job, result_fd):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
-    def bind_program_names(code):
+    program_own = {job.get("entry_point") or "candidate", "candidate", job.get("module") or "candidate"}
+
+    def bind_program_names(code, source):
         """The program's names the tests use (setup's functions too: they look them up in this same
         namespace), as proxies. Builtins stay builtins, except the function under test itself (MBPP's
-        task 126 is a function called `sum`)."""
-        for name in _global_names(code) - set(namespace) - set(dir(builtins)) | {job.get("entry_point") or "candidate", "candidate"}:
+        task 126 is a function called `sum`), and so do standard modules the tests name without
+        importing them (MBPP's `sys.getsizeof(x)`): the judge's own, never the program's, which may
+        have replaced them or their functions to choose an expected value."""
+        names, plain = _global_names(code) - set(namespace) - set(dir(builtins)), _plain_names(source)
+        for name in names & plain & STDLIB_MODULES - program_own:  # not `x.copy()`'s `copy`
+            try:
+                namespace[name] = importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - not importable here: the program's, as before
+                pass
+        # Module names that are only attributes or imports here (`from collections import Counter`) are
+        # left unbound, for a later test that names the module itself.
+        for name in names - set(namespace) - (STDLIB_MODULES - plain) | program_own:
             namespace[name] = channel.name(name)
 
-    bind_program_names(setup)
+    bind_program_names(setup, job.get("setup") or "")
     for test in job["judged"]:
         started = time.perf_counter()
         record = {"i": test["i"]}
         try:
             code = compile_tests(test["source"], "<test>")
-            bind_program_names(code)
+            bind_program_names(code, test["source"])
             signal.setitimer(signal.ITIMER_REAL, test_timeout)
             try:
                 exec(code, namespace)

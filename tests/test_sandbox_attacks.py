@@ -339,6 +339,33 @@ def test_judged_tests_cannot_be_forged(sandbox, program):
     assert result.num_passed == 0
 
 
+# Asserts whose expected value or verdict comes from a name other than the function under test: a
+# module's function, or a name the setup imports. Each holds for `add` as written.
+OTHER_NAMES = (
+    TestCase(kind="assert", source="assert add(20, 28) == sys.getsizeof((1,))"),  # MBPP task 596's form
+    TestCase(kind="assert", source="assert add(1, 2) == collections.Counter('abc')['a'] * 3"),
+    TestCase(kind="assert", source="assert isclose(add(1.5, 2.0), 3.5)"),
+    TestCase(kind="assert", source="assert add(1, 2) == Counter('aaa')['a']"),
+)
+REPLACED_NAMES = (
+    "import builtins, collections, math, sys\nsys.getsizeof = lambda *a: 0\ncollections.Counter = lambda *a: {'a': 0}\n"
+    "math.isclose = lambda *a, **k: True\nbuiltins.isclose = math.isclose\nCounter = collections.Counter\nisclose = math.isclose\n"
+    "def add(a, b):\n    return 0"
+)
+
+
+def test_expected_values_and_verdicts_are_never_the_programs(sandbox):
+    """A program that replaces the module functions and names a test computes its expected value or
+    verdict with passes none of these tests; a correct one passes them all."""
+    setup = "from collections import Counter\nfrom math import isclose"
+    honest = sandbox.run_one(
+        Job("import collections, sys\ndef add(a, b):\n    return a + b", OTHER_NAMES, entry_point="add", test_setup=setup)
+    )
+    assert honest.passed, honest.feedback()
+    forged = sandbox.run_one(Job(REPLACED_NAMES, OTHER_NAMES, entry_point="add", test_setup=setup))
+    assert forged.num_passed == 0, forged.feedback()
+
+
 def test_files_and_bytes_in_the_scratch_space_are_bounded(sandbox):
     """Tens of thousands of empty files, or many files of the largest allowed size: the job is killed
     (or refused by its file system) within a moment, in every tier, and the slot serves on."""

@@ -42,15 +42,37 @@ def test_split_assert(source, offloaded, residual):
 )
 def test_unsplittable_asserts_are_judged(source):
     assert split_assert(source) is None
-    assert make_plan(TestCase(kind="assert", source=source)).wire["kind"] == "judged"
+    assert make_plan(TestCase(kind="assert", source=source), "f").wire["kind"] == "judged"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "assert f(1) == sys.getsizeof((1,))",  # MBPP task 596: the expected value from a module
+        "assert isclose(f(1), 3.5)",  # the verdict from a name the setup imports
+        "assert f(1) == Counter('aab')",
+        "assert f(1) == hash('a')",  # a builtin the parent does not evaluate
+        "assert f(1) == EXPECTED",  # a constant of the setup
+        "assert [f(1)][0] == 1",
+    ],
+)
+def test_asserts_with_values_that_are_not_the_programs_answers_are_judged(source):
+    """Only what starts from the program's own names is evaluated in its process: an expected value or
+    a verdict computed there from a builtin, a module or a setup's name would be the program's to choose."""
+    setup = "from math import isclose\nfrom collections import Counter\nEXPECTED = 3"
+    assert split_assert(source) is not None
+    assert make_plan(TestCase(kind="assert", source=source), "f", setup).wire["kind"] == "judged"
+    for own in ("assert f(1).real == 1", "assert candidate(1) == 1", "assert f(1) == g(2)", "assert f(1) == SIZE"):
+        assert make_plan(TestCase(kind="assert", source=own), "f", setup).wire["kind"] == "eval", own
+    assert make_plan(TestCase(kind="assert", source="assert sum(1, 2) == 3"), "sum").wire["kind"] == "judged"  # MBPP task 126
 
 
 def test_expected_values_never_go_on_the_wire():
-    plan = make_plan(TestCase(kind="assert", source="assert add(1, 2) == 98765"))
+    plan = make_plan(TestCase(kind="assert", source="assert add(1, 2) == 98765"), "add")
     assert "98765" not in repr(plan.wire)
-    call = make_plan(TestCase(kind="call", args=(1, 2), expected=98765))
+    call = make_plan(TestCase(kind="call", args=(1, 2), expected=98765), "add")
     assert "98765" not in repr(call.wire)
-    io = make_plan(TestCase(kind="io", stdin="1 2\n", expected_stdout="98765\n"))
+    io = make_plan(TestCase(kind="io", stdin="1 2\n", expected_stdout="98765\n"), "")
     assert "98765" not in repr(io.wire)
 
 
@@ -80,7 +102,7 @@ def test_equal_with_float_tolerance():
 
 
 def test_judge_assert_pass_fail_and_error():
-    plan = make_plan(TestCase(kind="assert", source="assert add(1, 2) == 3"))
+    plan = make_plan(TestCase(kind="assert", source="assert add(1, 2) == 3"), "add")
     assert judge(plan, {"i": 0, "values": [3]}, "add").status == "passed"
     failed = judge(plan, {"i": 0, "values": [-1]}, "add")
     assert failed.status == "failed" and failed.message == "assert add(1, 2) == 3 failed: add(1, 2) returned -1"
@@ -93,16 +115,16 @@ def test_judge_assert_pass_fail_and_error():
 
 
 def test_judge_tuple_versus_list_follows_python():
-    plan = make_plan(TestCase(kind="assert", source="assert f() == (4, 5)"))
+    plan = make_plan(TestCase(kind="assert", source="assert f() == (4, 5)"), "f")
     assert judge(plan, {"i": 0, "values": [{"t": "tuple", "v": [4, 5]}]}, "f").status == "passed"
     assert judge(plan, {"i": 0, "values": [[4, 5]]}, "f").status == "failed"
 
 
 def test_judge_call_and_io():
-    call = make_plan(TestCase(kind="call", args=([1, 2],), expected=3.0, atol=0.0))
+    call = make_plan(TestCase(kind="call", args=([1, 2],), expected=3.0, atol=0.0), "f")
     assert judge(call, {"i": 0, "values": [3.0000001]}, "f").status == "passed"
     assert "got 4" in judge(call, {"i": 0, "values": [4]}, "f").message
-    io = make_plan(TestCase(kind="io", stdin="1 2\n", expected_stdout="3\n"))
+    io = make_plan(TestCase(kind="io", stdin="1 2\n", expected_stdout="3\n"), "")
     assert judge(io, {"i": 0, "values": ["3   \n\n"]}, "").status == "passed"
     assert judge(io, {"i": 0, "values": ["4\n"]}, "").status == "failed"
 
