@@ -393,7 +393,7 @@ DENIED = {  # name: number, x86_64
     # RLIMIT_FSIZE each, under a 256 MB RLIMIT_AS). The zygote makes the result files with it.
     "memfd_create": 319,
 }
-SYS_SOCKETPAIR, SYS_KILL, SYS_TGKILL = 53, 62, 234
+SYS_SOCKETPAIR, SYS_KILL, SYS_TGKILL, SYS_PRCTL, PR_SET_DUMPABLE = 53, 62, 234, 157, 4
 SYS_CLONE, SYS_FORK, SYS_VFORK, SYS_CLONE3 = 56, 57, 58, 435
 SOCK_TYPE_MASK, SOCK_STREAM, CLONE_THREAD = 0xF, 1, 0x00010000
 # CLONE_NEWTIME, NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET: no new namespaces.
@@ -460,6 +460,8 @@ def job_filter(own_pid, no_fork):
         _block(
             prog, nr, [_stmt(LD_W_ABS, 16), _jump(JEQ, own_pid, 2, 0), _jump(JEQ, 0, 1, 0), _stmt(RET, errno(EPERM)), _stmt(RET, RET_ALLOW)]
         )
+    # prctl(PR_SET_DUMPABLE): the job's dumpable state is set before this filter, and stays.
+    _block(prog, SYS_PRCTL, [_stmt(LD_W_ABS, 16), _jump(JEQ, PR_SET_DUMPABLE, 0, 1), _stmt(RET, errno(EPERM)), _stmt(RET, RET_ALLOW)])
     if no_fork:  # one process per job: threads only
         _block(prog, SYS_CLONE, [_stmt(LD_W_ABS, 16), _jump(JSET, CLONE_THREAD, 0, 1), _stmt(RET, RET_ALLOW), _stmt(RET, errno(EPERM))])
         _block(prog, SYS_FORK, [_stmt(RET, errno(EPERM))])
@@ -598,7 +600,7 @@ def _alarm(signum, frame):
     raise TestTimeout()
 
 
-def harden(job, slot_uid, no_fork, workdir, use_seccomp):
+def harden(job, slot_uid, no_fork, workdir, use_seccomp, judge):
     os.chdir(workdir)
     mem = job["memory_mb"] << 20
     limits = [
@@ -619,6 +621,11 @@ def harden(job, slot_uid, no_fork, workdir, use_seccomp):
     if LANDLOCK_RULESET >= 0:  # built only in the tiers that use seccomp
         enter_landlock(LANDLOCK_RULESET)
         os.close(LANDLOCK_RULESET)
+    # Set after the uid drop (which resets it), and final: the job filter refuses a job this call. The
+    # judge is not dumpable (no /proc/<pid>/mem, no descriptors: it holds the tests). The candidate is,
+    # although it inherits the zygote's "not dumpable", so that a zygote without root may look at its
+    # descriptors (deleted files it holds count toward its scratch space) and the job cannot hide them.
+    LIBC.prctl(PR_SET_DUMPABLE, 0 if judge else 1, 0, 0, 0)
     if use_seccomp and X86_64:
         install_job_filter(os.getpid())
 
@@ -1372,9 +1379,8 @@ def spawn(meta, body_fd, fds, slot_uid, no_fork, workdir, use_seccomp, judge):
             os.closerange(top, keep)
         os.closerange(max(keep + 1, top), 65536)  # every other pipe end of the job, the body's included
         sys.stdout, sys.stderr = JOB_STDOUT, JOB_STDERR
-        harden(job, slot_uid, no_fork, workdir, use_seccomp)
+        harden(job, slot_uid, no_fork, workdir, use_seccomp, judge)
         if judge:
-            LIBC.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0 (after the uid drop, which resets it): no /proc/<pid>/mem
             run_judge(job, 3)
         else:
             run_child(job, 3)
@@ -1545,9 +1551,7 @@ def deleted_but_open(pid, device):
     what its other processes hold is not counted)."""
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
-    except PermissionError:  # it made itself non-dumpable, and a zygote without root may not look: over
-        return 1 << 40, 1 << 60
-    except OSError:  # it has just exited
+    except OSError:  # it has just exited (a job cannot make itself non-dumpable: see harden)
         return 0, 0
     files = size = 0
     for fd in fds:
@@ -1650,7 +1654,7 @@ def main():
     }
     # Not dumpable: a process of the same uid (a job, where no slot uid separates them) cannot open our
     # /proc entries, such as fd/0, where the host's next job may already wait (executor: Sandbox._serve).
-    LIBC.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
+    LIBC.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     if use_seccomp:  # last: the set-up above mounts and probes
         install_slot_filter(no_fork)
     OUTBOX.message(ready)

@@ -391,6 +391,45 @@ def test_deleted_files_a_job_holds_open_count_toward_its_scratch_bytes(sandbox):
     assert result.status == "killed" or result.passed, result.feedback()
 
 
+def test_a_job_cannot_hide_its_descriptors_from_the_zygote(sandbox):
+    """A job that makes itself non-dumpable would keep a zygote without root out of /proc/<pid>/fd."""
+    program = "import ctypes\ndef add(a, b):\n    libc = ctypes.CDLL(None, use_errno=True)\n    return [libc.prctl(4, 0, 0, 0, 0), ctypes.get_errno()]"
+    result = sandbox.run_one(Job(program, (TestCase(kind="call", args=(1, 2), expected=[-1, 1]),), entry_point="add"))
+    assert result.passed, result.feedback()
+
+
+def test_a_zygote_without_root_judges_and_counts_in_the_process_tier():
+    """Run as an unprivileged user (a forked copy of this process that drops root): the zygote looks at
+    its jobs' descriptors without root, so a job running past a count passes, and one that holds
+    deleted files past the scratch limit is stopped."""
+    if os.getuid() != 0:
+        pytest.skip("this suite already runs without root here")
+    slow = "import time\ntime.sleep(0.3)\ndef add(a, b):\n    return a + b"
+    deleted = (
+        "import os, time\nfor i in range(30):\n    fd = os.open(f'f{i}', os.O_CREAT | os.O_RDWR, 0o600)\n    os.unlink(f'f{i}')\n"
+        "    os.write(fd, bytes(4 << 20))\ntime.sleep(0.3)\ndef add(a, b):\n    return a + b"
+    )
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # nothing but the sandbox runs here, then _exit
+        statuses = ["did not run"]
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            with Sandbox(slots=1, isolation_tier="process", limits=LIMITS) as box:
+                statuses = [box.run_one(Job(program, TESTS, entry_point="add")).status for program in (slow, deleted)]
+        except BaseException as exc:  # noqa: BLE001 - reported to the test below
+            statuses = [repr(exc)[:300]]
+        finally:
+            os.write(write_end, ",".join(statuses).encode())
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as reader:
+        assert reader.read().decode().split(",") == ["passed", "killed"]
+
+
 def test_a_directory_nested_past_any_recursion_limit_is_wiped(sandbox):
     """The scratch wipe neither recurses nor follows links: a 3000-deep tree and a link out of the
     scratch space leave the slot healthy and the host untouched."""

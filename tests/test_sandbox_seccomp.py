@@ -11,6 +11,7 @@ import pytest
 
 from sandbox.zygote import (
     AND,
+    PR_SET_DUMPABLE,
     AUDIT_ARCH_X86_64,
     DENIED,
     JEQ,
@@ -24,6 +25,7 @@ from sandbox.zygote import (
     SYS_CLONE3,
     SYS_FORK,
     SYS_KILL,
+    SYS_PRCTL,
     SYS_SOCKETPAIR,
     SYS_TGKILL,
     SYS_VFORK,
@@ -123,6 +125,15 @@ def test_forking_only_where_a_uid_bounds_it():
     assert job_gets(SYS_CLONE, (0x11,)) == RET_ALLOW and job_gets(SYS_CLONE, (0x11,), no_fork=True) == EPERM_RET
     assert job_gets(SYS_CLONE, (0x10000 | 0x100,), no_fork=True) == RET_ALLOW  # a thread
     assert job_gets(SYS_CLONE3) == ENOSYS_RET == job_gets(SYS_CLONE3, no_fork=True)
+
+
+def test_a_job_cannot_change_whether_it_is_dumpable(no_fork):
+    """Set before the job filter (the judge: not dumpable; the candidate: dumpable, so that a zygote
+    without root can count what it holds), and final; other prctl calls (thread names) stay allowed."""
+    assert job_gets(SYS_PRCTL, (PR_SET_DUMPABLE, 0), no_fork) == EPERM_RET
+    assert job_gets(SYS_PRCTL, (PR_SET_DUMPABLE, 1), no_fork) == EPERM_RET
+    assert job_gets(SYS_PRCTL, (15, 0), no_fork) == RET_ALLOW  # PR_SET_NAME
+    assert run_filter(slot_filter(), SYS_PRCTL, (PR_SET_DUMPABLE, 0)) == RET_ALLOW  # the zygote sets it on itself
 
 
 def test_the_zygote_keeps_what_it_needs_to_manage_jobs():
