@@ -276,7 +276,10 @@ def test_segfault_is_an_error(sandbox):
         ("assert add(1, 2) << add(1, 2) == 3", "10 ** 9"),
         ("assert math.factorial(add(1, 2)) == 3", "10 ** 7"),
         ("assert pow(7, add(1, 2)) == 3", "10 ** 9"),
-        ("assert sum(add(1, 2), []) == [3]", "[[0]] * 200000"),
+        ("assert sum(add(1, 2), []) == [3]", "[[0]] * 200000"),  # linear, not refused: quadratic before
+        ("assert add(1, 2) % 2 == 1", "'%1000000000d'"),  # formatting, when a number was expected
+        ("assert pow(add(1, 2), add(1, 2), add(1, 2)) == 3", "(1 << 3999) - 1"),
+        ("assert round(7, add(1, 2)) == 7", "-(10 ** 6)"),
     ],
 )
 def test_returned_values_cannot_make_the_parent_work_unbounded(sandbox, source, returned):
@@ -287,6 +290,7 @@ def test_returned_values_cannot_make_the_parent_work_unbounded(sandbox, source, 
     # Unbounded, each takes minutes; bounded, under a second alone. 5 s leaves room for a loaded CI core
     # (the 200,000-item list measured 2.3 s there in a full run, its encoding and transfer included).
     assert result.status == "failed" and time.time() - started < 5, result.feedback()
+    assert "ResidualTooCostly" in result.feedback() or "[]" in source
 
 
 @pytest.mark.parametrize(
