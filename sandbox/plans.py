@@ -21,7 +21,6 @@ import functools
 import json
 import math
 import re
-import sys
 import types
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 from ledex_rl.problems.base import TestCase
 from sandbox.results import NO_VALUE
 from sandbox.values import MalformedValue, decode, equal, show
+from sandbox.zygote import STDLIB_MODULES
 
 # --- what the parent may evaluate on returned values, and what that may cost -------------------------
 #
@@ -274,7 +274,7 @@ def split_assert(source: str) -> SplitAssert | None:
 
 # Names that mean the same in any program unless it rebinds them: a value computed from one is not the
 # program's answer to give.
-STANDARD_NAMES = frozenset(dir(builtins)) | frozenset(sys.stdlib_module_names)
+STANDARD_NAMES = frozenset(dir(builtins)) | STDLIB_MODULES
 
 
 def programs_own(root: str | None, entry_point: str, setup_names: frozenset[str]) -> bool:
