@@ -463,11 +463,16 @@ SIGNAL_TEXT = {
 }
 
 
+# What a result keeps of a job's output: it may print up to `max_output_bytes` (1 MB), and a batch's
+# results travel through Ray together. The start of stdout; the end of stderr, where a traceback ends.
+KEPT_OUTPUT_CHARS = 8192
+
+
 def to_result(report: dict, plans: list[Plan], job: Job, tier: str) -> ExecutionResult:
     """The whole verdict, computed here from the child's values; a missing record is never a pass."""
     common = dict(
-        stdout=report.get("stdout", ""),
-        stderr=report.get("stderr", ""),
+        stdout=report.get("stdout", "")[:KEPT_OUTPUT_CHARS],
+        stderr=report.get("stderr", "")[-KEPT_OUTPUT_CHARS:],
         wall_ms=report.get("wall_ms", 0.0),
         tier=tier,
         metadata=job.metadata,

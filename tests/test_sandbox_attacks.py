@@ -117,7 +117,13 @@ def test_one_gigabyte_of_output(sandbox):
     assert result.status == "killed"
 
 
-def test_network_connection_is_blocked_before_any_packet(sandbox):
+def test_a_result_keeps_a_bounded_part_of_the_output(sandbox):
+    """A job may print up to its output limit; its result keeps the start of stdout and the end of
+    stderr (a batch of results goes through Ray together)."""
+    program = "import sys\nprint('o' * 500000)\nprint('e' * 500000 + 'END', file=sys.stderr)\ndef add(a, b):\n    return a + b"
+    result = sandbox.run_one(Job(program, TESTS, entry_point="add"))
+    assert result.passed and result.stdout == "o" * 8192 and result.stderr.endswith("eEND\n") and len(result.stderr) == 8192
+
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
