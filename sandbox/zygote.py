@@ -541,7 +541,7 @@ def landlock_abi():
 
 def build_landlock(abi, readable, writable):
     """A ruleset in which only `readable` paths may be read (and executed), only `writable` ones
-    written, and TCP and signals to processes outside the job are refused (ABI >= 4 and >= 6).
+    written (never executed), and TCP and signals to processes outside the job are refused (ABI >= 4 and >= 6).
     Built once by the zygote; every child enters it with `enter_landlock`, becoming its own domain."""
     handled = (1 << 13) - 1  # ABI 1: execute .. make_sym
     if abi >= 2:
@@ -558,7 +558,9 @@ def build_landlock(abi, readable, writable):
     if ruleset < 0:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
     file_rights = handled & (LL_FILE_RIGHTS_ABI1 | (1 << 14) | (1 << 15))
-    for paths, rights in ((readable, LL_EXECUTE | LL_READ_FILE | LL_READ_DIR), (writable, handled)):
+    # Nothing written may be executed: a job's own file of mode 0111, executed, would leave it
+    # non-dumpable, out of a zygote's sight without root (see harden).
+    for paths, rights in ((readable, LL_EXECUTE | LL_READ_FILE | LL_READ_DIR), (writable, handled & ~LL_EXECUTE)):
         for path in paths:
             try:
                 fd = os.open(path, os.O_PATH | os.O_CLOEXEC)

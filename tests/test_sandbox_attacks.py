@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import replace
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ledex_rl.problems.base import TestCase
-from sandbox import Job, Limits, Sandbox
+from sandbox import Job, Limits, Sandbox, isolation
 from sandbox.isolation import SLOT_UID_BASE
 
 TESTS = (TestCase(kind="assert", source="assert add(1, 2) == 3"), TestCase(kind="assert", source="assert add(2, 2) == 4"))
@@ -408,6 +409,17 @@ def test_a_job_cannot_hide_its_descriptors_from_the_zygote(sandbox):
     assert result.passed, result.feedback()
 
 
+def test_nothing_a_job_writes_can_be_executed(sandbox):
+    """A job's own file of mode 0111, executed, would leave the job non-dumpable (hiding its
+    descriptors); Landlock refuses executing anything in the scratch space."""
+    program = (
+        "import os, shutil\ndef add(a, b):\n    shutil.copy('/bin/true', 'x')\n    os.chmod('x', 0o111)\n"
+        "    try:\n        os.execv('./x', ['x'])\n    except OSError as exc:\n        return exc.errno"
+    )
+    result = sandbox.run_one(Job(program, (TestCase(kind="call", args=(1, 2), expected=13),), entry_point="add"))  # EACCES
+    assert result.passed, result.feedback()
+
+
 def test_a_zygote_without_root_judges_and_counts_in_the_process_tier():
     """Run as an unprivileged user (a forked copy of this process that drops root): the zygote looks at
     its jobs' descriptors without root, so a job running past a count passes, and one that holds
@@ -419,6 +431,11 @@ def test_a_zygote_without_root_judges_and_counts_in_the_process_tier():
         "import os, time\nfor i in range(30):\n    fd = os.open(f'f{i}', os.O_CREAT | os.O_RDWR, 0o600)\n    os.unlink(f'f{i}')\n"
         "    os.write(fd, bytes(4 << 20))\ntime.sleep(0.3)\ndef add(a, b):\n    return a + b"
     )
+    # The zygote from a directory that user may read (a checkout may live in a private one, as a
+    # `mktemp -d` clone does).
+    readable = Path(tempfile.mkdtemp(prefix="ledex-unprivileged-", dir="/tmp"))
+    readable.chmod(0o755)
+    shutil.copy(isolation.ZYGOTE, readable / "zygote.py")
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # nothing but the sandbox runs here, then _exit
@@ -427,6 +444,7 @@ def test_a_zygote_without_root_judges_and_counts_in_the_process_tier():
             os.setgroups([])
             os.setgid(65534)
             os.setuid(65534)
+            isolation.ZYGOTE = readable / "zygote.py"
             with Sandbox(slots=1, isolation_tier="process", limits=LIMITS) as box:
                 statuses = [box.run_one(Job(program, TESTS, entry_point="add")).status for program in (slow, deleted)]
         except BaseException as exc:  # noqa: BLE001 - reported to the test below
@@ -436,6 +454,7 @@ def test_a_zygote_without_root_judges_and_counts_in_the_process_tier():
             os._exit(0)
     os.close(write_end)
     os.waitpid(pid, 0)
+    shutil.rmtree(readable)
     with os.fdopen(read_end, "rb") as reader:
         assert reader.read().decode().split(",") == ["passed", "killed"]
 
