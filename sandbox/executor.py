@@ -132,15 +132,19 @@ class _Slot:
         self._pending = bytearray()  # bytes from the zygote not yet parsed into frames
         self.uid = isolation.SlotUid()
         self.launch = isolation.launch(tier, index, limits.tmpfs_mb, limits.max_files, self.uid.uid, limits.max_processes <= 1, python)
-        self.proc = subprocess.Popen(
-            self.launch.argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            env=dict(isolation.ZYGOTE_ENV),
-            bufsize=0,
-        )
+        try:
+            self.proc = subprocess.Popen(
+                self.launch.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                env=dict(isolation.ZYGOTE_ENV),
+                bufsize=0,
+            )
+        except OSError:  # an interpreter this user may not run (probing the tiers): nothing left behind
+            self._release()
+            raise
         ready = self._read(timeout=start_timeout)
         if not ready or not ready.get("ready"):
             err = self._stderr_tail()
@@ -238,6 +242,10 @@ class _Slot:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream:
                 stream.close()
+        self._release()
+
+    def _release(self) -> None:
+        """Give back the slot uid and remove the host's scratch directory."""
         self.uid.release()
         if self.launch.host_scratch and os.path.isdir(self.launch.host_scratch):
             zygote.wipe_scratch(self.launch.host_scratch)  # any depth, never following links

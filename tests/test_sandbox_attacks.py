@@ -17,6 +17,7 @@ import pytest
 
 from ledex_rl.problems.base import TestCase
 from sandbox import Job, Limits, Sandbox, isolation
+from sandbox.executor import _Slot
 from sandbox.isolation import SLOT_UID_BASE
 
 TESTS = (TestCase(kind="assert", source="assert add(1, 2) == 3"), TestCase(kind="assert", source="assert add(2, 2) == 4"))
@@ -636,6 +637,15 @@ def test_closing_removes_a_host_scratch_tree_of_any_depth(tmp_path):
     os.close(fd)
     box.close()
     assert not os.path.exists(root)
+
+
+def test_a_slot_whose_interpreter_cannot_run_leaves_nothing_behind():
+    """Probing tiers tries interpreters this user may not run (without root: a Python under /root):
+    each failed start gives its scratch directory back."""
+    before = set(Path("/dev/shm").iterdir())
+    with pytest.raises(OSError):
+        _Slot(0, "process", LIMITS, python="/nonexistent/python3")
+    assert set(Path("/dev/shm").iterdir()) == before
 
 
 def test_every_job_starts_from_the_same_random_state(sandbox):
